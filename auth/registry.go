@@ -1,0 +1,387 @@
+// Package auth decides who a client device is: it keeps the registry of things and certificates (the
+// offline stand-in for AWS IoT's registry) and maps a TLS client certificate plus an MQTT client ID to a
+// registered thing, refusing everything else with a reason a person can act on.
+package auth
+
+import (
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ggbroker/ggbroker/certs"
+)
+
+// Status is a certificate's registry status, with AWS IoT's names.
+type Status string
+
+// Certificate statuses. Only ACTIVE certificates may connect (aws-iot-core/x509-client-certs.md).
+const (
+	StatusActive   Status = "ACTIVE"
+	StatusInactive Status = "INACTIVE"
+	StatusRevoked  Status = "REVOKED"
+)
+
+// Thing is a registered device.
+type Thing struct {
+	Name       string            `json:"thingName"`
+	TypeName   string            `json:"thingTypeName,omitempty"`
+	Attributes map[string]string `json:"attributes,omitempty"`
+}
+
+// Certificate is a registered device certificate. ID is the lowercase hex SHA-256 of its DER encoding,
+// the same form as AWS IoT's certificate ID.
+type Certificate struct {
+	ID        string    `json:"certificateId"`
+	PEM       string    `json:"certificatePem"`
+	Status    Status    `json:"status"`
+	Things    []string  `json:"things,omitempty"`
+	Policies  []string  `json:"policies,omitempty"`
+	CreatedAt time.Time `json:"creationDate"`
+}
+
+// AttachedTo reports whether the certificate is attached to the thing.
+func (c *Certificate) AttachedTo(thing string) bool {
+	return slices.Contains(c.Things, thing)
+}
+
+// Data is the registry's content, as stored in its JSON file.
+type Data struct {
+	Things       map[string]*Thing       `json:"things"`
+	Certificates map[string]*Certificate `json:"certificates"`
+}
+
+// snapshot is one parsed version of the registry file. It is never modified after it is published, so
+// readers use it without a lock.
+type snapshot struct {
+	data   Data
+	parsed map[string]*x509.Certificate // certificate ID -> parsed certificate
+	mtime  time.Time
+	size   int64
+}
+
+// Registry is the registry file in the state directory. The CLI and a running broker are separate
+// processes sharing it: writers take an exclusive file lock and write atomically, and readers reload the
+// file when its modification time or size changes, so `ggbroker device revoke` takes effect on the next
+// connect without a restart.
+type Registry struct {
+	path string
+
+	// OnReloadError, if set, is told when the file changed on disk but could not be read; the registry
+	// then keeps serving the last good version, so a broken hand edit does not lock every device out.
+	OnReloadError func(error)
+
+	mu        sync.Mutex
+	snap      *snapshot
+	failedFor time.Time // mtime of the last version that failed to load, to report it once
+}
+
+// OpenRegistry opens the registry file at path, creating an empty one if it does not exist.
+func OpenRegistry(path string) (*Registry, error) {
+	r := &Registry{path: path}
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, fmt.Errorf("create registry directory: %w", err)
+		}
+		if err := r.Update(func(*Data) error { return nil }); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := r.current(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Path is the registry file's path.
+func (r *Registry) Path() string { return r.path }
+
+// current returns the latest snapshot, re-reading the file if it changed on disk. It fails only when
+// there is no good version at all.
+func (r *Registry) current() (*snapshot, error) {
+	fi, statErr := os.Stat(r.path)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if statErr == nil && r.snap != nil && r.snap.mtime.Equal(fi.ModTime()) && r.snap.size == fi.Size() {
+		return r.snap, nil
+	}
+	if statErr == nil && r.snap != nil && r.failedFor.Equal(fi.ModTime()) {
+		return r.snap, nil
+	}
+	s, err := readSnapshot(r.path)
+	if err != nil {
+		if r.snap == nil {
+			return nil, err
+		}
+		if statErr == nil {
+			r.failedFor = fi.ModTime()
+		}
+		if r.OnReloadError != nil {
+			r.OnReloadError(fmt.Errorf("%w (still using the last good version)", err))
+		}
+		return r.snap, nil
+	}
+	r.snap = s
+	return s, nil
+}
+
+func readSnapshot(path string) (*snapshot, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("registry %s: %w", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("registry %s: %w", path, err)
+	}
+	raw, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("registry %s: %w", path, err)
+	}
+	d, err := ParseData(raw)
+	if err != nil {
+		return nil, fmt.Errorf("registry %s: %w", path, err)
+	}
+	s := &snapshot{data: *d, parsed: make(map[string]*x509.Certificate, len(d.Certificates)), mtime: fi.ModTime(), size: fi.Size()}
+	for id, c := range d.Certificates {
+		parsed, err := certs.ParseCertsPEM([]byte(c.PEM))
+		if err != nil {
+			return nil, fmt.Errorf("registry %s: certificate %s: %w", path, id, err)
+		}
+		s.parsed[id] = parsed[0]
+	}
+	return s, nil
+}
+
+// ParseData parses and checks registry JSON: every certificate's ID must be the SHA-256 of its PEM,
+// every status known, and every attached thing registered.
+func ParseData(raw []byte) (*Data, error) {
+	var d Data
+	if err := json.Unmarshal(raw, &d); err != nil {
+		return nil, fmt.Errorf("invalid JSON: %w", err)
+	}
+	if d.Things == nil {
+		d.Things = map[string]*Thing{}
+	}
+	if d.Certificates == nil {
+		d.Certificates = map[string]*Certificate{}
+	}
+	for name, t := range d.Things {
+		if t == nil || t.Name != name {
+			return nil, fmt.Errorf("thing %q: thingName must equal its key", name)
+		}
+	}
+	for id, c := range d.Certificates {
+		if c == nil {
+			return nil, fmt.Errorf("certificate %s: empty entry", id)
+		}
+		parsed, err := certs.ParseCertsPEM([]byte(c.PEM))
+		if err != nil {
+			return nil, fmt.Errorf("certificate %s: certificatePem: %w", id, err)
+		}
+		if got := certs.Fingerprint(parsed[0]); got != id || c.ID != id {
+			return nil, fmt.Errorf("certificate %s: certificateId must be the SHA-256 of the certificate (%s)", id, got)
+		}
+		switch c.Status {
+		case StatusActive, StatusInactive, StatusRevoked:
+		default:
+			return nil, fmt.Errorf("certificate %s: status %q is not ACTIVE, INACTIVE or REVOKED", id, c.Status)
+		}
+		for _, thing := range c.Things {
+			if _, ok := d.Things[thing]; !ok {
+				return nil, fmt.Errorf("certificate %s: attached to unknown thing %q", id, thing)
+			}
+		}
+	}
+	return &d, nil
+}
+
+// Thing returns the registered thing with that name.
+func (r *Registry) Thing(name string) (*Thing, bool, error) {
+	s, err := r.current()
+	if s == nil {
+		return nil, false, err
+	}
+	t, ok := s.data.Things[name]
+	return t, ok, err
+}
+
+// Certificate returns the registered certificate with that ID and its parsed form.
+func (r *Registry) Certificate(id string) (*Certificate, *x509.Certificate, error) {
+	s, err := r.current()
+	if s == nil {
+		return nil, nil, err
+	}
+	c, ok := s.data.Certificates[id]
+	if !ok {
+		return nil, nil, err
+	}
+	return c, s.parsed[id], err
+}
+
+// Things returns all registered things, sorted by name.
+func (r *Registry) Things() ([]*Thing, error) {
+	s, err := r.current()
+	if s == nil {
+		return nil, err
+	}
+	out := make([]*Thing, 0, len(s.data.Things))
+	for _, t := range s.data.Things {
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, err
+}
+
+// CertificatesOf returns the certificates attached to a thing, sorted by creation date.
+func (r *Registry) CertificatesOf(thing string) ([]*Certificate, error) {
+	s, err := r.current()
+	if s == nil {
+		return nil, err
+	}
+	var out []*Certificate
+	for _, c := range s.data.Certificates {
+		if c.AttachedTo(thing) {
+			out = append(out, c)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
+	return out, err
+}
+
+// Update applies fn to the registry under an exclusive lock shared with other processes, validates the
+// result and writes it atomically. If fn or validation fails, nothing is written.
+func (r *Registry) Update(fn func(*Data) error) error {
+	lock, err := os.OpenFile(r.path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("lock registry: %w", err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("lock registry %s: %w", r.path, err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) //nolint:errcheck // closing the file unlocks too
+
+	d := &Data{Things: map[string]*Thing{}, Certificates: map[string]*Certificate{}}
+	if raw, err := os.ReadFile(r.path); err == nil {
+		if d, err = ParseData(raw); err != nil {
+			return fmt.Errorf("registry %s: %w", r.path, err)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("registry %s: %w", r.path, err)
+	}
+	if err := fn(d); err != nil {
+		return err
+	}
+	out, err := json.MarshalIndent(d, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode registry: %w", err)
+	}
+	if _, err := ParseData(out); err != nil {
+		return fmt.Errorf("registry update refused: %w", err)
+	}
+	if err := certs.WriteFileAtomic(r.path, append(out, '\n'), 0o600); err != nil {
+		return fmt.Errorf("write registry %s: %w", r.path, err)
+	}
+	return nil
+}
+
+// Register adds (or replaces) a thing and a certificate attached to it, ACTIVE.
+func (r *Registry) Register(thing Thing, cert *x509.Certificate, policies []string) (*Certificate, error) {
+	id := certs.Fingerprint(cert)
+	rec := &Certificate{
+		ID:        id,
+		PEM:       string(certs.EncodeCertsPEM(cert)),
+		Status:    StatusActive,
+		Things:    []string{thing.Name},
+		Policies:  policies,
+		CreatedAt: time.Now().UTC().Truncate(time.Second),
+	}
+	err := r.Update(func(d *Data) error {
+		if old, ok := d.Things[thing.Name]; ok && thing.TypeName == "" && thing.Attributes == nil {
+			thing = *old
+		}
+		d.Things[thing.Name] = &thing
+		if old, ok := d.Certificates[id]; ok {
+			rec.CreatedAt = old.CreatedAt
+			rec.Things = mergeNames(old.Things, rec.Things)
+			rec.Policies = mergeNames(old.Policies, rec.Policies)
+		}
+		d.Certificates[id] = rec
+		return nil
+	})
+	return rec, err
+}
+
+// SetStatus changes the status of every certificate selected by ref: a certificate ID (or a unique
+// prefix of at least 8 characters), or a thing name (all certificates attached to it). It returns the
+// IDs changed.
+func (r *Registry) SetStatus(ref string, status Status) ([]string, error) {
+	var changed []string
+	err := r.Update(func(d *Data) error {
+		ids, err := resolve(d, ref)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			d.Certificates[id].Status = status
+		}
+		changed = ids
+		return nil
+	})
+	return changed, err
+}
+
+// resolve finds the certificates a CLI argument names.
+func resolve(d *Data, ref string) ([]string, error) {
+	if _, ok := d.Certificates[ref]; ok {
+		return []string{ref}, nil
+	}
+	var ids []string
+	if _, ok := d.Things[ref]; ok {
+		for id, c := range d.Certificates {
+			if c.AttachedTo(ref) {
+				ids = append(ids, id)
+			}
+		}
+		if len(ids) == 0 {
+			return nil, fmt.Errorf("thing %q has no certificates", ref)
+		}
+		sort.Strings(ids)
+		return ids, nil
+	}
+	if len(ref) >= 8 {
+		for id := range d.Certificates {
+			if len(id) > len(ref) && id[:len(ref)] == ref {
+				ids = append(ids, id)
+			}
+		}
+	}
+	switch len(ids) {
+	case 0:
+		return nil, fmt.Errorf("no thing or certificate %q in the registry", ref)
+	case 1:
+		return ids, nil
+	default:
+		return nil, fmt.Errorf("certificate ID prefix %q is ambiguous (%d matches)", ref, len(ids))
+	}
+}
+
+func mergeNames(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, n := range b {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}

@@ -1,0 +1,60 @@
+package broker
+
+import (
+	"net/netip"
+
+	"github.com/ggbroker/ggbroker/auth"
+)
+
+// Session is what the broker knows of one authenticated client: built at CONNECT from the TLS state
+// and kept while the MQTT session lives (also while a persistent session's device is offline), because
+// messages are delivered to sessions that have no connection to read a certificate from.
+type Session struct {
+	Identity        *auth.Identity
+	SourceIP        netip.Addr
+	SourcePort      int
+	ProtocolVersion byte
+	// CleanStart is the CONNECT's clean session / clean start flag.
+	CleanStart bool
+	// WillTopic is the CONNECT's will topic, "" without a will.
+	WillTopic  string
+	WillRetain bool
+	// Authz is the Authorizer's own per-session state (a compiled policy context), set by Connect.
+	Authz any
+}
+
+// Verdict is an Authorizer's answer. A denial carries what a log record needs: the action and
+// resource asked for, the decision and the reason (which policy statement decided).
+type Verdict struct {
+	Allowed  bool
+	Action   string
+	Resource string
+	Decision string
+	Reason   string
+}
+
+// Allow is the verdict of an allowed request.
+var Allow = Verdict{Allowed: true}
+
+// Authorizer decides what an authenticated client may do: the seam between the broker's mochi hooks
+// and the policy engine. Receive is called for every message delivered to every subscriber, in the
+// publisher's goroutine: it must be fast and must not allocate on the allow path.
+type Authorizer interface {
+	// Connect decides iot:Connect, and may set s.Authz for the session's later decisions.
+	Connect(s *Session) Verdict
+	// Publish decides iot:Publish on the topic (and iot:RetainPublish when retain is set).
+	Publish(s *Session, topic string, retain bool) Verdict
+	// Subscribe decides iot:Subscribe on one topic filter.
+	Subscribe(s *Session, filter string) Verdict
+	// Receive decides iot:Receive on the topic of a message about to be delivered to s.
+	Receive(s *Session, topic string) Verdict
+}
+
+// AllowAll lets every authenticated device do anything. It is the authorizer until policies are
+// configured, and the baseline the policy engine is benchmarked against.
+type AllowAll struct{}
+
+func (AllowAll) Connect(*Session) Verdict               { return Allow }
+func (AllowAll) Publish(*Session, string, bool) Verdict { return Allow }
+func (AllowAll) Subscribe(*Session, string) Verdict     { return Allow }
+func (AllowAll) Receive(*Session, string) Verdict       { return Allow }

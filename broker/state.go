@@ -1,0 +1,125 @@
+package broker
+
+import (
+	"crypto/x509"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/ggbroker/ggbroker/auth"
+	"github.com/ggbroker/ggbroker/certs"
+	"github.com/ggbroker/ggbroker/config"
+)
+
+// Files in the state directory.
+const (
+	coreCADir      = "ca"
+	coreCACertFile = "core-ca.pem"
+	coreCAKeyFile  = "core-ca.key"
+	devCACertFile  = "device-ca.pem"
+	devCAKeyFile   = "device-ca.key"
+	serverDir      = "server"
+	serverCertFile = "server.pem"
+	serverKeyFile  = "server.key"
+	registryFile   = "registry.json"
+)
+
+// State is what ggbroker keeps in its state directory: the core device CA (signs the broker's server
+// certificates; devices trust it), the device CA (signs device certificates; the broker trusts it, as AWS
+// IoT's CA is separate from a Greengrass core's CA) and the registry.
+type State struct {
+	Dir      string
+	CoreCA   *certs.Authority
+	DeviceCA *certs.Authority
+	Registry *auth.Registry
+	// TrustedDeviceCAs holds the device CA and the configured external CAs.
+	TrustedDeviceCAs *x509.CertPool
+	// CoreCAPath is where the core CA certificate lives (for `ca show`): a file in Dir, or the
+	// certificateUri of a CA brought by the user.
+	CoreCAPath string
+	// Notes are things worth logging about how the state was opened (a CA created, a key type kept).
+	Notes []string
+}
+
+// OpenState opens (creating on first use) the state directory that cfg names.
+func OpenState(cfg *config.Config) (*State, error) {
+	dir := cfg.StateDir
+	if err := os.MkdirAll(filepath.Join(dir, coreCADir), 0o700); err != nil {
+		return nil, fmt.Errorf("state directory %s: %w", dir, err)
+	}
+	s := &State{Dir: dir}
+
+	caCfg := cfg.ClientDeviceAuth.CertificateAuthority
+	caType, err := certs.ParseKeyType(caCfg.CAType.First())
+	if err != nil {
+		return nil, fmt.Errorf("clientDeviceAuth.certificateAuthority.caType: %w", err)
+	}
+	if caCfg.CertificateURI != "" {
+		s.CoreCA, err = certs.LoadAuthorityFromURIs(caCfg.CertificateURI, caCfg.PrivateKeyURI, caCfg.CertificateChainURI)
+		if err != nil {
+			return nil, fmt.Errorf("clientDeviceAuth.certificateAuthority: %w", err)
+		}
+		s.CoreCAPath = strings.TrimPrefix(caCfg.CertificateURI, "file://")
+		s.Notes = append(s.Notes, "using the core device CA from "+caCfg.CertificateURI)
+	} else {
+		s.CoreCAPath = filepath.Join(dir, coreCADir, coreCACertFile)
+		ca, created, err := certs.LoadOrCreateAuthority(s.CoreCAPath, filepath.Join(dir, coreCADir, coreCAKeyFile), certs.AuthorityOptions{
+			CommonName: "ggbroker Core Device CA", Organization: "ggbroker", KeyType: caType,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("core device CA: %w", err)
+		}
+		s.CoreCA = ca
+		if created {
+			s.Notes = append(s.Notes, fmt.Sprintf("created core device CA %s (%s)", s.CoreCAPath, caType))
+		} else if kt := keyTypeOf(ca.Cert); kt != caType {
+			s.Notes = append(s.Notes, fmt.Sprintf("core device CA %s is %s, not the configured %s: keeping it, because devices trust it (move the ca directory aside to make a new one)", s.CoreCAPath, kt, caType))
+		}
+	}
+
+	devCA, created, err := certs.LoadOrCreateAuthority(filepath.Join(dir, coreCADir, devCACertFile), filepath.Join(dir, coreCADir, devCAKeyFile), certs.AuthorityOptions{
+		CommonName: "ggbroker Device CA", Organization: "ggbroker", KeyType: certs.ECDSAP256,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("device CA: %w", err)
+	}
+	if created {
+		s.Notes = append(s.Notes, "created device CA "+filepath.Join(dir, coreCADir, devCACertFile))
+	}
+	s.DeviceCA = devCA
+	s.TrustedDeviceCAs = devCA.Pool()
+	for i, path := range cfg.Devices.TrustedCAs {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("devices.trustedCAs[%d]: %w", i, err)
+		}
+		cas, err := certs.ParseCertsPEM(raw)
+		if err != nil {
+			return nil, fmt.Errorf("devices.trustedCAs[%d] %s: %w", i, path, err)
+		}
+		for _, c := range cas {
+			s.TrustedDeviceCAs.AddCert(c)
+		}
+	}
+
+	s.Registry, err = auth.OpenRegistry(filepath.Join(dir, registryFile))
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// ServerCertPaths are where the current server certificate and key are kept between restarts.
+func (s *State) ServerCertPaths() (cert, key string) {
+	return filepath.Join(s.Dir, serverDir, serverCertFile), filepath.Join(s.Dir, serverDir, serverKeyFile)
+}
+
+// keyTypeOf is the key type of a CA certificate; server certificates use their CA's key type, and a
+// brought CA of another kind (P-384, RSA 4096) gets ECDSA P-256 server keys.
+func keyTypeOf(c *x509.Certificate) certs.KeyType {
+	if kt := certs.KeyTypeOf(c.PublicKey); kt != "" {
+		return kt
+	}
+	return certs.ECDSAP256
+}

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/ggbroker/ggbroker/broker"
+)
+
+func newServeCommand(g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the broker",
+		Long: `Run the MQTT broker on the mutual TLS listener (default :8883) until SIGINT or SIGTERM, then shut down
+gracefully. On first start it creates the core device CA, the device CA and the registry in the state
+directory. SIGUSR1 (or POST http://127.0.0.1:9883/rotate) rotates the server certificate now.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			log, err := newLogger(cfg)
+			if err != nil {
+				return err
+			}
+			defer log.Sync() //nolint:errcheck // nothing useful to do if stderr is gone
+			b, err := broker.New(cfg, log)
+			if err != nil {
+				log.Error("cannot start", zap.Error(err))
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			go rotateOnSignal(ctx, b, log)
+			return b.Run(ctx)
+		},
+	}
+	fs := cmd.Flags()
+	g.bind(fs, "mqtt.listen", "listen", "", "MQTT over TLS listen address (default :8883)")
+	g.bind(fs, "admin.listen", "admin-listen", "", "admin HTTP listen address, loopback only (default 127.0.0.1:9883)")
+	g.bind(fs, "clientDeviceAuth.certificates.rotationMode", "rotation-mode", "", "hot (no client disconnected) or restart (disconnect every client, as Greengrass does)")
+	g.bindSlice(fs, "connectivity.hostAddresses", "host", "host name or IP clients use, added to the server certificate (repeatable)")
+	return cmd
+}
+
+// rotateOnSignal rotates the server certificate on SIGUSR1.
+func rotateOnSignal(ctx context.Context, b *broker.Broker, log *zap.Logger) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGUSR1)
+	defer signal.Stop(ch)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+			if err := b.Rotate("forced"); err != nil {
+				log.Error("rotation on SIGUSR1 failed", zap.Error(err))
+			}
+		}
+	}
+}

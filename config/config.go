@@ -1,0 +1,280 @@
+// Package config turns ggbroker's configuration sources (the embedded defaults, a YAML file, GGBROKER_*
+// environment variables and command-line flags, in viper's usual precedence) into one validated Config.
+//
+// Errors name the source and the key, because the broker refuses to start on a bad config and the person
+// reading the error has to find the line to fix.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+
+	"github.com/ggbroker/ggbroker/configs"
+)
+
+// EnvPrefix is the prefix of environment variables that override config keys: GGBROKER_MQTT_LISTEN sets
+// mqtt.listen.
+const EnvPrefix = "GGBROKER"
+
+// Rotation modes: what a server certificate rotation does to connected clients.
+const (
+	RotationHot     = "hot"
+	RotationRestart = "restart"
+)
+
+// Greengrass' client device auth component accepts serverCertificateValiditySeconds in this range and
+// clamps values outside it (greengrass-v2/client-device-auth-component.md).
+const (
+	MinServerCertValiditySeconds = 60
+	MaxServerCertValiditySeconds = 864000
+)
+
+// Config is the whole configuration of one ggbroker process. Field tags are the YAML keys.
+type Config struct {
+	StateDir         string           `mapstructure:"stateDir"`
+	Log              Log              `mapstructure:"log"`
+	MQTT             MQTT             `mapstructure:"mqtt"`
+	Admin            Admin            `mapstructure:"admin"`
+	ClientDeviceAuth ClientDeviceAuth `mapstructure:"clientDeviceAuth"`
+	Connectivity     Connectivity     `mapstructure:"connectivity"`
+	Devices          Devices          `mapstructure:"devices"`
+
+	// Source names where the config came from ("embedded defaults" or the file), for messages.
+	Source string `mapstructure:"-"`
+	// Warnings are problems that did not stop the load, such as a clamped value; the caller logs them.
+	Warnings []string `mapstructure:"-"`
+}
+
+// Log configures the process's logger.
+type Log struct {
+	Level  string `mapstructure:"level"`
+	Format string `mapstructure:"format"`
+}
+
+// MQTT configures the MQTT over mutual TLS listener.
+type MQTT struct {
+	Listen              string        `mapstructure:"listen"`
+	TLSHandshakeTimeout time.Duration `mapstructure:"tlsHandshakeTimeout"`
+}
+
+// Admin configures the loopback-only operator HTTP listener.
+type Admin struct {
+	Enabled bool   `mapstructure:"enabled"`
+	Listen  string `mapstructure:"listen"`
+}
+
+// ClientDeviceAuth mirrors the keys of Greengrass' client device auth component that ggbroker implements.
+type ClientDeviceAuth struct {
+	CertificateAuthority CertificateAuthority `mapstructure:"certificateAuthority"`
+	Certificates         Certificates         `mapstructure:"certificates"`
+}
+
+// CertificateAuthority chooses the core device CA: generated (CAType) or brought by the user (the URIs).
+type CertificateAuthority struct {
+	CAType              StringList `mapstructure:"caType"`
+	CertificateURI      string     `mapstructure:"certificateUri"`
+	PrivateKeyURI       string     `mapstructure:"privateKeyUri"`
+	CertificateChainURI string     `mapstructure:"certificateChainUri"`
+}
+
+// Certificates configures the broker's server certificate and its rotation.
+type Certificates struct {
+	ServerCertificateValiditySeconds int    `mapstructure:"serverCertificateValiditySeconds"`
+	DisableCertificateRotation       bool   `mapstructure:"disableCertificateRotation"`
+	RotationMode                     string `mapstructure:"rotationMode"`
+}
+
+// Connectivity lists the addresses clients use to reach the broker.
+type Connectivity struct {
+	HostAddresses       []string `mapstructure:"hostAddresses"`
+	DetectIPv4Addresses bool     `mapstructure:"detectIPv4Addresses"`
+}
+
+// Devices configures the device certificates ggbroker makes and trusts.
+type Devices struct {
+	CertificateValidityDays int      `mapstructure:"certificateValidityDays"`
+	KeyType                 string   `mapstructure:"keyType"`
+	TrustedCAs              []string `mapstructure:"trustedCAs"`
+}
+
+// StringList is a YAML value written either as one string or as a list of strings. Greengrass writes
+// caType as ["RSA_2048"]; people write caType: RSA_2048.
+type StringList []string
+
+// First returns the first element, or "" for an empty list.
+func (l StringList) First() string {
+	if len(l) == 0 {
+		return ""
+	}
+	return l[0]
+}
+
+// ServerCertificateValidity is the configured validity as a duration (after clamping by Load).
+func (c *Config) ServerCertificateValidity() time.Duration {
+	return time.Duration(c.ClientDeviceAuth.Certificates.ServerCertificateValiditySeconds) * time.Second
+}
+
+// Default returns the embedded default configuration.
+func Default() (*Config, error) {
+	return Load("", nil)
+}
+
+// Load builds the configuration: embedded defaults, then the YAML file at path (if path is not empty),
+// then GGBROKER_* environment variables, then the flags in fs that were set and are bound to keys with
+// Bind. It refuses unknown keys and invalid values, naming the file and the key.
+func Load(path string, flags map[string]*pflag.Flag) (*Config, error) {
+	v := viper.New()
+	v.SetConfigType("yaml")
+	if err := v.ReadConfig(bytes.NewReader(configs.Default)); err != nil {
+		return nil, fmt.Errorf("embedded default config: %w", err)
+	}
+	source := "embedded defaults"
+	if path != "" {
+		v.SetConfigFile(path)
+		if err := v.MergeInConfig(); err != nil {
+			return nil, fmt.Errorf("config file %s: %w", path, err)
+		}
+		source = path
+	}
+	v.SetEnvPrefix(EnvPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	for key, f := range flags {
+		if err := v.BindPFlag(key, f); err != nil {
+			return nil, fmt.Errorf("bind flag --%s to %s: %w", f.Name, key, err)
+		}
+	}
+
+	var c Config
+	err := v.Unmarshal(&c, func(dc *mapstructure.DecoderConfig) {
+		dc.ErrorUnused = true
+		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			stringListHook,
+			mapstructure.StringToSliceHookFunc(","),
+		)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("config %s (with GGBROKER_* environment and flags): %w", source, err)
+	}
+	c.Source = source
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", source, err)
+	}
+	return &c, nil
+}
+
+// stringListHook decodes a single string into a StringList.
+func stringListHook(from, to reflect.Type, data any) (any, error) {
+	if to != reflect.TypeOf(StringList{}) || from.Kind() != reflect.String {
+		return data, nil
+	}
+	s := strings.TrimSpace(data.(string))
+	if s == "" {
+		return StringList{}, nil
+	}
+	return StringList{s}, nil
+}
+
+// validate checks values and clamps the ones Greengrass clamps, recording a warning for each.
+func (c *Config) validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if strings.TrimSpace(c.StateDir) == "" {
+		bad("stateDir", "must not be empty")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "auto", "json", "console":
+	default:
+		bad("log.format", "%q is not one of auto, json, console", c.Log.Format)
+	}
+	if _, _, err := net.SplitHostPort(c.MQTT.Listen); err != nil {
+		bad("mqtt.listen", "%q is not host:port: %v", c.MQTT.Listen, err)
+	}
+	if c.MQTT.TLSHandshakeTimeout <= 0 {
+		bad("mqtt.tlsHandshakeTimeout", "must be positive, got %s", c.MQTT.TLSHandshakeTimeout)
+	}
+	if c.Admin.Enabled {
+		if err := CheckLoopback(c.Admin.Listen); err != nil {
+			bad("admin.listen", "%v", err)
+		}
+	}
+
+	ca := c.ClientDeviceAuth.CertificateAuthority
+	if len(ca.CAType) > 1 {
+		bad("clientDeviceAuth.certificateAuthority.caType", "give one key type, got %d: %v", len(ca.CAType), []string(ca.CAType))
+	}
+	switch strings.ToUpper(ca.CAType.First()) {
+	case "", "ECDSA_P256", "RSA_2048":
+	default:
+		bad("clientDeviceAuth.certificateAuthority.caType", "%q is not ECDSA_P256 or RSA_2048", ca.CAType.First())
+	}
+	byo := []string{ca.CertificateURI, ca.PrivateKeyURI}
+	if (byo[0] == "") != (byo[1] == "") {
+		bad("clientDeviceAuth.certificateAuthority", "certificateUri and privateKeyUri go together: set both or neither")
+	}
+	if ca.CertificateChainURI != "" && ca.CertificateURI == "" {
+		bad("clientDeviceAuth.certificateAuthority.certificateChainUri", "needs certificateUri and privateKeyUri")
+	}
+
+	certs := &c.ClientDeviceAuth.Certificates
+	if s := certs.ServerCertificateValiditySeconds; s < MinServerCertValiditySeconds || s > MaxServerCertValiditySeconds {
+		clamped := min(max(s, MinServerCertValiditySeconds), MaxServerCertValiditySeconds)
+		c.Warnings = append(c.Warnings, fmt.Sprintf(
+			"clientDeviceAuth.certificates.serverCertificateValiditySeconds: %d is outside %d..%d; using %d, as Greengrass does",
+			s, MinServerCertValiditySeconds, MaxServerCertValiditySeconds, clamped))
+		certs.ServerCertificateValiditySeconds = clamped
+	}
+	switch certs.RotationMode {
+	case RotationHot, RotationRestart:
+	default:
+		bad("clientDeviceAuth.certificates.rotationMode", "%q is not %s or %s", certs.RotationMode, RotationHot, RotationRestart)
+	}
+	for i, h := range c.Connectivity.HostAddresses {
+		if strings.TrimSpace(h) == "" || strings.ContainsAny(h, " /:") && net.ParseIP(h) == nil {
+			bad(fmt.Sprintf("connectivity.hostAddresses[%d]", i), "%q is not a host name or IP address", h)
+		}
+	}
+	if c.Devices.CertificateValidityDays < 1 {
+		bad("devices.certificateValidityDays", "must be at least 1, got %d", c.Devices.CertificateValidityDays)
+	}
+	switch strings.ToUpper(c.Devices.KeyType) {
+	case "ECDSA_P256", "RSA_2048":
+	default:
+		bad("devices.keyType", "%q is not ECDSA_P256 or RSA_2048", c.Devices.KeyType)
+	}
+	return errors.Join(errs...)
+}
+
+// CheckLoopback refuses a listen address whose host is not a loopback IP or "localhost": the listeners
+// that use it (admin) must not be reachable from the network.
+func CheckLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %w", addr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("%q is not a loopback address (use 127.0.0.1:PORT or [::1]:PORT)", addr)
+	}
+	return nil
+}

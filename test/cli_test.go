@@ -1,0 +1,276 @@
+package test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ggbroker/ggbroker/auth"
+	"github.com/ggbroker/ggbroker/certs"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// ggbrokerBinary builds cmd/ggbroker once for the package's tests.
+func ggbrokerBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ggbroker-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "ggbroker")
+		out, err := exec.Command("go", "build", "-o", binPath, "../cmd/ggbroker").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
+// run runs the binary in dir and returns stdout, failing the test on a non-zero exit.
+func run(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(ggbrokerBinary(t), args...)
+	cmd.Dir = dir
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("ggbroker %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	return stdout.String()
+}
+
+// served is a `ggbroker serve` process.
+type served struct {
+	cmd     *exec.Cmd
+	mqtt    string
+	admin   string
+	stderr  *lockedBuffer
+	stopped chan error
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// serve starts `ggbroker serve` on 127.0.0.1 port 0 in dir and waits for its "serving" record.
+func serve(t *testing.T, dir string, args ...string) *served {
+	t.Helper()
+	args = append([]string{"serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"}, args...)
+	cmd := exec.Command(ggbrokerBinary(t), args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GGBROKER_CONNECTIVITY_DETECTIPV4ADDRESSES=false")
+	pr, pw := io.Pipe()
+	s := &served{cmd: cmd, stderr: &lockedBuffer{}, stopped: make(chan error, 1)}
+	cmd.Stderr = io.MultiWriter(pw, s.stderr)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.stopped <- cmd.Wait(); pw.Close() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-s.stopped
+	})
+	ready := make(chan map[string]any, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			var rec map[string]any
+			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec["msg"] == "ggbroker serving" {
+				ready <- rec
+			}
+		}
+	}()
+	select {
+	case rec := <-ready:
+		s.mqtt, _ = rec["mqtt"].(string)
+		s.admin, _ = rec["admin"].(string)
+	case err := <-s.stopped:
+		t.Fatalf("serve exited: %v\n%s", err, s.stderr.String())
+	case <-time.After(waitFor):
+		t.Fatalf("serve not ready:\n%s", s.stderr.String())
+	}
+	return s
+}
+
+// terminate sends SIGTERM and expects a clean exit.
+func (s *served) terminate(t *testing.T) {
+	t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-s.stopped:
+		if err != nil {
+			t.Fatalf("serve exited with %v after SIGTERM\n%s", err, s.stderr.String())
+		}
+	case <-time.After(waitFor):
+		t.Fatal("serve did not stop on SIGTERM")
+	}
+	s.stopped <- nil // for the cleanup
+	if !strings.Contains(s.stderr.String(), `"msg":"stopped"`) {
+		t.Fatalf("no shutdown record:\n%s", s.stderr.String())
+	}
+}
+
+// TestBinaryDeviceCommands: the CLI's registry commands, as a user runs them.
+func TestBinaryDeviceCommands(t *testing.T) {
+	dir := t.TempDir()
+	out := run(t, dir, "device", "create", "sensor-1", "--out", "devices/sensor-1", "--attr", "floor=2", "--type", "TempSensor")
+	if !strings.Contains(out, "created thing sensor-1") {
+		t.Fatalf("create said %q", out)
+	}
+	for name, mode := range map[string]os.FileMode{auth.DeviceCertFile: 0o644, auth.DeviceKeyFile: 0o600, auth.CoreCAFile: 0o644} {
+		if got := fileMode(t, filepath.Join(dir, "devices/sensor-1", name)); got != mode {
+			t.Errorf("%s mode %o, want %o", name, got, mode)
+		}
+	}
+	caPEM := run(t, dir, "ca", "show")
+	written, err := os.ReadFile(filepath.Join(dir, "devices/sensor-1", auth.CoreCAFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if caPEM != string(written) {
+		t.Fatal("`ca show` and the device's core-ca.pem differ")
+	}
+	if _, err := certs.ParseCertsPEM([]byte(caPEM)); err != nil {
+		t.Fatalf("`ca show` printed no certificate: %v", err)
+	}
+
+	list := run(t, dir, "device", "list")
+	if !strings.Contains(list, "sensor-1") || !strings.Contains(list, "TempSensor") || !strings.Contains(list, "ACTIVE") || !strings.Contains(list, "floor=2") {
+		t.Fatalf("list:\n%s", list)
+	}
+	run(t, dir, "device", "deactivate", "sensor-1")
+	if list := run(t, dir, "device", "list", "--json"); !strings.Contains(list, `"status": "INACTIVE"`) {
+		t.Fatalf("list --json after deactivate:\n%s", list)
+	}
+	run(t, dir, "device", "revoke", "sensor-1")
+	if list := run(t, dir, "device", "list"); !strings.Contains(list, "REVOKED") {
+		t.Fatalf("list after revoke:\n%s", list)
+	}
+	if v := run(t, dir, "version"); !strings.HasPrefix(v, "ggbroker ") {
+		t.Fatalf("version: %q", v)
+	}
+
+	bad := exec.Command(ggbrokerBinary(t), "device", "create", "bad name")
+	bad.Dir = dir
+	if out, err := bad.CombinedOutput(); err == nil || !strings.Contains(string(out), "thing name") {
+		t.Fatalf("bad thing name: err %v, output %s", err, out)
+	}
+}
+
+// TestBinaryRefusesBadConfig: a malformed config file stops serve with the file and key named.
+func TestBinaryRefusesBadConfig(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(cfg, []byte("clientDeviceAuth:\n  certificates:\n    rotationMode: weekly\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(ggbrokerBinary(t), "serve", "--config", cfg)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatal("serve started with a bad config")
+	}
+	for _, want := range []string{cfg, "clientDeviceAuth.certificates.rotationMode", "weekly"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("error output does not name %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestQuickStartWithMosquitto is the README's quick start, with the built binary and the Mosquitto
+// command-line clients a newcomer would use.
+func TestQuickStartWithMosquitto(t *testing.T) {
+	sub, err1 := exec.LookPath("mosquitto_sub")
+	pub, err2 := exec.LookPath("mosquitto_pub")
+	if err1 != nil || err2 != nil {
+		t.Skip("mosquitto_sub/mosquitto_pub not installed (apt-get install mosquitto-clients; .ci/run installs them): skipping the quick-start test with Mosquitto clients")
+	}
+	dir := t.TempDir()
+	run(t, dir, "device", "create", "sensor-1", "--out", "./devices/sensor-1")
+	s := serve(t, dir)
+	port := s.mqtt[strings.LastIndex(s.mqtt, ":")+1:]
+	files := func(name string) []string {
+		d := filepath.Join(dir, "devices", name)
+		return []string{"--cafile", filepath.Join(d, "core-ca.pem"), "--cert", filepath.Join(d, "device.pem.crt"),
+			"--key", filepath.Join(d, "private.pem.key"), "-i", name, "-h", "localhost", "-p", port}
+	}
+	// Retained, so the subscriber gets it whenever its SUBSCRIBE lands: no race, no sleep.
+	if out, err := exec.Command(pub, append(files("sensor-1"), "-t", "sensor-1/temperature", "-m", "21.5", "-q", "1", "-r")...).CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub: %v\n%s\n%s", err, out, s.stderr.String())
+	}
+	out, err := exec.Command(sub, append(files("sensor-1"), "-t", "sensor-1/#", "-C", "1", "-W", "10", "-v")...).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "sensor-1/temperature 21.5" {
+		t.Fatalf("mosquitto_sub: %v: %q\n%s", err, out, s.stderr.String())
+	}
+
+	// Revoked while the broker runs: refused from the next connect on.
+	run(t, dir, "device", "revoke", "sensor-1")
+	out, err = exec.Command(pub, append(files("sensor-1"), "-t", "sensor-1/temperature", "-m", "x")...).CombinedOutput()
+	if err == nil {
+		t.Fatalf("revoked device published: %s", out)
+	}
+	if !strings.Contains(s.stderr.String(), `"reason":"CERTIFICATE_REVOKED"`) {
+		t.Fatalf("no refusal record for the revoked certificate:\n%s", s.stderr.String())
+	}
+	s.terminate(t)
+}
+
+// TestBinaryRotateOnSignal: SIGUSR1 rotates the server certificate of a running broker.
+func TestBinaryRotateOnSignal(t *testing.T) {
+	dir := t.TempDir()
+	s := serve(t, dir)
+	if err := s.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(waitFor)
+	for !strings.Contains(s.stderr.String(), `"reason":"forced"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no forced rotation after SIGUSR1:\n%s", s.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.terminate(t)
+}
