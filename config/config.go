@@ -10,7 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"time"
 
@@ -44,6 +46,8 @@ type Config struct {
 	Log              Log              `mapstructure:"log"`
 	MQTT             MQTT             `mapstructure:"mqtt"`
 	Admin            Admin            `mapstructure:"admin"`
+	Core             Core             `mapstructure:"core"`
+	Authorization    Authorization    `mapstructure:"authorization"`
 	ClientDeviceAuth ClientDeviceAuth `mapstructure:"clientDeviceAuth"`
 	Connectivity     Connectivity     `mapstructure:"connectivity"`
 	Devices          Devices          `mapstructure:"devices"`
@@ -70,6 +74,37 @@ type MQTT struct {
 type Admin struct {
 	Enabled bool   `mapstructure:"enabled"`
 	Listen  string `mapstructure:"listen"`
+}
+
+// Core names the Greengrass core device this broker stands in for, and the account and region that
+// resource ARNs are in.
+type Core struct {
+	ThingName string `mapstructure:"thingName"`
+	Region    string `mapstructure:"region"`
+	AccountID string `mapstructure:"accountId"`
+}
+
+// Authorization modes.
+const (
+	AuthzAuto         = "auto"
+	AuthzPolicies     = "policies"
+	AuthzDeviceGroups = "deviceGroups"
+	AuthzAllowAll     = "allow-all"
+)
+
+// Authorization chooses how device actions are authorized and where policies live.
+type Authorization struct {
+	Mode                string `mapstructure:"mode"`
+	PolicyDir           string `mapstructure:"policyDir"`
+	DefaultDevicePolicy string `mapstructure:"defaultDevicePolicy"`
+}
+
+// PolicyDir is the policy directory, resolved against the state directory.
+func (c *Config) PolicyDir() string {
+	if filepath.IsAbs(c.Authorization.PolicyDir) {
+		return c.Authorization.PolicyDir
+	}
+	return filepath.Join(c.StateDir, c.Authorization.PolicyDir)
 }
 
 // ClientDeviceAuth mirrors the keys of Greengrass' client device auth component that ggbroker implements.
@@ -173,6 +208,11 @@ func Load(path string, flags map[string]*pflag.Flag) (*Config, error) {
 	return &c, nil
 }
 
+var (
+	regionPattern  = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-\d+$`)
+	accountPattern = regexp.MustCompile(`^\d{12}$`)
+)
+
 // stringListHook decodes a single string into a StringList.
 func stringListHook(from, to reflect.Type, data any) (any, error) {
 	if to != reflect.TypeOf(StringList{}) || from.Kind() != reflect.String {
@@ -209,6 +249,23 @@ func (c *Config) validate() error {
 	}
 	if c.MQTT.TLSHandshakeTimeout <= 0 {
 		bad("mqtt.tlsHandshakeTimeout", "must be positive, got %s", c.MQTT.TLSHandshakeTimeout)
+	}
+	if c.Core.ThingName == "" {
+		bad("core.thingName", "must not be empty")
+	}
+	if !regionPattern.MatchString(c.Core.Region) {
+		bad("core.region", "%q is not an AWS region name such as us-east-1", c.Core.Region)
+	}
+	if !accountPattern.MatchString(c.Core.AccountID) {
+		bad("core.accountId", "%q is not a 12-digit AWS account ID (quote it in YAML)", c.Core.AccountID)
+	}
+	switch c.Authorization.Mode {
+	case AuthzAuto, AuthzPolicies, AuthzDeviceGroups, AuthzAllowAll:
+	default:
+		bad("authorization.mode", "%q is not one of %s, %s, %s, %s", c.Authorization.Mode, AuthzAuto, AuthzPolicies, AuthzDeviceGroups, AuthzAllowAll)
+	}
+	if c.Authorization.PolicyDir == "" {
+		bad("authorization.policyDir", "must not be empty")
 	}
 	if c.Admin.Enabled {
 		if err := CheckLoopback(c.Admin.Listen); err != nil {
