@@ -326,19 +326,7 @@ func (r *Registry) Register(thing Thing, cert *x509.Certificate, policies []stri
 // prefix of at least 8 characters), or a thing name (all certificates attached to it). It returns the
 // IDs changed.
 func (r *Registry) SetStatus(ref string, status Status) ([]string, error) {
-	var changed []string
-	err := r.Update(func(d *Data) error {
-		ids, err := resolve(d, ref)
-		if err != nil {
-			return err
-		}
-		for _, id := range ids {
-			d.Certificates[id].Status = status
-		}
-		changed = ids
-		return nil
-	})
-	return changed, err
+	return r.editCertificates(ref, func(c *Certificate) { c.Status = status })
 }
 
 // resolve finds the certificates a CLI argument names.
@@ -384,4 +372,43 @@ func mergeNames(a, b []string) []string {
 		}
 	}
 	return out
+}
+
+// AttachPolicy attaches a policy (by name) to the certificates ref selects (as in SetStatus) and
+// returns their IDs.
+func (r *Registry) AttachPolicy(ref, policyName string) ([]string, error) {
+	return r.editCertificates(ref, func(c *Certificate) { c.Policies = mergeNames(c.Policies, []string{policyName}) })
+}
+
+// DetachPolicy detaches a policy from the certificates ref selects.
+func (r *Registry) DetachPolicy(ref, policyName string) ([]string, error) {
+	return r.editCertificates(ref, func(c *Certificate) {
+		c.Policies = slices.DeleteFunc(c.Policies, func(n string) bool { return n == policyName })
+	})
+}
+
+// editCertificates applies edit to every certificate ref selects, in one registry update.
+func (r *Registry) editCertificates(ref string, edit func(*Certificate)) ([]string, error) {
+	var changed []string
+	err := r.Update(func(d *Data) error {
+		ids, err := resolve(d, ref)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			edit(d.Certificates[id])
+		}
+		changed = ids
+		return nil
+	})
+	return changed, err
+}
+
+// Snapshot returns the registry's current content. The result is shared: callers must not modify it.
+func (r *Registry) Snapshot() (*Data, error) {
+	s, err := r.current()
+	if s == nil {
+		return nil, err
+	}
+	return &s.data, nil
 }

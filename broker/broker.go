@@ -57,7 +57,7 @@ func WithAuthorizer(a Authorizer) Option { return func(b *Broker) { b.authz = a 
 // New opens the state directory, issues (or reloads) the server certificate and binds the listeners,
 // so that configuration and address errors surface before Run, and Addr is known.
 func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Broker, error) {
-	b := &Broker{cfg: cfg, log: log, authz: AllowAll{}, ready: make(chan struct{}), rotated: make(chan certs.RotationEvent, 4)}
+	b := &Broker{cfg: cfg, log: log, ready: make(chan struct{}), rotated: make(chan certs.RotationEvent, 4)}
 	for _, o := range opts {
 		o(b)
 	}
@@ -73,6 +73,11 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Broker, error) {
 		log.Info(n)
 	}
 	state.Registry.OnReloadError = func(err error) { log.Error("registry reload failed", zap.Error(err)) }
+	if b.authz == nil {
+		if b.authz, err = newAuthorizer(cfg, state, log); err != nil {
+			return nil, err
+		}
+	}
 
 	certPath, keyPath := state.ServerCertPaths()
 	b.rotator, err = certs.NewRotator(certs.RotatorConfig{
@@ -104,6 +109,23 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Broker, error) {
 	}
 	return b, nil
 }
+
+// newAuthorizer builds the Authorizer authorization.mode asks for.
+func newAuthorizer(cfg *config.Config, state *State, log *zap.Logger) (Authorizer, error) {
+	if cfg.Authorization.Mode == config.AuthzAllowAll {
+		log.Warn("authorization.mode is allow-all: every authenticated device may connect, publish, subscribe and receive anywhere; use it for benchmarks and debugging only")
+		return AllowAll{}, nil
+	}
+	pa, err := NewPolicyAuthorizer(cfg, state.Registry, log)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("authorization", zap.String("mode", pa.Mode()), zap.String("policyDir", pa.policyDir))
+	return pa, nil
+}
+
+// Authorizer is the authorizer in force.
+func (b *Broker) Authorizer() Authorizer { return b.authz }
 
 // State is the opened state directory.
 func (b *Broker) State() *State { return b.state }
@@ -161,6 +183,9 @@ func (b *Broker) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	wg.Go(func() { b.rotator.Run(ctx) })
+	if pa, ok := b.authz.(*PolicyAuthorizer); ok {
+		wg.Go(func() { pa.Watch(ctx) })
+	}
 	if b.adminLn != nil {
 		b.admin = &http.Server{Handler: b.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
 		wg.Go(func() {

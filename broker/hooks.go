@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -52,7 +53,7 @@ func (h *hook) ID() string { return "ggbroker-auth" }
 func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
 		mqtt.OnConnect, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnConnectAuthenticate,
-		mqtt.OnACLCheck, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnPublish, mqtt.OnClientExpired,
+		mqtt.OnACLCheck, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnPublish, mqtt.OnClientExpired, mqtt.OnWill,
 	}, []byte{b})
 }
 
@@ -181,6 +182,9 @@ func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	pending := make(map[string]Verdict, len(pk.Filters))
 	for _, f := range pk.Filters {
 		v := h.authz.Subscribe(e.session, f.Filter)
+		if strings.HasPrefix(f.Filter, reservedPrefix) {
+			v = Verdict{Action: "iot:Subscribe", Resource: "topicfilter/" + f.Filter, Decision: "EXPLICIT_DENY", Reason: "$ggbroker/ topics are reserved"}
+		}
 		if !v.Allowed {
 			h.denied(cl, e.session, "Subscribe", v)
 		}
@@ -222,6 +226,9 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 			return v.Allowed
 		}
 	}
+	if strings.HasPrefix(topic, suppressedWillPrefix) {
+		return false
+	}
 	v := h.authz.Receive(e.session, topic)
 	if !v.Allowed {
 		h.denied(cl, e.session, "Publish-Out", v)
@@ -249,6 +256,34 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
 	}
 	return pk, packets.ErrRejectPacket
+}
+
+// suppressedWillPrefix is where a will that its client may not publish is redirected, because mochi
+// publishes whatever will OnWill returns. Nothing can subscribe to or receive these topics (see
+// OnSubscribe and OnACLCheck), and a $ topic is not matched by a leading wildcard (MQTT-4.7.2-1).
+const (
+	reservedPrefix       = "$ggbroker/"
+	suppressedWillPrefix = reservedPrefix + "suppressed-will/"
+)
+
+// OnWill checks the will like any publish from its client, at the moment it is sent: mochi itself does
+// not check the will topic against the ACL (mochi-mqtt/server#503), so without this a device could reach,
+// through its will, a topic it may not publish to.
+func (h *hook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	e, ok := h.entry(cl)
+	var v Verdict
+	if ok {
+		v = h.authz.Publish(e.session, will.TopicName, will.Retain)
+		if v.Allowed {
+			return will, nil
+		}
+		h.denied(cl, e.session, "Publish-In", v)
+	}
+	h.log.Warn("will message suppressed", zap.String("clientId", cl.ID), zap.String("topicName", will.TopicName), zap.String("details", v.Reason))
+	will.TopicName = suppressedWillPrefix + cl.ID
+	will.Retain = false
+	will.Payload = nil
+	return will, nil
 }
 
 // denied logs one authorization failure.

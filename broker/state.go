@@ -38,6 +38,10 @@ type State struct {
 	// CoreCAPath is where the core CA certificate lives (for `ca show`): a file in Dir, or the
 	// certificateUri of a CA brought by the user.
 	CoreCAPath string
+	// PolicyDir holds the AWS IoT policy documents; DefaultPolicy is attached by CreateDevice when the
+	// request names none.
+	PolicyDir     string
+	DefaultPolicy string
 	// Notes are things worth logging about how the state was opened (a CA created, a key type kept).
 	Notes []string
 }
@@ -107,7 +111,31 @@ func OpenState(cfg *config.Config) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.PolicyDir, s.DefaultPolicy = cfg.PolicyDir(), cfg.Authorization.DefaultDevicePolicy
+	if s.DefaultPolicy != "" {
+		created, err := ensureDefaultPolicy(s.PolicyDir, s.DefaultPolicy)
+		if err != nil {
+			return nil, err
+		}
+		if created {
+			s.Notes = append(s.Notes, "created default device policy "+PolicyPath(s.PolicyDir, s.DefaultPolicy))
+		}
+	}
 	return s, nil
+}
+
+// CreateDevice provisions a device as `ggbroker device create` does: with the policies the request
+// names, or the default device policy when it names none. Named policies must exist.
+func (s *State) CreateDevice(req auth.NewDevice) (*auth.Device, error) {
+	if len(req.Policies) == 0 && s.DefaultPolicy != "" {
+		req.Policies = []string{s.DefaultPolicy}
+	}
+	for _, p := range req.Policies {
+		if _, err := os.Stat(PolicyPath(s.PolicyDir, p)); err != nil {
+			return nil, fmt.Errorf("policy %q: no file %s (create it with `ggbroker policy create`)", p, PolicyPath(s.PolicyDir, p))
+		}
+	}
+	return auth.CreateDevice(s.Registry, s.DeviceCA, req)
 }
 
 // ServerCertPaths are where the current server certificate and key are kept between restarts.

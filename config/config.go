@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -19,6 +20,7 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/ggbroker/ggbroker/configs"
 )
@@ -111,6 +113,10 @@ func (c *Config) PolicyDir() string {
 type ClientDeviceAuth struct {
 	CertificateAuthority CertificateAuthority `mapstructure:"certificateAuthority"`
 	Certificates         Certificates         `mapstructure:"certificates"`
+	// DeviceGroups is the component's deviceGroups object, verbatim (formatVersion, definitions,
+	// policies), or nil. It is read from the config file itself, not through viper, because viper
+	// lower-cases map keys and group and policy names are case-sensitive.
+	DeviceGroups any `mapstructure:"deviceGroups"`
 }
 
 // CertificateAuthority chooses the core device CA: generated (CAType) or brought by the user (the URIs).
@@ -202,6 +208,12 @@ func Load(path string, flags map[string]*pflag.Flag) (*Config, error) {
 		return nil, fmt.Errorf("config %s (with GGBROKER_* environment and flags): %w", source, err)
 	}
 	c.Source = source
+	c.ClientDeviceAuth.DeviceGroups = nil
+	if path != "" {
+		if c.ClientDeviceAuth.DeviceGroups, err = LoadDeviceGroups(path); err != nil {
+			return nil, err
+		}
+	}
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", source, err)
 	}
@@ -212,6 +224,24 @@ var (
 	regionPattern  = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-\d+$`)
 	accountPattern = regexp.MustCompile(`^\d{12}$`)
 )
+
+// LoadDeviceGroups reads clientDeviceAuth.deviceGroups from a config file with its keys' case kept. It
+// returns nil when the file has none. The broker calls it again when the file changes (hot reload).
+func LoadDeviceGroups(path string) (any, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config file %s: %w", path, err)
+	}
+	var doc struct {
+		ClientDeviceAuth struct {
+			DeviceGroups any `yaml:"deviceGroups"`
+		} `yaml:"clientDeviceAuth"`
+	}
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return nil, fmt.Errorf("config file %s: %w", path, err)
+	}
+	return doc.ClientDeviceAuth.DeviceGroups, nil
+}
 
 // stringListHook decodes a single string into a StringList.
 func stringListHook(from, to reflect.Type, data any) (any, error) {

@@ -120,11 +120,12 @@ type device struct {
 	dir    string
 }
 
-// createDevice provisions a device the way `ggbroker device create` does, and writes its files.
-func (h *harness) createDevice(name string) *device {
+// createDevice provisions a device the way `ggbroker device create` does (with the default device
+// policy unless policies are named), and writes its files.
+func (h *harness) createDevice(name string, policies ...string) *device {
 	h.t.Helper()
 	st := h.broker.State()
-	d, err := auth.CreateDevice(st.Registry, st.DeviceCA, auth.NewDevice{Thing: auth.Thing{Name: name}, KeyType: certs.ECDSAP256, Validity: 24 * time.Hour})
+	d, err := st.CreateDevice(auth.NewDevice{Thing: auth.Thing{Name: name}, KeyType: certs.ECDSAP256, Validity: 24 * time.Hour, Policies: policies})
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -86,11 +86,12 @@ func (t *thingFlags) thing(name string) (auth.Thing, error) {
 func newDeviceCreateCommand(g *globalFlags) *cobra.Command {
 	var tf thingFlags
 	var out string
+	var policies []string
 	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Make a key and certificate for a new device, register it, and write its files",
 		Long: `Make a key and a certificate signed by the local device CA, register the thing NAME and the certificate
-(ACTIVE, attached to NAME), and write into --out:
+(ACTIVE, attached to NAME, with the --policy policies or else the default device policy), and write into --out:
   device.pem.crt   the device certificate
   private.pem.key  its private key (mode 0600)
   core-ca.pem      the core device CA, which the device uses to verify the broker
@@ -110,7 +111,7 @@ The device connects with client ID NAME.`,
 			if out == "" {
 				out = filepath.Join("devices", name)
 			}
-			dev, err := auth.CreateDevice(st.Registry, st.DeviceCA, auth.NewDevice{Thing: thing, KeyType: cv.deviceKeyType, Validity: cv.deviceValidity})
+			dev, err := st.CreateDevice(auth.NewDevice{Thing: thing, KeyType: cv.deviceKeyType, Validity: cv.deviceValidity, Policies: policies})
 			if err != nil {
 				return err
 			}
@@ -124,6 +125,7 @@ The device connects with client ID NAME.`,
 	}
 	tf.add(cmd)
 	cmd.Flags().StringVarP(&out, "out", "o", "", "directory to write the device's files into (default ./devices/NAME)")
+	cmd.Flags().StringArrayVar(&policies, "policy", nil, "attach this policy (repeatable; default: authorization.defaultDevicePolicy)")
 	return cmd
 }
 

@@ -1,0 +1,345 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"go.uber.org/zap"
+
+	"github.com/ggbroker/ggbroker/auth"
+	"github.com/ggbroker/ggbroker/config"
+	"github.com/ggbroker/ggbroker/policy"
+)
+
+// PolicyAuthorizer is the Authorizer backed by the policy engine: AWS IoT policies attached to each
+// device's certificate, or Greengrass device groups. Everything it decides from lives in one immutable
+// snapshot that a reload swaps atomically, so a change to a policy file, the registry or the
+// deviceGroups config applies to the next decision, including iot:Receive on live subscriptions, with
+// no restart; a broken edit is refused, logged, and the last good snapshot stays.
+type PolicyAuthorizer struct {
+	env        policy.Env
+	mode       string // config.AuthzPolicies or config.AuthzDeviceGroups (auto resolved at load)
+	autoMode   bool
+	policyDir  string
+	configFile string // where deviceGroups are re-read from on reload, "" when none
+	groups     any    // the deviceGroups config when there is no file to re-read
+	registry   *auth.Registry
+	log        *zap.Logger
+
+	snap atomic.Pointer[policySnapshot]
+	mu   sync.Mutex // serialises reloads
+	// seen is the fingerprint of the watched files the current snapshot was loaded from, failed the
+	// last one that could not be loaded (reported once, not at every connect). Both under mu.
+	seen, failed string
+}
+
+// policySnapshot is one consistent version of everything decisions depend on.
+type policySnapshot struct {
+	version  uint64
+	mode     string
+	policies map[string]*policy.Policy
+	groups   *policy.DeviceGroups
+	registry *auth.Data
+}
+
+// sessionAuthz is a session's compiled view: its policy context and Set, rebuilt when the snapshot
+// version changes. Rebuilding allocates; deciding from a current view does not.
+type sessionAuthz struct {
+	view atomic.Pointer[sessionView]
+	// base holds what does not change with a reload.
+	clientID, certID string
+	identity         *auth.Identity
+	session          *Session
+}
+
+type sessionView struct {
+	version uint64
+	ctx     *policy.Context
+	set     *policy.Set
+	// missing names attached policies that do not exist, for the deny reason.
+	missing []string
+}
+
+// NewPolicyAuthorizer loads the policies (and device groups) that cfg names. It fails, naming the file
+// and statement, if any document is malformed: the broker refuses to start on a bad policy.
+func NewPolicyAuthorizer(cfg *config.Config, reg *auth.Registry, log *zap.Logger) (*PolicyAuthorizer, error) {
+	a := &PolicyAuthorizer{
+		env:        policy.Env{Region: cfg.Core.Region, AccountID: cfg.Core.AccountID},
+		mode:       cfg.Authorization.Mode,
+		autoMode:   cfg.Authorization.Mode == config.AuthzAuto,
+		policyDir:  cfg.PolicyDir(),
+		configFile: configFile(cfg),
+		groups:     cfg.ClientDeviceAuth.DeviceGroups,
+		registry:   reg,
+		log:        log,
+	}
+	if _, err := a.reload(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func configFile(cfg *config.Config) string {
+	if cfg.Source == "embedded defaults" {
+		return ""
+	}
+	return cfg.Source
+}
+
+// Mode is the resolved authorization mode: policies or deviceGroups.
+func (a *PolicyAuthorizer) Mode() string { return a.snap.Load().mode }
+
+// Env is the region and account that resource ARNs are in.
+func (a *PolicyAuthorizer) Env() policy.Env { return a.env }
+
+// reload builds a new snapshot from the files: the policy directory, the registry and (for
+// deviceGroups) the config file.
+func (a *PolicyAuthorizer) reload() (*policySnapshot, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.reloadLocked()
+}
+
+func (a *PolicyAuthorizer) reloadLocked() (*policySnapshot, error) {
+	fp := a.fingerprint()
+	groupsValue := a.groups
+	if a.configFile != "" {
+		v, err := config.LoadDeviceGroups(a.configFile)
+		if err != nil {
+			return nil, err
+		}
+		groupsValue = v
+	}
+	next := &policySnapshot{mode: a.mode}
+	if groupsValue != nil {
+		g, err := policy.ParseDeviceGroupsValue(groupsValue)
+		if err != nil {
+			return nil, fmt.Errorf("config %s: clientDeviceAuth.deviceGroups: %w", a.configFile, err)
+		}
+		next.groups = g
+	}
+	if a.autoMode {
+		next.mode = config.AuthzPolicies
+		if next.groups != nil {
+			next.mode = config.AuthzDeviceGroups
+		}
+	}
+	if next.mode == config.AuthzDeviceGroups && next.groups == nil {
+		return nil, fmt.Errorf("authorization.mode is deviceGroups but the config has no clientDeviceAuth.deviceGroups")
+	}
+	var err error
+	if next.policies, err = LoadPolicies(a.policyDir); err != nil {
+		return nil, err
+	}
+	if next.registry, err = a.registry.Snapshot(); err != nil {
+		return nil, err
+	}
+	if prev := a.snap.Load(); prev != nil {
+		next.version = prev.version + 1
+	}
+	a.snap.Store(next)
+	a.seen = fp
+	return next, nil
+}
+
+// refresh reloads now if the watched files changed since the snapshot was loaded. Connect calls it, so
+// a device registered or a policy written just before its connect is seen without waiting for the
+// watcher; per-message decisions never touch the file system.
+func (a *PolicyAuthorizer) refresh() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if fp := a.fingerprint(); fp == a.seen || fp == a.failed {
+		return
+	}
+	if snap, err := a.reloadLocked(); err != nil {
+		a.failed = a.fingerprint()
+		a.log.Error("policy reload refused; the last good policies stay in force", zap.Error(err))
+	} else {
+		a.log.Info("policies reloaded", zap.Uint64("version", snap.version), zap.String("mode", snap.mode))
+	}
+}
+
+// Watch reloads on changes to the policy directory, the registry and the config file until ctx ends.
+// fsnotify tells of changes at once; a slow poll backs it up where notifications are lost (some
+// network and overlay file systems).
+func (a *PolicyAuthorizer) Watch(ctx context.Context) {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		a.log.Warn("cannot watch policy files; polling only", zap.Error(err))
+	} else {
+		defer w.Close()
+		for _, dir := range a.watchedDirs() {
+			if err := w.Add(dir); err != nil {
+				a.log.Warn("cannot watch directory; polling it", zap.String("dir", dir), zap.Error(err))
+			}
+		}
+	}
+	var events <-chan fsnotify.Event
+	var errs <-chan error
+	if w != nil {
+		events, errs = w.Events, w.Errors
+	}
+	poll := time.NewTicker(5 * time.Second)
+	defer poll.Stop()
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-events:
+			if a.relevant(ev.Name) {
+				debounce.Reset(50 * time.Millisecond) // editors write in several steps
+			}
+		case err := <-errs:
+			a.log.Warn("policy watcher error", zap.Error(err))
+		case <-poll.C:
+			a.refresh()
+		case <-debounce.C:
+			a.refresh()
+		}
+	}
+}
+
+func (a *PolicyAuthorizer) watchedDirs() []string {
+	dirs := []string{a.policyDir, filepath.Dir(a.registry.Path())}
+	if a.configFile != "" {
+		dirs = append(dirs, filepath.Dir(a.configFile))
+	}
+	return dirs
+}
+
+func (a *PolicyAuthorizer) relevant(name string) bool {
+	clean := filepath.Clean(name)
+	return filepath.Dir(clean) == filepath.Clean(a.policyDir) || clean == filepath.Clean(a.registry.Path()) ||
+		(a.configFile != "" && clean == filepath.Clean(a.configFile))
+}
+
+// fingerprint summarises the watched files' sizes and times, for the poll.
+func (a *PolicyAuthorizer) fingerprint() string {
+	fp := ""
+	add := func(path string) {
+		if fi, err := os.Stat(path); err == nil {
+			fp += fmt.Sprintf("%s:%d:%d;", path, fi.Size(), fi.ModTime().UnixNano())
+		}
+	}
+	add(a.registry.Path())
+	if a.configFile != "" {
+		add(a.configFile)
+	}
+	entries, _ := os.ReadDir(a.policyDir)
+	for _, e := range entries {
+		add(filepath.Join(a.policyDir, e.Name()))
+	}
+	return fp
+}
+
+// view returns the session's compiled view for the current snapshot, building it if the snapshot
+// changed since.
+func (a *PolicyAuthorizer) view(sa *sessionAuthz) *sessionView {
+	snap := a.snap.Load()
+	if v := sa.view.Load(); v != nil && v.version == snap.version {
+		return v
+	}
+	v := &sessionView{version: snap.version, ctx: a.context(sa, snap)}
+	var ps []*policy.Policy
+	if snap.mode == config.AuthzDeviceGroups {
+		ps = snap.groups.PoliciesFor(sa.identity.Thing.Name)
+	} else if cert, ok := snap.registry.Certificates[sa.certID]; ok {
+		for _, name := range cert.Policies {
+			if p, ok := snap.policies[name]; ok {
+				ps = append(ps, p)
+			} else {
+				v.missing = append(v.missing, name)
+			}
+		}
+	}
+	v.set = policy.NewSet(a.env, ps...)
+	sa.view.Store(v)
+	return v
+}
+
+// context builds the policy context of a session from the snapshot's registry (thing attributes may
+// have changed since the connect).
+func (a *PolicyAuthorizer) context(sa *sessionAuthz, snap *policySnapshot) *policy.Context {
+	s := sa.session
+	ctx := &policy.Context{
+		ClientID:      sa.clientID,
+		CertificateID: sa.certID,
+		Certificate:   sa.identity.Certificate,
+		SourceIP:      s.SourceIP,
+		LastWillTopic: s.WillTopic,
+	}
+	if !s.CleanStart {
+		ctx.ConnectAttributes = append(ctx.ConnectAttributes, "PersistentConnect")
+	}
+	if s.WillTopic != "" {
+		ctx.ConnectAttributes = append(ctx.ConnectAttributes, "LastWill")
+	}
+	thing := sa.identity.Thing
+	if t, ok := snap.registry.Things[sa.clientID]; ok {
+		thing = t
+	}
+	if thing != nil {
+		ctx.Thing = &policy.Thing{Name: thing.Name, TypeName: thing.TypeName, Attributes: thing.Attributes}
+	}
+	return ctx
+}
+
+// decide evaluates one request for a session.
+func (a *PolicyAuthorizer) decide(s *Session, action, kind, name string) Verdict {
+	sa, ok := s.Authz.(*sessionAuthz)
+	if !ok {
+		return Verdict{Action: action, Resource: kind + "/" + name, Decision: policy.ImplicitDeny.String(), Reason: "session has no authorization context"}
+	}
+	v := a.view(sa)
+	d, diag := v.set.Evaluate(policy.Request{Action: action, Kind: kind, Name: name, Context: v.ctx})
+	if d == policy.Allowed {
+		return Allow
+	}
+	reason := diag.String()
+	if len(v.missing) > 0 {
+		reason += fmt.Sprintf(" (attached policies not found in %s: %v)", a.policyDir, v.missing)
+	}
+	return Verdict{Action: action, Resource: a.arn(kind, name), Decision: d.String(), Reason: reason}
+}
+
+func (a *PolicyAuthorizer) arn(kind, name string) string {
+	arn, err := policy.ExpandResource(a.env, kind+"/"+name)
+	if err != nil {
+		return kind + "/" + name
+	}
+	return arn
+}
+
+// Connect decides iot:Connect on client/<clientId>, with iot:ConnectAttributes and iot:LastWillTopic.
+func (a *PolicyAuthorizer) Connect(s *Session) Verdict {
+	a.refresh()
+	s.Authz = &sessionAuthz{clientID: s.Identity.ClientID, certID: s.Identity.CertificateID, identity: s.Identity, session: s}
+	return a.decide(s, policy.ActionConnect, policy.KindClient, s.Identity.ClientID)
+}
+
+// Publish decides iot:Publish, and iot:RetainPublish as well when the message is retained
+// (aws-iot-core/retained-message-policy-examples.md).
+func (a *PolicyAuthorizer) Publish(s *Session, topic string, retain bool) Verdict {
+	if v := a.decide(s, policy.ActionPublish, policy.KindTopic, topic); !v.Allowed || !retain {
+		return v
+	}
+	return a.decide(s, policy.ActionRetainPublish, policy.KindTopic, topic)
+}
+
+// Subscribe decides iot:Subscribe on topicfilter/<filter>; + and # are literal characters there.
+func (a *PolicyAuthorizer) Subscribe(s *Session, filter string) Verdict {
+	return a.decide(s, policy.ActionSubscribe, policy.KindTopicFilter, filter)
+}
+
+// Receive decides iot:Receive on topic/<topic>.
+func (a *PolicyAuthorizer) Receive(s *Session, topic string) Verdict {
+	return a.decide(s, policy.ActionReceive, policy.KindTopic, topic)
+}

@@ -1,0 +1,113 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/ggbroker/ggbroker/certs"
+	"github.com/ggbroker/ggbroker/policy"
+)
+
+// defaultDevicePolicy is what `device create` attaches when no --policy is given: connect with the
+// device's own thing name as client ID; publish, subscribe and receive on any topic outside $aws/
+// (the topics AWS reserves, aws-iot-core/reserved-topics.md). It uses Allow with NotResource, not a
+// Deny, so that another attached policy can still grant $aws/ topics (a Deny would beat it).
+const defaultDevicePolicy = `{
+  "Version": "2012-10-17",
+  "Statement": [
+    {
+      "Sid": "ConnectWithOwnThingName",
+      "Effect": "Allow",
+      "Action": "iot:Connect",
+      "Resource": "arn:aws:iot:*:*:client/${iot:Connection.Thing.ThingName}"
+    },
+    {
+      "Sid": "PublishReceiveOutsideAws",
+      "Effect": "Allow",
+      "Action": ["iot:Publish", "iot:RetainPublish", "iot:Receive"],
+      "NotResource": "arn:aws:iot:*:*:topic/$aws/*"
+    },
+    {
+      "Sid": "SubscribeOutsideAws",
+      "Effect": "Allow",
+      "Action": "iot:Subscribe",
+      "NotResource": "arn:aws:iot:*:*:topicfilter/$aws/*"
+    }
+  ]
+}
+`
+
+// policyFileExt is the extension of policy documents in the policy directory: <name>.json.
+const policyFileExt = ".json"
+
+// PolicyPath is the file of the named policy in dir.
+func PolicyPath(dir, name string) string { return filepath.Join(dir, name+policyFileExt) }
+
+// ensureDefaultPolicy writes the default device policy into dir unless a file of that name exists
+// (a user's edit of it is kept).
+func ensureDefaultPolicy(dir, name string) (created bool, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return false, fmt.Errorf("policy directory %s: %w", dir, err)
+	}
+	path := PolicyPath(dir, name)
+	if _, err := os.Stat(path); err == nil || !errors.Is(err, os.ErrNotExist) {
+		return false, err
+	}
+	if err := certs.WriteFileAtomic(path, []byte(defaultDevicePolicy), 0o644); err != nil {
+		return false, fmt.Errorf("write default device policy: %w", err)
+	}
+	return true, nil
+}
+
+// LoadPolicies parses every <name>.json in dir. One bad document fails the whole load, naming the
+// file and (through policy.ParseError) the statement, so a broken edit is never half applied.
+func LoadPolicies(dir string) (map[string]*policy.Policy, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("policy directory %s: %w", dir, err)
+	}
+	out := make(map[string]*policy.Policy)
+	for _, e := range entries {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), policyFileExt) || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		name := strings.TrimSuffix(e.Name(), policyFileExt)
+		p, err := ParsePolicyFile(filepath.Join(dir, e.Name()), name)
+		if err != nil {
+			return nil, err
+		}
+		out[name] = p
+	}
+	return out, nil
+}
+
+// ParsePolicyFile parses one policy document file.
+func ParsePolicyFile(path, name string) (*policy.Policy, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("policy file %s: %w", path, err)
+	}
+	p, err := policy.ParseDocument(name, raw)
+	if err != nil {
+		return nil, fmt.Errorf("policy file %s: %w", path, err)
+	}
+	return p, nil
+}
+
+// PolicyNames lists the policies in dir, sorted.
+func PolicyNames(dir string) ([]string, error) {
+	ps, err := LoadPolicies(dir)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(ps))
+	for n := range ps {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names, nil
+}
