@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -99,7 +100,7 @@ func serve(t *testing.T, dir string, args ...string) *served {
 	args = append([]string{"serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"}, args...)
 	cmd := exec.Command(ggbrokerBinary(t), args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GGBROKER_CONNECTIVITY_DETECTIPV4ADDRESSES=false")
+	cmd.Env = append(os.Environ(), "GGBROKER_CONNECTIVITY_DETECTIPV4ADDRESSES=false", "GGBROKER_DISCOVERY_LISTEN=127.0.0.1:0")
 	pr, pw := io.Pipe()
 	s := &served{cmd: cmd, stderr: &lockedBuffer{}, stopped: make(chan error, 1)}
 	cmd.Stderr = io.MultiWriter(pw, s.stderr)
@@ -273,4 +274,93 @@ func TestBinaryRotateOnSignal(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	s.terminate(t)
+}
+
+// exitCode runs the binary and returns its exit status and combined output.
+func exitCode(t *testing.T, dir string, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(ggbrokerBinary(t), args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, string(out)
+	case errors.As(err, &ee):
+		return ee.ExitCode(), string(out)
+	default:
+		t.Fatalf("ggbroker %v: %v", args, err)
+		return -1, ""
+	}
+}
+
+// TestBinaryPolicyCommands: create, attach, detach and check policies as a user does; `policy check`
+// answers like TestAuthorization, with exit 0 on ALLOWED, 1 on a deny and 2 on bad input.
+func TestBinaryPolicyCommands(t *testing.T) {
+	dir := t.TempDir()
+	run(t, dir, "device", "create", "sensor-1", "--attr", "room=kitchen")
+	doc := filepath.Join(dir, "kitchen.json")
+	if err := os.WriteFile(doc, []byte(`{"Version": "2012-10-17", "Statement": [
+	  {"Sid": "KitchenOnly", "Effect": "Allow", "Action": "iot:Publish",
+	   "Resource": "arn:aws:iot:us-east-1:123456789012:topic/${iot:Connection.Thing.Attributes[room]}/*"},
+	  {"Sid": "NoAlarms", "Effect": "Deny", "Action": "iot:Publish", "Resource": "arn:aws:iot:*:*:topic/*/alarm"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(t, dir, "policy", "create", "kitchen", doc)
+	run(t, dir, "policy", "detach", "ggbroker-default-device-policy", "sensor-1")
+	run(t, dir, "policy", "attach", "kitchen", "sensor-1")
+	if list := run(t, dir, "policy", "list"); !strings.Contains(list, "kitchen") || !strings.Contains(list, "sensor-1") {
+		t.Fatalf("policy list:\n%s", list)
+	}
+
+	cases := []struct {
+		name     string
+		args     []string
+		code     int
+		decision string
+	}{
+		{"allowed by a thing attribute variable", []string{"--action", "iot:Publish", "--resource", "topic/kitchen/temp", "--client-id", "sensor-1"}, 0, "ALLOWED"},
+		{"explicit deny wins", []string{"--action", "iot:publish", "--resource", "topic/kitchen/alarm", "--client-id", "sensor-1"}, 1, "EXPLICIT_DENY"},
+		{"nothing allows it", []string{"--action", "iot:Subscribe", "--resource", "topicfilter/kitchen/#", "--client-id", "sensor-1"}, 1, "IMPLICIT_DENY"},
+		{"full ARN", []string{"--action", "iot:Publish", "--resource", "arn:aws:iot:us-east-1:123456789012:topic/kitchen/x", "--client-id", "sensor-1"}, 0, "ALLOWED"},
+		{"thing attribute from the flag", []string{"--action", "iot:Publish", "--resource", "topic/garage/x", "--client-id", "sensor-1", "--thing-attr", "room=garage"}, 0, "ALLOWED"},
+		{"document from a file", []string{"--action", "iot:Publish", "--resource", "topic/kitchen/x", "--client-id", "other", "--policy", doc, "--thing", "other", "--thing-attr", "room=kitchen"}, 0, "ALLOWED"},
+		{"bad resource", []string{"--action", "iot:Publish", "--resource", "nonsense", "--client-id", "sensor-1"}, 2, ""},
+		{"missing client ID", []string{"--action", "iot:Publish", "--resource", "topic/a"}, 2, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out := exitCode(t, dir, append([]string{"policy", "check", "--json"}, tc.args...)...)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d:\n%s", code, tc.code, out)
+			}
+			if tc.decision == "" {
+				return
+			}
+			var res struct {
+				Decision, Policy, Sid string
+			}
+			if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &res); err != nil {
+				t.Fatalf("--json output: %v\n%s", err, out)
+			}
+			if res.Decision != tc.decision {
+				t.Fatalf("decision %s, want %s", res.Decision, tc.decision)
+			}
+			if tc.decision == "EXPLICIT_DENY" && res.Sid != "NoAlarms" {
+				t.Fatalf("deny not attributed to its statement: %+v", res)
+			}
+		})
+	}
+
+	run(t, dir, "policy", "detach", "kitchen", "sensor-1")
+	if code, _ := exitCode(t, dir, "policy", "check", "--action", "iot:Publish", "--resource", "topic/kitchen/temp", "--client-id", "sensor-1"); code != 1 {
+		t.Fatalf("after detach: exit %d, want 1", code)
+	}
+	bad := filepath.Join(dir, "bad.json")
+	if err := os.WriteFile(bad, []byte(`{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:Publish", "Resource": "*"}, {"Effect": "Perhaps"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := exitCode(t, dir, "policy", "create", "bad", bad); code == 0 || !strings.Contains(out, "statement 1") {
+		t.Fatalf("a malformed policy was stored, or the error does not name the statement: %d %s", code, out)
+	}
 }

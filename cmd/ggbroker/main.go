@@ -28,10 +28,13 @@ func main() {
 	if err == nil {
 		return
 	}
-	fmt.Fprintln(os.Stderr, "ggbroker:", err)
+	code := 1
 	var ee *exitError
 	if errors.As(err, &ee) {
-		os.Exit(ee.code)
+		code = ee.code
 	}
-	os.Exit(1)
+	if msg := err.Error(); msg != "" {
+		fmt.Fprintln(os.Stderr, "ggbroker:", msg)
+	}
+	os.Exit(code)
 }

@@ -46,7 +46,7 @@ Configuration comes from the embedded defaults, a YAML file (--config), GGBROKER
 	g.bind(pf, "log.level", "log-level", "", "log level: debug, info, warn, error (default info)")
 	g.bind(pf, "log.format", "log-format", "", "log format: auto, json, console (default auto: console on a terminal)")
 
-	root.AddCommand(newServeCommand(g), newDeviceCommand(g), newCACommand(g), newVersionCommand())
+	root.AddCommand(newServeCommand(g), newDeviceCommand(g), newCACommand(g), newPolicyCommand(g), newVersionCommand())
 	return root
 }
 

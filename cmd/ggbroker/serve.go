@@ -37,7 +37,11 @@ directory. SIGUSR1 (or POST http://127.0.0.1:9883/rotate) rotates the server cer
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			go rotateOnSignal(ctx, b, log)
+			// Registered before Run reports ready: an unhandled SIGUSR1 would kill the process.
+			usr1 := make(chan os.Signal, 1)
+			signal.Notify(usr1, syscall.SIGUSR1)
+			defer signal.Stop(usr1)
+			go rotateOnSignal(ctx, usr1, b, log)
 			return b.Run(ctx)
 		},
 	}
@@ -49,11 +53,8 @@ directory. SIGUSR1 (or POST http://127.0.0.1:9883/rotate) rotates the server cer
 	return cmd
 }
 
-// rotateOnSignal rotates the server certificate on SIGUSR1.
-func rotateOnSignal(ctx context.Context, b *broker.Broker, log *zap.Logger) {
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGUSR1)
-	defer signal.Stop(ch)
+// rotateOnSignal rotates the server certificate on every signal received on ch (SIGUSR1).
+func rotateOnSignal(ctx context.Context, ch <-chan os.Signal, b *broker.Broker, log *zap.Logger) {
 	for {
 		select {
 		case <-ctx.Done():
