@@ -35,7 +35,7 @@ const waitFor = 10 * time.Second
 
 // harness is one running broker and what a test needs to reach it.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	cfg    *config.Config
 	broker *broker.Broker
 	logs   *observer.ObservedLogs
@@ -44,7 +44,7 @@ type harness struct {
 
 // startBroker starts a broker on 127.0.0.1:0 with a fresh state directory (or the one cfg names, when
 // reusing state across a restart); mutate adjusts the config first.
-func startBroker(t *testing.T, mutate func(*config.Config), opts ...broker.Option) *harness {
+func startBroker(t testing.TB, mutate func(*config.Config), opts ...broker.Option) *harness {
 	t.Helper()
 	cfg, err := config.Default()
 	if err != nil {
@@ -60,7 +60,7 @@ func startBroker(t *testing.T, mutate func(*config.Config), opts ...broker.Optio
 	return startWith(t, cfg, opts...)
 }
 
-func startWith(t *testing.T, cfg *config.Config, opts ...broker.Option) *harness {
+func startWith(t testing.TB, cfg *config.Config, opts ...broker.Option) *harness {
 	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
 	log := zap.New(zapcore.NewTee(core, testCore(t)))
@@ -97,12 +97,12 @@ func startWith(t *testing.T, cfg *config.Config, opts ...broker.Option) *harness
 }
 
 // testCore writes warnings and errors to the test log, so a failing test shows what the broker said.
-func testCore(t *testing.T) zapcore.Core {
+func testCore(t testing.TB) zapcore.Core {
 	enc := zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig())
 	return zapcore.NewCore(enc, zapcore.AddSync(testWriter{t}), zapcore.WarnLevel)
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Logf("%s", strings.TrimRight(string(p), "\n"))
@@ -141,7 +141,7 @@ func (h *harness) createDevice(name string, policies ...string) *device {
 }
 
 // issueOdd signs a certificate with a template tweak (expired, other CA ...) and returns it as a device.
-func issueOdd(t *testing.T, ca *certs.Authority, name string, tweak func(*x509.Certificate)) *device {
+func issueOdd(t testing.TB, ca *certs.Authority, name string, tweak func(*x509.Certificate)) *device {
 	t.Helper()
 	key, err := certs.GenerateKey(certs.ECDSAP256)
 	if err != nil {
@@ -254,7 +254,7 @@ func (h *harness) connectV5(d *device, clientID string, onMsg func(paho.PublishR
 }
 
 // subscribeV3 subscribes and returns a channel of received payloads.
-func subscribeV3(t *testing.T, c pahov3.Client, filter string, qos byte) <-chan string {
+func subscribeV3(t testing.TB, c pahov3.Client, filter string, qos byte) <-chan string {
 	t.Helper()
 	got := make(chan string, 100)
 	tok := c.Subscribe(filter, qos, func(_ pahov3.Client, m pahov3.Message) { got <- m.Topic() + " " + string(m.Payload()) })
@@ -265,7 +265,7 @@ func subscribeV3(t *testing.T, c pahov3.Client, filter string, qos byte) <-chan 
 }
 
 // publishV3 publishes and waits for the publish to complete.
-func publishV3(t *testing.T, c pahov3.Client, topic string, qos byte, retain bool, payload string) {
+func publishV3(t testing.TB, c pahov3.Client, topic string, qos byte, retain bool, payload string) {
 	t.Helper()
 	tok := c.Publish(topic, qos, retain, payload)
 	if !tok.WaitTimeout(waitFor) || tok.Error() != nil {
@@ -274,7 +274,7 @@ func publishV3(t *testing.T, c pahov3.Client, topic string, qos byte, retain boo
 }
 
 // expectMessage waits for one message.
-func expectMessage(t *testing.T, got <-chan string, want string) {
+func expectMessage(t testing.TB, got <-chan string, want string) {
 	t.Helper()
 	select {
 	case m := <-got:
@@ -289,7 +289,7 @@ func expectMessage(t *testing.T, got <-chan string, want string) {
 // expectNoMessage checks that nothing arrives until a marker message published after it does: the
 // broker handles one publisher's messages in order, so once the marker arrives, a message published
 // before it would have too. No sleeps.
-func expectNoMessage(t *testing.T, got <-chan string, pub pahov3.Client, markerTopic string) {
+func expectNoMessage(t testing.TB, got <-chan string, pub pahov3.Client, markerTopic string) {
 	t.Helper()
 	publishV3(t, pub, markerTopic, 1, false, "marker")
 	select {
@@ -332,7 +332,7 @@ func (h *harness) record(t testing.TB, msg string, want map[string]string) map[s
 }
 
 // fileMode returns a file's permission bits.
-func fileMode(t *testing.T, path string) os.FileMode {
+func fileMode(t testing.TB, path string) os.FileMode {
 	t.Helper()
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -342,7 +342,7 @@ func fileMode(t *testing.T, path string) os.FileMode {
 }
 
 // subscribeV5 subscribes an MQTT 5 client at QoS 1 and returns the SUBACK reason codes.
-func subscribeV5(t *testing.T, c *paho.Client, filters ...string) []byte {
+func subscribeV5(t testing.TB, c *paho.Client, filters ...string) []byte {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
@@ -358,7 +358,7 @@ func subscribeV5(t *testing.T, c *paho.Client, filters ...string) []byte {
 }
 
 // publishV5 publishes from an MQTT 5 client and returns the PUBACK reason code (0 for QoS 0).
-func publishV5(t *testing.T, c *paho.Client, topic string, qos byte, payload string) byte {
+func publishV5(t testing.TB, c *paho.Client, topic string, qos byte, payload string) byte {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()

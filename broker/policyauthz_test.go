@@ -1,0 +1,105 @@
+package broker
+
+import (
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ggbroker/ggbroker/auth"
+	"github.com/ggbroker/ggbroker/certs"
+	"github.com/ggbroker/ggbroker/config"
+)
+
+// newTestAuthorizer opens a state directory with one device (default policy) and returns a
+// PolicyAuthorizer and a connected session for that device.
+func newTestAuthorizer(tb testing.TB) (*PolicyAuthorizer, *Session) {
+	tb.Helper()
+	cfg, err := config.Default()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg.StateDir = filepath.Join(tb.TempDir(), "state")
+	st, err := OpenState(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dev, err := st.CreateDevice(auth.NewDevice{Thing: auth.Thing{Name: "sensor-1"}, KeyType: certs.ECDSAP256, Validity: time.Hour})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	parsed, err := certs.ParseCertsPEM(dev.CertPEM)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	id, err := auth.NewAuthenticator(st.Registry, st.TrustedDeviceCAs, nil).Authenticate(parsed, "sensor-1")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	a, err := NewPolicyAuthorizer(cfg, st.Registry, zap.NewNop())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := &Session{Identity: id, SourceIP: netip.MustParseAddr("127.0.0.1"), CleanStart: true}
+	if v := a.Connect(s); !v.Allowed {
+		tb.Fatalf("connect denied: %+v", v)
+	}
+	return a, s
+}
+
+func TestPolicyAuthorizerDefaultPolicy(t *testing.T) {
+	a, s := newTestAuthorizer(t)
+	cases := []struct {
+		name    string
+		verdict Verdict
+		allowed bool
+	}{
+		{"publish", a.Publish(s, "sensor-1/temp", false), true},
+		{"retained publish", a.Publish(s, "sensor-1/temp", true), true},
+		{"subscribe #", a.Subscribe(s, "#"), true},
+		{"receive", a.Receive(s, "a/b"), true},
+		{"publish under $aws", a.Publish(s, "$aws/things/sensor-1/shadow/update", false), false},
+		{"subscribe under $aws", a.Subscribe(s, "$aws/things/sensor-1/shadow/#"), false},
+	}
+	for _, tc := range cases {
+		if tc.verdict.Allowed != tc.allowed {
+			t.Errorf("%s: %+v, want allowed=%v", tc.name, tc.verdict, tc.allowed)
+		}
+	}
+	if v := a.Publish(s, "$aws/x", false); v.Resource != "arn:aws:iot:us-east-1:123456789012:topic/$aws/x" || v.Decision != "IMPLICIT_DENY" || v.Action != "iot:Publish" {
+		t.Errorf("deny verdict %+v", v)
+	}
+}
+
+// TestReceiveDoesNotAllocate: iot:Receive runs for every delivered message in the publisher's
+// goroutine; on the allow path it must not allocate.
+func TestReceiveDoesNotAllocate(t *testing.T) {
+	a, s := newTestAuthorizer(t)
+	a.Receive(s, "warm/up")
+	if n := testing.AllocsPerRun(1000, func() { a.Receive(s, "sensors/sensor-1/temperature") }); n != 0 {
+		t.Fatalf("Receive allocates %v times per call", n)
+	}
+	if n := testing.AllocsPerRun(1000, func() { a.Publish(s, "sensors/sensor-1/temperature", false) }); n != 0 {
+		t.Fatalf("Publish allocates %v times per call", n)
+	}
+}
+
+// BenchmarkAuthorizerReceive is the per-message cost the hooks add for iot:Receive.
+func BenchmarkAuthorizerReceive(b *testing.B) {
+	a, s := newTestAuthorizer(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		a.Receive(s, "sensors/sensor-1/temperature")
+	}
+}
+
+func BenchmarkAllowAllReceive(b *testing.B) {
+	_, s := newTestAuthorizer(b)
+	var a Authorizer = AllowAll{}
+	b.ReportAllocs()
+	for b.Loop() {
+		a.Receive(s, "sensors/sensor-1/temperature")
+	}
+}
