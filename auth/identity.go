@@ -121,6 +121,20 @@ func (a *Authenticator) Authenticate(chain []*x509.Certificate, clientID string)
 	return &Identity{ClientID: clientID, CertificateID: rec.ID, Certificate: chain[0], Record: rec, Thing: thing}, nil
 }
 
+// Restore rebuilds the identity of a stored session (no connection, no TLS state) from the
+// certificate ID it authenticated with: the certificate must still be registered, ACTIVE, within its
+// validity and attached to the client ID's thing, as at a connect.
+func (a *Authenticator) Restore(certificateID, clientID string) (*Identity, error) {
+	_, cert, err := a.registry.Certificate(certificateID)
+	if err != nil {
+		return nil, err
+	}
+	if cert == nil {
+		return nil, &Refusal{Reason: ReasonNotRegistered, Details: fmt.Sprintf("certificate %s is no longer registered", short(certificateID))}
+	}
+	return a.Authenticate([]*x509.Certificate{cert}, clientID)
+}
+
 func (a *Authenticator) issuedByTrustedCA(chain []*x509.Certificate, now time.Time) bool {
 	inter := x509.NewCertPool()
 	for _, c := range chain[1:] {

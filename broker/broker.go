@@ -30,10 +30,11 @@ const mqttListenerID = "mqtts"
 
 // Broker is one ggbroker server. Create it with New; Run serves.
 type Broker struct {
-	cfg   *config.Config
-	log   *zap.Logger
-	state *State
-	authz Authorizer
+	cfg    *config.Config
+	log    *zap.Logger
+	state  *State
+	authz  Authorizer
+	events Events
 
 	rotator *certs.Rotator
 	server  *mqtt.Server
@@ -57,7 +58,7 @@ func WithAuthorizer(a Authorizer) Option { return func(b *Broker) { b.authz = a 
 // New opens the state directory, issues (or reloads) the server certificate and binds the listeners,
 // so that configuration and address errors surface before Run, and Addr is known.
 func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Broker, error) {
-	b := &Broker{cfg: cfg, log: log, ready: make(chan struct{}), rotated: make(chan certs.RotationEvent, 4)}
+	b := &Broker{cfg: cfg, log: log, events: noEvents{}, ready: make(chan struct{}), rotated: make(chan certs.RotationEvent, 4)}
 	for _, o := range opts {
 		o(b)
 	}
@@ -167,7 +168,7 @@ func (b *Broker) Run(ctx context.Context) error {
 		Logger:                 slog.New(newSlogHandler(b.log.Named("mochi"))),
 		SysTopicResendInterval: 10,
 	})
-	b.hook = &hook{server: b.server, authn: auth.NewAuthenticator(b.state.Registry, b.state.TrustedDeviceCAs, nil), authz: b.authz, log: b.log}
+	b.hook = &hook{server: b.server, authn: auth.NewAuthenticator(b.state.Registry, b.state.TrustedDeviceCAs, nil), authz: b.authz, events: b.events, log: b.log}
 	if err := b.server.AddHook(b.hook, nil); err != nil {
 		return fmt.Errorf("add auth hook: %w", err)
 	}

@@ -25,6 +25,7 @@ type hook struct {
 	server *mqtt.Server
 	authn  *auth.Authenticator
 	authz  Authorizer
+	events Events
 	log    *zap.Logger
 
 	// sessions maps client ID -> *sessionEntry for every live MQTT session, connected or not: messages
@@ -88,8 +89,13 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	if v := h.authz.Connect(s); !v.Allowed {
 		return h.refuse(cl, s, ip, port, &auth.Refusal{Reason: "AUTHORIZATION_FAILURE", Details: v.Reason}, v)
 	}
+	// The certificate ID goes where mochi's storage hooks persist it (the session's username: ggbroker
+	// authenticates by certificate, never by username), so a session restored after a restart can be
+	// given its identity back; see restore.
+	cl.Properties.Username = []byte(id.CertificateID)
 	h.conns.Store(cl, s)
 	h.sessions.Store(cl.ID, &sessionEntry{client: cl, session: s})
+	h.events.Connected()
 	return nil
 }
 
@@ -116,6 +122,7 @@ func (h *hook) refuse(cl *mqtt.Client, s *Session, ip string, port int, r *auth.
 		fields = append(fields, zap.String("action", v.Action), zap.String("resource", v.Resource), zap.String("decision", v.Decision))
 	}
 	h.log.Warn("connection refused", fields...)
+	h.events.Refused(r.Reason)
 	_ = h.server.SendConnack(cl, code, false, nil)
 	return code
 }
@@ -148,6 +155,7 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 		fields = append(fields, zap.String("details", err.Error()))
 	}
 	h.log.Info("client disconnected", fields...)
+	h.events.Disconnected(reason)
 	if expire {
 		h.forget(cl)
 	}
@@ -165,10 +173,28 @@ func (h *hook) forget(cl *mqtt.Client) {
 }
 
 func (h *hook) entry(cl *mqtt.Client) (*sessionEntry, bool) {
-	e, ok := h.sessions.Load(cl.ID)
-	if !ok {
+	if e, ok := h.sessions.Load(cl.ID); ok {
+		return e.(*sessionEntry), true
+	}
+	return h.restore(cl)
+}
+
+// restore gives a session restored from storage (after a restart; it has no connection) its identity
+// back from the certificate ID kept in its username, if that certificate is still ACTIVE and attached
+// to the client ID's thing, so that messages for an offline persistent session are authorized
+// (iot:Receive) and kept for it.
+func (h *hook) restore(cl *mqtt.Client) (*sessionEntry, bool) {
+	if cl.Net.Inline || len(cl.Properties.Username) == 0 {
 		return nil, false
 	}
+	id, err := h.authn.Restore(string(cl.Properties.Username), cl.ID)
+	if err != nil {
+		h.log.Warn("stored session has no usable identity; nothing is delivered to it", zap.String("clientId", cl.ID), zap.Error(err))
+		return nil, false
+	}
+	s := &Session{Identity: id, ProtocolVersion: cl.Properties.ProtocolVersion}
+	h.authz.Connect(s) // sets s.Authz; whether it may connect again is decided when it does
+	e, _ := h.sessions.LoadOrStore(cl.ID, &sessionEntry{client: cl, session: s})
 	return e.(*sessionEntry), true
 }
 
@@ -182,6 +208,7 @@ func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	pending := make(map[string]Verdict, len(pk.Filters))
 	for _, f := range pk.Filters {
 		v := h.authz.Subscribe(e.session, f.Filter)
+		h.events.Decision("iot:Subscribe", v.Allowed)
 		if strings.HasPrefix(f.Filter, reservedPrefix) {
 			v = Verdict{Action: "iot:Subscribe", Resource: "topicfilter/" + f.Filter, Decision: "EXPLICIT_DENY", Reason: "$ggbroker/ topics are reserved"}
 		}
@@ -230,7 +257,9 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		return false
 	}
 	v := h.authz.Receive(e.session, topic)
+	h.events.Decision("iot:Receive", v.Allowed)
 	if !v.Allowed {
+		h.events.Dropped("not-authorized")
 		h.denied(cl, e.session, "Publish-Out", v)
 	}
 	return v.Allowed
@@ -245,9 +274,11 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return pk, packets.ErrRejectPacket
 	}
 	v := h.authz.Publish(e.session, pk.TopicName, pk.FixedHeader.Retain)
+	h.events.Decision("iot:Publish", v.Allowed)
 	if v.Allowed {
 		return pk, nil
 	}
+	h.events.Dropped("not-authorized")
 	h.denied(cl, e.session, "Publish-In", v)
 	if pk.FixedHeader.Qos > 0 && cl.Properties.ProtocolVersion == 5 {
 		return pk, packets.ErrNotAuthorized
