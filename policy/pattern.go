@@ -125,6 +125,21 @@ func (s *subject) runeLen(i int) int {
 	return n
 }
 
+// indexByte is the index of the first c in s at or after i, or -1.
+func (s *subject) indexByte(i int, c byte) int {
+	n := len(s.a)
+	if i < n {
+		if j := strings.IndexByte(s.a[i:], c); j >= 0 {
+			return i + j
+		}
+		i = n
+	}
+	if j := strings.IndexByte(s.b[i-n:], c); j >= 0 {
+		return i + j
+	}
+	return -1
+}
+
 // hasAt reports whether lit occurs in s at i.
 func (s *subject) hasAt(i int, lit string, fold bool) bool {
 	n := len(s.a)
@@ -204,6 +219,16 @@ func (p *pattern) match(s subject, fold bool, c *Context, e *evalEnv) bool {
 			return false
 		}
 		starSi += s.runeLen(starSi)
+		// The token after the star is never a star (they are merged) and not the end (a trailing star
+		// returned above). If it is a literal, it can only match where its first byte is: jump there
+		// with a memchr instead of trying every position in between.
+		if next := &toks[starTi+1]; next.kind == tokLiteral && !fold {
+			j := s.indexByte(starSi, next.lit[0])
+			if j < 0 {
+				return false
+			}
+			starSi = j
+		}
 		si = starSi
 		ti = starTi + 1
 	}
