@@ -19,7 +19,9 @@ WORKDIR /data
 ENV GGBROKER_STATEDIR=/data \
     GGBROKER_MQTT_LISTEN=:8883
 VOLUME ["/data"]
-EXPOSE 8883
+EXPOSE 8883 8443
 USER 65532:65532
+# /readyz on the loopback admin listener: serving, CA and server certificate valid for more than an hour.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 CMD ["/usr/local/bin/ggbroker", "health"]
 ENTRYPOINT ["/usr/local/bin/ggbroker"]
 CMD ["serve"]

@@ -19,6 +19,9 @@ type Session struct {
 	// WillTopic is the CONNECT's will topic, "" without a will.
 	WillTopic  string
 	WillRetain bool
+	// ID is the sessionIdentifier of lifecycle events; Version their versionNumber.
+	ID      string
+	Version uint64
 	// Authz is the Authorizer's own per-session state (a compiled policy context), set by Connect.
 	Authz any
 }

@@ -13,8 +13,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -30,11 +30,12 @@ const mqttListenerID = "mqtts"
 
 // Broker is one ggbroker server. Create it with New; Run serves.
 type Broker struct {
-	cfg    *config.Config
-	log    *zap.Logger
-	state  *State
-	authz  Authorizer
-	events Events
+	cfg     *config.Config
+	log     *zap.Logger
+	state   *State
+	authz   Authorizer
+	events  Events
+	profile Profile
 
 	rotator *certs.Rotator
 	server  *mqtt.Server
@@ -43,6 +44,15 @@ type Broker struct {
 	mqttLn  net.Listener
 	adminLn net.Listener
 	admin   *http.Server
+	disc    discoveryParts // discovery.go: connectivity, discovery certificate and listeners
+
+	// Durability and operations (storage.go, metrics.go, local_listener.go).
+	store    *store        // nil when persistence is off
+	metrics  *metrics      // always collected; served on /metrics when the admin listener is on
+	localLn  net.Listener  // the loopback plain-TCP listener, nil when off
+	local    *localClients // its identity
+	recover  bool          // move an unreadable persistence file aside instead of refusing to start
+	stopping atomic.Bool   // set when shutdown starts: /readyz answers 503 from then on
 
 	ready   chan struct{}
 	rotated chan certs.RotationEvent // rotations for Run to act on (restart mode), never blocks the rotator
@@ -55,6 +65,10 @@ type Option func(*Broker)
 // WithAuthorizer sets the Authorizer (default AllowAll).
 func WithAuthorizer(a Authorizer) Option { return func(b *Broker) { b.authz = a } }
 
+// WithRecover makes New move an unreadable persistence file aside (renamed with a timestamp, never
+// deleted) and start with no stored sessions, instead of refusing to start (`serve --recover`).
+func WithRecover() Option { return func(b *Broker) { b.recover = true } }
+
 // New opens the state directory, issues (or reloads) the server certificate and binds the listeners,
 // so that configuration and address errors surface before Run, and Addr is known.
 func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Broker, error) {
@@ -65,9 +79,21 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Broker, error) {
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
+	profile, err := ProfileFromConfig(cfg.Behaviour)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", cfg.Source, err)
+	}
+	b.profile = profile
 	state, err := OpenState(cfg)
 	if err != nil {
 		return nil, err
+	}
+	if err := b.openPersistence(); err != nil {
+		return nil, err
+	}
+	b.metrics = newMetrics(b)
+	if b.events == (noEvents{}) {
+		b.events = b.metrics
 	}
 	b.state = state
 	for _, n := range state.Notes {
@@ -79,6 +105,11 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Broker, error) {
 			return nil, err
 		}
 	}
+	if pa, ok := b.authz.(*PolicyAuthorizer); ok && b.disc.authz == nil {
+		b.disc.authz = pa // greengrass:Discover by the certificate's policies
+	}
+
+	b.newConnectivity() // the server certificate's names come from it
 
 	certPath, keyPath := state.ServerCertPaths()
 	b.rotator, err = certs.NewRotator(certs.RotatorConfig{
@@ -107,6 +138,23 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Broker, error) {
 			b.mqttLn.Close()
 			return nil, fmt.Errorf("admin.listen %s: %w", cfg.Admin.Listen, err)
 		}
+	}
+	if err := b.setupLocalListener(); err != nil {
+		b.mqttLn.Close()
+		if b.adminLn != nil {
+			b.adminLn.Close()
+		}
+		return nil, err
+	}
+	if err := b.setupDiscovery(); err != nil {
+		b.mqttLn.Close()
+		if b.adminLn != nil {
+			b.adminLn.Close()
+		}
+		if b.localLn != nil {
+			b.localLn.Close()
+		}
+		return nil, err
 	}
 	return b, nil
 }
@@ -148,8 +196,10 @@ func (b *Broker) Ready() <-chan struct{} { return b.ready }
 // ServerCertificate is the server certificate the next handshake gets.
 func (b *Broker) ServerCertificate() *x509.Certificate { return b.rotator.Current() }
 
-// Rotate issues a new server certificate now, whatever its age.
-func (b *Broker) Rotate(reason string) error { return b.rotator.Rotate(reason) }
+// Rotate issues new server certificates now, whatever their age: the MQTT one and the discovery one.
+func (b *Broker) Rotate(reason string) error {
+	return errors.Join(b.rotator.Rotate(reason), b.rotateDiscovery(reason))
+}
 
 // tlsConfig asks every client for a certificate but leaves judging it to the CONNECT hook, which
 // checks it against the registry and answers with a CONNACK reason and a log record a person can act
@@ -167,23 +217,39 @@ func (b *Broker) Run(ctx context.Context) error {
 	b.server = mqtt.New(&mqtt.Options{
 		Logger:                 slog.New(newSlogHandler(b.log.Named("mochi"))),
 		SysTopicResendInterval: 10,
+		InlineClient:           b.profile.LifecycleEvents, // lifecycle events are published through it
 	})
-	b.hook = &hook{server: b.server, authn: auth.NewAuthenticator(b.state.Registry, b.state.TrustedDeviceCAs, nil), authz: b.authz, events: b.events, log: b.log}
+	applyProfile(b.profile, b.server.Options.Capabilities)
+	applyLimits(b.cfg.Limits, b.server.Options.Capabilities)
+	b.hook = &hook{server: b.server, authn: auth.NewAuthenticator(b.state.Registry, b.state.TrustedDeviceCAs, nil), authz: b.authz, events: b.events, log: b.log,
+		profile: b.profile, accountID: b.cfg.Core.AccountID}
+	if b.profile.LifecycleEvents {
+		b.hook.lifecycle = &lifecycle{server: b.server, log: b.log, accountID: b.cfg.Core.AccountID}
+	}
 	if err := b.server.AddHook(b.hook, nil); err != nil {
 		return fmt.Errorf("add auth hook: %w", err)
+	}
+	if err := b.addOperationsHooks(); err != nil { // after the auth hook: storage logs only accepted messages
+		return err
 	}
 	l := newTLSListener(mqttListenerID, b.mqttLn, b.tlsConfig(), b.cfg.MQTT.TLSHandshakeTimeout, b.log)
 	if err := b.server.AddListener(l); err != nil {
 		return fmt.Errorf("add MQTT listener: %w", err)
 	}
+	restoreStart := time.Now()
 	if err := b.server.Serve(); err != nil {
 		return fmt.Errorf("start MQTT server: %w", err)
+	}
+	if b.store != nil {
+		b.store.logRestored(time.Since(restoreStart))
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
 	wg.Go(func() { b.rotator.Run(ctx) })
+	wg.Go(func() { b.expireSessions(ctx) })
+	b.startDiscovery(ctx, &wg)
 	if pa, ok := b.authz.(*PolicyAuthorizer); ok {
 		wg.Go(func() { pa.Watch(ctx) })
 	}
@@ -202,10 +268,18 @@ func (b *Broker) Run(ctx context.Context) error {
 		zap.String("serverCertSerial", leaf.SerialNumber.Text(16)), zap.Time("serverCertNotAfter", leaf.NotAfter),
 		zap.Strings("serverCertDNS", leaf.DNSNames), zap.Stringers("serverCertIPs", ipStringers(leaf.IPAddresses)),
 		zap.String("rotationMode", b.cfg.ClientDeviceAuth.Certificates.RotationMode),
+		zap.String("behaviourProfile", b.profile.Name),
 	}
 	if b.adminLn != nil {
 		fields = append(fields, zap.String("admin", b.adminLn.Addr().String()))
 	}
+	if b.localLn != nil {
+		fields = append(fields, zap.String("local", b.localLn.Addr().String()))
+	}
+	if b.store != nil {
+		fields = append(fields, zap.String("persistence", b.store.path))
+	}
+	fields = append(fields, b.discoveryFields()...)
 	b.log.Info("ggbroker serving", fields...)
 	close(b.ready)
 
@@ -226,12 +300,14 @@ func (b *Broker) Run(ctx context.Context) error {
 func (b *Broker) shutdown() {
 	b.once.Do(func() {
 		b.log.Info("shutting down")
+		b.stopping.Store(true)
 		if b.admin != nil {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			_ = b.admin.Shutdown(sctx)
 			cancel()
 		}
-		_ = b.server.Close()
+		b.stopDiscovery()
+		b.closeServer()
 		b.log.Info("stopped")
 	})
 }
@@ -247,6 +323,7 @@ func (b *Broker) onRotate(ev certs.RotationEvent) {
 	if ev.Old == nil {
 		return
 	}
+	b.metrics.rotated()
 	select {
 	case b.rotated <- ev:
 	default: // a restart is already queued; one restart serves both rotations
@@ -272,60 +349,40 @@ func (b *Broker) applyRotation(ev certs.RotationEvent) {
 	b.log.Info("restart-mode rotation: disconnected every client", zap.Int("clients", n), zap.String("reason", ev.Reason))
 }
 
-// serverSANs is the one source of the server certificate's names: localhost and 127.0.0.1, the
-// configured host addresses, and (when enabled) this machine's non-loopback IPv4 addresses.
-func (b *Broker) serverSANs() ([]string, []net.IP) {
-	dns := []string{"localhost"}
-	ips := []net.IP{net.IPv4(127, 0, 0, 1)}
-	for _, h := range b.cfg.Connectivity.HostAddresses {
-		if ip := net.ParseIP(h); ip != nil {
-			ips = appendIP(ips, ip)
-		} else if !slices.Contains(dns, h) {
-			dns = append(dns, h)
-		}
-	}
-	if b.cfg.Connectivity.DetectIPv4Addresses {
-		for _, ip := range hostIPv4s() {
-			ips = appendIP(ips, ip)
-		}
-	}
-	return dns, ips
-}
-
-func appendIP(ips []net.IP, ip net.IP) []net.IP {
-	for _, have := range ips {
-		if have.Equal(ip) {
-			return ips
-		}
-	}
-	return append(ips, ip)
-}
-
-// hostIPv4s lists the machine's non-loopback, non-link-local IPv4 addresses.
-func hostIPv4s() []net.IP {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return nil
-	}
-	var out []net.IP
-	for _, a := range addrs {
-		n, ok := a.(*net.IPNet)
-		if !ok {
-			continue
-		}
-		ip := n.IP.To4()
-		if ip == nil || ip.IsLoopback() || ip.IsLinkLocalUnicast() {
-			continue
-		}
-		out = append(out, ip)
-	}
-	return out
-}
-
 func ipStringers(ips []net.IP) []fmt.Stringer {
 	out := make([]fmt.Stringer, len(ips))
 	for i, ip := range ips {
 		out[i] = ip
 	}
 	return out
+}
+
+// applyLimits applies the limits block to mochi's capabilities. It runs after applyProfile, so
+// limits.maxPacketSize is a ceiling over the behaviour profile's packet size.
+func applyLimits(l config.Limits, caps *mqtt.Capabilities) {
+	caps.MaximumClients = l.MaxConnections
+	caps.MaximumClientWritesPending = l.MaxPendingWrites // a slow reader's excess QoS 0 is dropped, not queued
+	caps.MaximumInflight = l.MaxInflight
+	if caps.MaximumPacketSize == 0 || caps.MaximumPacketSize > l.MaxPacketSize {
+		caps.MaximumPacketSize = l.MaxPacketSize
+	}
+}
+
+// shutdownTimeout bounds the last step of a graceful shutdown: closing the listeners, disconnecting
+// every client (persistent sessions are written as they go) and closing the persistence file.
+const shutdownTimeout = 10 * time.Second
+
+// closeServer closes mochi's server within shutdownTimeout. Every acknowledged message is already on
+// disk, so giving up on a client that does not let go loses nothing.
+func (b *Broker) closeServer() {
+	done := make(chan struct{})
+	go func() {
+		_ = b.server.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(shutdownTimeout):
+		b.log.Error("shutdown did not finish in time; stopping anyway", zap.Duration("timeout", shutdownTimeout))
+	}
 }

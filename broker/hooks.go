@@ -2,14 +2,15 @@ package broker
 
 import (
 	"bytes"
-	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -27,6 +28,13 @@ type hook struct {
 	authz  Authorizer
 	events Events
 	log    *zap.Logger
+	// local is the loopback plain-TCP listener's identity, nil when it is off (issue 6 seam, local_listener.go).
+	local *localClients
+	// profile is the AWS behaviour profile; accountID goes into every log record, as in AWS IoT's.
+	profile   Profile
+	accountID string
+	// lifecycle publishes presence events; nil when they are off.
+	lifecycle *lifecycle
 
 	// sessions maps client ID -> *sessionEntry for every live MQTT session, connected or not: messages
 	// for an offline persistent session are authorised against the identity it last connected with.
@@ -34,6 +42,8 @@ type hook struct {
 	// conns maps *mqtt.Client -> *Session for connections, so that a connection that was taken over by
 	// a newer one with the same client ID is still logged with its own identity.
 	conns sync.Map
+	// takenOver holds the connections a newer one with the same client ID replaces (*mqtt.Client -> true).
+	takenOver sync.Map
 }
 
 // sessionEntry is the session of one client ID and the connection that owns it.
@@ -47,14 +57,33 @@ type sessionEntry struct {
 	subscribing atomic.Bool
 	mu          sync.Mutex
 	pending     map[string]Verdict
+
+	// rate is the inbound publish rate limit's state. OnPublish runs in the client's own read
+	// goroutine, one packet at a time, so it needs no lock.
+	rate rateWindow
+}
+
+// rateWindow counts publishes per one-second window.
+type rateWindow struct {
+	second   int64 // unix second of the window
+	count    int
+	dropped  int   // dropped since the last log record
+	loggedAt int64 // unix second of the last log record
 }
 
 func (h *hook) ID() string { return "ggbroker-auth" }
 
 func (h *hook) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnPacketRead:
+		return h.profile.MaxQoS < 2 // to see a QoS 2 PUBLISH before mochi downgrades it
+	case mqtt.OnPacketEncode:
+		return h.profile.MaxPacketBytes > 0 // to advertise Maximum Packet Size in CONNACK
+	}
 	return bytes.Contains([]byte{
 		mqtt.OnConnect, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnConnectAuthenticate,
-		mqtt.OnACLCheck, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnPublish, mqtt.OnClientExpired, mqtt.OnWill,
+		mqtt.OnACLCheck, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPublish,
+		mqtt.OnClientExpired, mqtt.OnWill,
 	}, []byte{b})
 }
 
@@ -63,17 +92,24 @@ func (h *hook) Provides(b byte) bool {
 // connection without one.
 func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	ip, port := splitAddr(remoteAddr(cl))
-	tc, ok := cl.Net.Conn.(*tls.Conn)
-	if !ok {
-		return h.refuse(cl, nil, ip, port, &auth.Refusal{Reason: auth.ReasonNoCertificate, Details: "connection is not TLS", BadCredentials: true})
+	if why := h.profile.CheckClientID(cl.ID); why != "" {
+		return h.refuse(cl, nil, ip, port, &auth.Refusal{Reason: "CLIENT_ID_NOT_VALID", Details: why}, packets.ErrClientIdentifierNotValid)
 	}
-	id, err := h.authn.Authenticate(tc.ConnectionState().PeerCertificates, cl.ID)
+	if k := h.profile.KeepAlive(cl.State.Keepalive); k != cl.State.Keepalive {
+		// MQTT 5 clients are told in CONNACK (Server Keep Alive); mochi disconnects at 1.5x.
+		cl.State.Keepalive, cl.State.ServerKeepalive = k, true
+	}
+	id, err := h.identify(cl) // issue 6 seam: the TLS certificate, or the local listener's identity (local_listener.go)
 	if err != nil {
 		var r *auth.Refusal
 		if !errors.As(err, &r) {
 			r = &auth.Refusal{Reason: "AUTH_ERROR", Details: err.Error()}
 		}
-		return h.refuse(cl, nil, ip, port, r)
+		code := packets.ErrNotAuthorized
+		if r.BadCredentials {
+			code = packets.ErrBadUsernameOrPassword
+		}
+		return h.refuse(cl, nil, ip, port, r, code)
 	}
 	addr, _ := netip.ParseAddr(ip)
 	s := &Session{
@@ -82,34 +118,48 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		SourcePort:      port,
 		ProtocolVersion: cl.Properties.ProtocolVersion,
 		CleanStart:      pk.Connect.Clean,
+		ID:              newSessionID(),
 	}
 	if pk.Connect.WillFlag {
 		s.WillTopic, s.WillRetain = pk.Connect.WillTopic, pk.Connect.WillRetain
 	}
 	if v := h.authz.Connect(s); !v.Allowed {
-		return h.refuse(cl, s, ip, port, &auth.Refusal{Reason: "AUTHORIZATION_FAILURE", Details: v.Reason}, v)
+		return h.refuse(cl, s, ip, port, &auth.Refusal{Reason: "AUTHORIZATION_FAILURE", Details: v.Reason}, packets.ErrNotAuthorized, v)
 	}
 	// The certificate ID goes where mochi's storage hooks persist it (the session's username: ggbroker
 	// authenticates by certificate, never by username), so a session restored after a restart can be
 	// given its identity back; see restore.
 	cl.Properties.Username = []byte(id.CertificateID)
+	if old, ok := h.sessions.Load(cl.ID); ok {
+		if prev := old.(*sessionEntry).client; prev != cl && !prev.Closed() {
+			// mochi is about to take the session over and disconnect prev (0x8E). Say so now: prev's own
+			// read loop may see its socket close (the client drops it on DISCONNECT) before mochi
+			// records why, and the record would read CONNECTION_LOST.
+			h.takenOver.Store(prev, true)
+		}
+	}
 	h.conns.Store(cl, s)
 	h.sessions.Store(cl.ID, &sessionEntry{client: cl, session: s})
 	h.events.Connected()
 	return nil
 }
 
-// refuse sends the CONNACK for a refused connection and logs one record saying why.
-func (h *hook) refuse(cl *mqtt.Client, s *Session, ip string, port int, r *auth.Refusal, v ...Verdict) error {
-	code, wire := packets.ErrNotAuthorized, packets.ErrNotAuthorized.Code
-	if r.BadCredentials {
-		code, wire = packets.ErrBadUsernameOrPassword, packets.ErrBadUsernameOrPassword.Code
-	}
+// refuse sends the CONNACK for a refused connection (code, as MQTT 5 says it) and logs one record
+// saying why.
+func (h *hook) refuse(cl *mqtt.Client, s *Session, ip string, port int, r *auth.Refusal, code packets.Code, v ...Verdict) error {
+	wire := code.Code
 	if cl.Properties.ProtocolVersion < 5 {
-		// MQTT 3.1.1 has one return code for this, 5 (not authorized); mochi maps 0x86 to it.
-		code, wire = packets.ErrBadUsernameOrPassword, packets.Err3NotAuthorized.Code
+		// MQTT 3.1.1 return codes: 2 for a client identifier the server refuses, else 5 (not
+		// authorized). mochi maps 0x85 and 0x86 to them; 0x87 it would send as is.
+		wire = packets.Err3NotAuthorized.Code
+		if code == packets.ErrClientIdentifierNotValid {
+			wire = packets.Err3ClientIdentifierNotValid.Code
+		} else {
+			code = packets.ErrBadUsernameOrPassword
+		}
 	}
 	fields := []zap.Field{
+		zap.String("traceId", newTraceID()), zap.String("accountId", h.accountID), zap.String("protocol", "MQTT"),
 		zap.String("eventType", "Connect"), zap.String("status", "Failure"),
 		zap.String("clientId", cl.ID), zap.String("sourceIp", ip), zap.Int("sourcePort", port),
 		zap.String("reason", r.Reason), zap.String("details", r.Details),
@@ -121,7 +171,7 @@ func (h *hook) refuse(cl *mqtt.Client, s *Session, ip string, port int, r *auth.
 	for _, v := range v {
 		fields = append(fields, zap.String("action", v.Action), zap.String("resource", v.Resource), zap.String("decision", v.Decision))
 	}
-	h.log.Warn("connection refused", fields...)
+	h.log.Error("connection refused", fields...)
 	h.events.Refused(r.Reason)
 	_ = h.server.SendConnack(cl, code, false, nil)
 	return code
@@ -137,6 +187,7 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 		return
 	}
 	h.log.Info("client connected", h.record(cl, s.(*Session), "Connect", "Success")...)
+	h.lifecycle.connected(cl, s.(*Session))
 }
 
 // OnDisconnect logs the disconnect with AWS' disconnectReason and forgets the connection; the session
@@ -147,6 +198,9 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 		return
 	}
 	reason, status := disconnectReason(cl, err)
+	if _, dup := h.takenOver.LoadAndDelete(cl); dup {
+		reason, status = "DUPLICATE_CLIENTID", "Failure"
+	}
 	fields := append(h.record(cl, v.(*Session), "Disconnect", status), zap.String("disconnectReason", reason))
 	if reason == "DUPLICATE_CLIENTID" {
 		fields = append(fields, zap.String("reason", "DUPLICATE_CLIENT_ID"),
@@ -154,8 +208,13 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	} else if err != nil && status == "Failure" {
 		fields = append(fields, zap.String("details", err.Error()))
 	}
-	h.log.Info("client disconnected", fields...)
+	if status == "Failure" {
+		h.log.Error("client disconnected", fields...)
+	} else {
+		h.log.Info("client disconnected", fields...)
+	}
 	h.events.Disconnected(reason)
+	h.lifecycle.disconnected(cl, v.(*Session), reason)
 	if expire {
 		h.forget(cl)
 	}
@@ -198,24 +257,49 @@ func (h *hook) restore(cl *mqtt.Client) (*sessionEntry, bool) {
 	return e.(*sessionEntry), true
 }
 
-// OnSubscribe decides iot:Subscribe for every filter of the packet and keeps the verdicts for the
-// OnACLCheck calls mochi makes next, filter by filter.
+// OnSubscribe decides every filter of the packet (the profile's limits, reserved topics, then
+// iot:Subscribe) and keeps the verdicts for the OnACLCheck calls mochi makes next, filter by filter.
+// A refused filter gets SUBACK 0x87 (MQTT 5) / 0x80 (3.1.1); in a profile that disconnects on
+// unauthorized MQTT 3.1.1 requests, a policy denial closes the connection instead.
 func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	e, ok := h.entry(cl)
 	if !ok {
 		return pk
 	}
+	existing := 0
+	if h.profile.MaxSubscriptionsPerConnection > 0 {
+		existing = cl.State.Subscriptions.Len()
+	}
 	pending := make(map[string]Verdict, len(pk.Filters))
-	for _, f := range pk.Filters {
-		v := h.authz.Subscribe(e.session, f.Filter)
-		h.events.Decision("iot:Subscribe", v.Allowed)
-		if strings.HasPrefix(f.Filter, reservedPrefix) {
-			v = Verdict{Action: "iot:Subscribe", Resource: "topicfilter/" + f.Filter, Decision: "EXPLICIT_DENY", Reason: "$ggbroker/ topics are reserved"}
+	unauthorized := false
+	for i, f := range pk.Filters {
+		var v Verdict
+		switch {
+		case strings.HasPrefix(f.Filter, reservedPrefix):
+			v = refusedBy("iot:Subscribe", f.Filter, "$ggbroker/ topics are reserved")
+		case h.profile.MaxFiltersPerSubscribe > 0 && i >= h.profile.MaxFiltersPerSubscribe:
+			v = refusedBy("iot:Subscribe", f.Filter, fmt.Sprintf("more than %d topic filters in one SUBSCRIBE", h.profile.MaxFiltersPerSubscribe))
+		case h.profile.MaxSubscriptionsPerConnection > 0 && !hasSubscription(cl, f.Filter) && existing >= h.profile.MaxSubscriptionsPerConnection:
+			v = refusedBy("iot:Subscribe", f.Filter, fmt.Sprintf("more than %d subscriptions on one connection", h.profile.MaxSubscriptionsPerConnection))
+		case h.profile.CheckTopic(f.Filter) != "":
+			v = refusedBy("iot:Subscribe", f.Filter, h.profile.CheckTopic(f.Filter))
+		case h.profile.CheckReserved(f.Filter, true) != "":
+			v = refusedBy("iot:Subscribe", f.Filter, h.profile.CheckReserved(f.Filter, true))
+		default:
+			v = h.authz.Subscribe(e.session, f.Filter)
+			h.events.Decision("iot:Subscribe", v.Allowed)
+			unauthorized = unauthorized || !v.Allowed
+			if v.Allowed && !hasSubscription(cl, f.Filter) {
+				existing++
+			}
 		}
 		if !v.Allowed {
-			h.denied(cl, e.session, "Subscribe", v)
+			h.denied(cl, e.session, "Subscribe", f.Filter, v)
 		}
 		pending[f.Filter] = v
+	}
+	if unauthorized && h.profile.DisconnectUnauthorized && cl.Properties.ProtocolVersion < 5 {
+		cl.Stop(packets.ErrNotAuthorized) // AWS IoT Core closes an MQTT 3.1.1 connection on this
 	}
 	e.mu.Lock()
 	e.pending = pending
@@ -224,19 +308,54 @@ func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	return pk
 }
 
-// OnSubscribed ends the SUBSCRIBE: from here on OnACLCheck(read) means a delivery.
-func (h *hook) OnSubscribed(cl *mqtt.Client, _ packets.Packet, _ []byte) {
-	if e, ok := h.entry(cl); ok {
-		e.subscribing.Store(false)
-		e.mu.Lock()
-		e.pending = nil
-		e.mu.Unlock()
+// refusedBy is the verdict of a rule of the profile (not a policy).
+func refusedBy(action, resource, reason string) Verdict {
+	return Verdict{Action: action, Resource: resource, Decision: "REFUSED", Reason: reason}
+}
+
+// OnSubscribed ends the SUBSCRIBE (from here on OnACLCheck(read) means a delivery) and logs one
+// Subscribe record for the filters granted.
+func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
+	e, ok := h.entry(cl)
+	if !ok {
+		return
+	}
+	e.subscribing.Store(false)
+	e.mu.Lock()
+	e.pending = nil
+	e.mu.Unlock()
+	if ce := h.log.Check(zap.InfoLevel, "subscribed"); ce != nil {
+		var granted []string
+		for i, f := range pk.Filters {
+			if i < len(codes) && codes[i] < 0x80 {
+				granted = append(granted, f.Filter)
+			}
+		}
+		if len(granted) > 0 {
+			ce.Write(append(h.record(cl, e.session, "Subscribe", "Success"), zap.Strings("topicName", granted))...)
+		}
+	}
+}
+
+// OnUnsubscribed logs one Unsubscribe record.
+func (h *hook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
+	e, ok := h.entry(cl)
+	if !ok {
+		return
+	}
+	if ce := h.log.Check(zap.InfoLevel, "unsubscribed"); ce != nil {
+		filters := make([]string, len(pk.Filters))
+		for i, f := range pk.Filters {
+			filters[i] = f.Filter
+		}
+		ce.Write(append(h.record(cl, e.session, "Unsubscribe", "Success"), zap.Strings("topicName", filters))...)
 	}
 }
 
 // OnACLCheck answers mochi's ACL question. Writes are decided in OnPublish (which can answer with a
 // reason code); reads are either a SUBSCRIBE filter (decided in OnSubscribe) or a delivery: iot:Receive,
-// checked for every message and every subscriber, retained messages included.
+// checked for every message and every subscriber, retained messages included. This runs in the
+// publisher's goroutine for every subscriber: it must not allocate when the answer is yes.
 func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if write {
 		return true
@@ -260,33 +379,142 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	h.events.Decision("iot:Receive", v.Allowed)
 	if !v.Allowed {
 		h.events.Dropped("not-authorized")
-		h.denied(cl, e.session, "Publish-Out", v)
+		h.denied(cl, e.session, "Publish-Out", topic, v)
+		return false
 	}
-	return v.Allowed
+	if ce := h.log.Check(zap.DebugLevel, "publish out"); ce != nil {
+		ce.Write(append(h.record(cl, e.session, "Publish-Out", "Success"), zap.String("topicName", topic))...)
+	}
+	return true
 }
 
-// OnPublish decides iot:Publish (and iot:RetainPublish). A denied message is delivered to no one and
-// not retained. MQTT 5 QoS 1/2 gets a PUBACK/PUBREC with 0x87; MQTT 3.1.1 has no way to say no, so
-// QoS 1 is acknowledged (or the device would resend it forever) and dropped.
+// OnPacketRead sees a QoS 2 PUBLISH before mochi quietly downgrades it to the maximum QoS, which would
+// answer with a PUBACK where the client waits for a PUBREC. With QoS 2 off, as on AWS IoT Core: an
+// MQTT 5 client is disconnected with 0x9B (QoS not supported), as MQTT 5 asks of a server that
+// advertised Maximum QoS 1; an MQTT 3.1.1 publish is dropped unacknowledged, as AWS IoT documents
+// ("the message broker doesn't send a PUBACK").
+func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Publish || int(pk.FixedHeader.Qos) <= h.profile.MaxQoS {
+		return pk, nil
+	}
+	h.log.Error("QoS not supported", zap.String("traceId", newTraceID()), zap.String("accountId", h.accountID),
+		zap.String("eventType", "Publish-In"), zap.String("status", "Failure"), zap.String("clientId", cl.ID),
+		zap.String("topicName", pk.TopicName), zap.String("reason", "QOS_NOT_SUPPORTED"),
+		zap.String("details", fmt.Sprintf("QoS %d publish; this broker supports QoS %d at most", pk.FixedHeader.Qos, h.profile.MaxQoS)))
+	h.events.Dropped("qos-not-supported")
+	if cl.Properties.ProtocolVersion == 5 {
+		_ = h.server.DisconnectClient(cl, packets.ErrQosNotSupported)
+		return pk, packets.ErrRejectPacket
+	}
+	pk.FixedHeader.Qos, pk.Ignore = 0, true // processed as QoS 0 (no acknowledgement) and delivered to no one
+	return pk, nil
+}
+
+// OnPacketEncode advertises the profile's Maximum Packet Size in MQTT 5 CONNACKs: mochi enforces
+// Capabilities.MaximumPacketSize on inbound packets but does not tell the client.
+func (h *hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Connack && cl.Properties.ProtocolVersion == 5 && pk.ReasonCode < 0x80 {
+		pk.Properties.MaximumPacketSize = uint32(h.profile.MaxPacketBytes)
+	}
+	return pk
+}
+
+// OnPublish applies the profile's rules (payload and topic size, reserved topics, rate limit), then
+// decides iot:Publish (and iot:RetainPublish). A refused message is delivered to no one and not
+// retained. MQTT 5 QoS 1 gets a PUBACK with the reason; MQTT 3.1.1 has no way to say no, so QoS 1 is
+// acknowledged (or the device would resend it forever) and dropped, unless the profile closes the
+// connection on an unauthorized publish, as AWS IoT Core does.
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil // the broker's own messages (lifecycle events); delivery is still checked
+	}
 	e, ok := h.entry(cl)
 	if !ok {
 		return pk, packets.ErrRejectPacket
 	}
+	if h.profile.PublishesPerSecond > 0 && !h.allowRate(cl, e) {
+		return h.rejectPublish(cl, pk, packets.ErrQuotaExceeded, false)
+	}
+	if h.profile.MaxPayloadBytes > 0 && len(pk.Payload) > h.profile.MaxPayloadBytes {
+		h.refusedPublish(cl, e.session, pk.TopicName, "PAYLOAD_TOO_LARGE", fmt.Sprintf("payload is %d bytes, more than the %d allowed", len(pk.Payload), h.profile.MaxPayloadBytes))
+		return h.rejectPublish(cl, pk, packets.ErrQuotaExceeded, false)
+	}
+	if why := h.profile.CheckTopic(pk.TopicName); why != "" {
+		h.refusedPublish(cl, e.session, pk.TopicName, "TOPIC_NAME_INVALID", why)
+		return h.rejectPublish(cl, pk, packets.ErrTopicNameInvalid, h.profile.DisconnectUnauthorized)
+	}
+	if why := h.profile.CheckReserved(pk.TopicName, false); why != "" {
+		h.refusedPublish(cl, e.session, pk.TopicName, "RESERVED_TOPIC", why)
+		return h.rejectPublish(cl, pk, packets.ErrNotAuthorized, h.profile.DisconnectUnauthorized)
+	}
 	v := h.authz.Publish(e.session, pk.TopicName, pk.FixedHeader.Retain)
 	h.events.Decision("iot:Publish", v.Allowed)
-	if v.Allowed {
-		return pk, nil
+	if !v.Allowed {
+		h.denied(cl, e.session, "Publish-In", pk.TopicName, v)
+		return h.rejectPublish(cl, pk, packets.ErrNotAuthorized, h.profile.DisconnectUnauthorized)
 	}
-	h.events.Dropped("not-authorized")
-	h.denied(cl, e.session, "Publish-In", v)
-	if pk.FixedHeader.Qos > 0 && cl.Properties.ProtocolVersion == 5 {
-		return pk, packets.ErrNotAuthorized
+	if ce := h.log.Check(zap.DebugLevel, "publish in"); ce != nil {
+		ce.Write(append(h.record(cl, e.session, "Publish-In", "Success"), zap.String("topicName", pk.TopicName))...)
+	}
+	return pk, nil
+}
+
+// rejectPublish drops a publish, answering as the protocol version allows (see OnPublish).
+func (h *hook) rejectPublish(cl *mqtt.Client, pk packets.Packet, code packets.Code, disconnectV3 bool) (packets.Packet, error) {
+	h.events.Dropped(dropReason(code))
+	if cl.Properties.ProtocolVersion == 5 {
+		if pk.FixedHeader.Qos > 0 {
+			return pk, code // mochi answers PUBACK with this reason code
+		}
+		return pk, packets.ErrRejectPacket
+	}
+	if disconnectV3 {
+		cl.Stop(code)
+		return pk, packets.ErrRejectPacket
 	}
 	if pk.FixedHeader.Qos == 1 {
 		_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
 	}
 	return pk, packets.ErrRejectPacket
+}
+
+func dropReason(code packets.Code) string {
+	switch code {
+	case packets.ErrQuotaExceeded:
+		return "quota-exceeded"
+	case packets.ErrTopicNameInvalid:
+		return "topic-invalid"
+	default:
+		return "not-authorized"
+	}
+}
+
+// allowRate counts the publish against the connection's per-second budget. Excess publishes are
+// dropped and logged at most once a second, with how many were dropped.
+func (h *hook) allowRate(cl *mqtt.Client, e *sessionEntry) bool {
+	now := time.Now().Unix()
+	r := &e.rate
+	if r.second != now {
+		r.second, r.count = now, 0
+	}
+	r.count++
+	if r.count <= h.profile.PublishesPerSecond {
+		return true
+	}
+	r.dropped++
+	if r.loggedAt != now {
+		h.refusedPublish(cl, e.session, "", "THROTTLED", fmt.Sprintf("more than %d publishes per second on this connection: %d dropped", h.profile.PublishesPerSecond, r.dropped))
+		r.loggedAt, r.dropped = now, 0
+	}
+	return false
+}
+
+// refusedPublish logs a publish refused by a rule of the profile.
+func (h *hook) refusedPublish(cl *mqtt.Client, s *Session, topic, reason, details string) {
+	if ce := h.log.Check(zap.ErrorLevel, "publish refused"); ce != nil {
+		ce.Write(append(h.record(cl, s, "Publish-In", "Failure"), zap.String("topicName", topic),
+			zap.String("reason", reason), zap.String("details", details))...)
+	}
 }
 
 // suppressedWillPrefix is where a will that its client may not publish is redirected, because mochi
@@ -308,7 +536,7 @@ func (h *hook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 		if v.Allowed {
 			return will, nil
 		}
-		h.denied(cl, e.session, "Publish-In", v)
+		h.denied(cl, e.session, "Publish-In", will.TopicName, v)
 	}
 	h.log.Warn("will message suppressed", zap.String("clientId", cl.ID), zap.String("topicName", will.TopicName), zap.String("details", v.Reason))
 	will.TopicName = suppressedWillPrefix + cl.ID
@@ -318,10 +546,14 @@ func (h *hook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 }
 
 // denied logs one authorization failure.
-func (h *hook) denied(cl *mqtt.Client, s *Session, eventType string, v Verdict) {
-	if ce := h.log.Check(zap.WarnLevel, "not authorized"); ce != nil {
-		ce.Write(append(h.record(cl, s, eventType, "Failure"),
-			zap.String("reason", "AUTHORIZATION_FAILURE"), zap.String("action", v.Action),
+func (h *hook) denied(cl *mqtt.Client, s *Session, eventType, topic string, v Verdict) {
+	if ce := h.log.Check(zap.ErrorLevel, "not authorized"); ce != nil {
+		reason := "AUTHORIZATION_FAILURE"
+		if v.Decision == "REFUSED" {
+			reason = "REFUSED_BY_PROFILE"
+		}
+		ce.Write(append(h.record(cl, s, eventType, "Failure"), zap.String("topicName", topic),
+			zap.String("reason", reason), zap.String("action", v.Action),
 			zap.String("resource", v.Resource), zap.String("decision", v.Decision), zap.String("details", v.Reason))...)
 	}
 }
@@ -329,6 +561,7 @@ func (h *hook) denied(cl *mqtt.Client, s *Session, eventType string, v Verdict) 
 // record is the common part of a log record, with AWS IoT's field names (aws-iot-core/cwl-format.md).
 func (h *hook) record(cl *mqtt.Client, s *Session, eventType, status string) []zap.Field {
 	return []zap.Field{
+		zap.String("traceId", newTraceID()), zap.String("accountId", h.accountID),
 		zap.String("eventType", eventType), zap.String("status", status), zap.String("protocol", "MQTT"),
 		zap.String("clientId", cl.ID), zap.String("thingName", s.Identity.Thing.Name),
 		zap.String("principalId", s.Identity.CertificateID),
@@ -367,4 +600,9 @@ func remoteAddr(cl *mqtt.Client) net.Addr {
 		return nil
 	}
 	return cl.Net.Conn.RemoteAddr()
+}
+
+func hasSubscription(cl *mqtt.Client, filter string) bool {
+	_, ok := cl.State.Subscriptions.Get(filter)
+	return ok
 }

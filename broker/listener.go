@@ -13,7 +13,8 @@ import (
 	"go.uber.org/zap"
 )
 
-// tlsListener is a mochi listener for MQTT over mutual TLS. mochi's own TCP listener does the TLS
+// tlsListener is a mochi listener for MQTT over mutual TLS (or, with a nil tls.Config, plain TCP: the
+// loopback local listener). mochi's own TCP listener does the TLS
 // handshake lazily inside the client's first read, with no deadline, and stops serving for good on the
 // first Accept error; this one finishes the handshake (bounded by a timeout) before handing the
 // connection to mochi, logs handshake failures once each, bounds the wait for CONNECT, and keeps
@@ -35,9 +36,14 @@ func newTLSListener(id string, ln net.Listener, cfg *tls.Config, handshakeTimeou
 	return &tlsListener{id: id, ln: ln, tlsConfig: cfg, handshakeTimeout: handshakeTimeout, log: log}
 }
 
-func (l *tlsListener) ID() string              { return l.id }
-func (l *tlsListener) Address() string         { return l.ln.Addr().String() }
-func (l *tlsListener) Protocol() string        { return "mqtts" }
+func (l *tlsListener) ID() string      { return l.id }
+func (l *tlsListener) Address() string { return l.ln.Addr().String() }
+func (l *tlsListener) Protocol() string {
+	if l.tlsConfig == nil {
+		return "mqtt"
+	}
+	return "mqtts"
+}
 func (l *tlsListener) Init(*slog.Logger) error { return nil } // bound in New, so the address is known early
 
 // Serve accepts connections until Close.
@@ -61,6 +67,14 @@ func (l *tlsListener) Serve(establish listeners.EstablishFn) {
 }
 
 func (l *tlsListener) handle(raw net.Conn, establish listeners.EstablishFn) {
+	if l.tlsConfig == nil {
+		// The local listener: plain TCP, with the same deadline for CONNECT.
+		_ = raw.SetDeadline(time.Now().Add(l.handshakeTimeout))
+		if err := establish(l.id, raw); err != nil {
+			l.log.Debug("connection ended", zap.String("listener", l.id), zap.String("remote", raw.RemoteAddr().String()), zap.Error(err))
+		}
+		return
+	}
 	conn := tls.Server(raw, l.tlsConfig)
 	// One deadline covers the handshake and the CONNECT packet: mochi replaces it with the keep-alive
 	// deadline once CONNECT is read, and without it a socket that sends nothing would stay open forever.

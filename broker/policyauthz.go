@@ -2,7 +2,9 @@ package broker
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -342,4 +344,34 @@ func (a *PolicyAuthorizer) Subscribe(s *Session, filter string) Verdict {
 // Receive decides iot:Receive on topic/<topic>.
 func (a *PolicyAuthorizer) Receive(s *Session, topic string) Verdict {
 	return a.decide(s, policy.ActionReceive, policy.KindTopic, topic)
+}
+
+// Discover decides greengrass:Discover on thing/<thingName> for the discovery API: with the AWS IoT
+// policies attached to the certificate, in every mode, because discovery is a cloud API that AWS IoT
+// policies govern (device groups only govern the core's local broker). Thing policy variables are not
+// available for this action (greengrass-v2/greengrass-discover-api.md), so the context has no thing.
+func (a *PolicyAuthorizer) Discover(cert *auth.Certificate, leaf *x509.Certificate, thingName string, sourceIP netip.Addr) (bool, string) {
+	a.refresh()
+	snap := a.snap.Load()
+	var ps []*policy.Policy
+	var missing []string
+	if rec, ok := snap.registry.Certificates[cert.ID]; ok {
+		for _, name := range rec.Policies {
+			if p, ok := snap.policies[name]; ok {
+				ps = append(ps, p)
+			} else {
+				missing = append(missing, name)
+			}
+		}
+	}
+	ctx := &policy.Context{CertificateID: cert.ID, Certificate: leaf, SourceIP: sourceIP}
+	d, diag := policy.NewSet(a.env, ps...).Evaluate(policy.Request{Action: policy.GreengrassDiscover, Kind: policy.KindThing, Name: thingName, Context: ctx})
+	if d == policy.Allowed {
+		return true, ""
+	}
+	reason := d.String() + ": " + diag.String()
+	if len(missing) > 0 {
+		reason += fmt.Sprintf(" (attached policies not found in %s: %v)", a.policyDir, missing)
+	}
+	return false, reason
 }

@@ -14,7 +14,8 @@ import (
 
 // defaultDevicePolicy is what `device create` attaches when no --policy is given: connect with the
 // device's own thing name as client ID; publish, subscribe and receive on any topic outside $aws/
-// (the topics AWS reserves, aws-iot-core/reserved-topics.md). It uses Allow with NotResource, not a
+// (the topics AWS reserves, aws-iot-core/reserved-topics.md); and Greengrass discovery (which thing
+// a certificate may discover is checked apart: it must be attached to it). It uses Allow with NotResource, not a
 // Deny, so that another attached policy can still grant $aws/ topics (a Deny would beat it).
 const defaultDevicePolicy = `{
   "Version": "2012-10-17",
@@ -36,6 +37,12 @@ const defaultDevicePolicy = `{
       "Effect": "Allow",
       "Action": "iot:Subscribe",
       "NotResource": "arn:aws:iot:*:*:topicfilter/$aws/*"
+    },
+    {
+      "Sid": "GreengrassDiscovery",
+      "Effect": "Allow",
+      "Action": "greengrass:Discover",
+      "Resource": "arn:aws:iot:*:*:thing/*"
     }
   ]
 }

@@ -50,9 +50,14 @@ type Config struct {
 	Admin            Admin            `mapstructure:"admin"`
 	Core             Core             `mapstructure:"core"`
 	Authorization    Authorization    `mapstructure:"authorization"`
+	Behaviour        Behaviour        `mapstructure:"behaviour"`
 	ClientDeviceAuth ClientDeviceAuth `mapstructure:"clientDeviceAuth"`
 	Connectivity     Connectivity     `mapstructure:"connectivity"`
+	Discovery        Discovery        `mapstructure:"discovery"`
 	Devices          Devices          `mapstructure:"devices"`
+	Persistence      Persistence      `mapstructure:"persistence"`
+	Limits           Limits           `mapstructure:"limits"`
+	LocalListener    LocalListener    `mapstructure:"localListener"`
 
 	// Source names where the config came from ("embedded defaults" or the file), for messages.
 	Source string `mapstructure:"-"`
@@ -84,6 +89,28 @@ type Core struct {
 	ThingName string `mapstructure:"thingName"`
 	Region    string `mapstructure:"region"`
 	AccountID string `mapstructure:"accountId"`
+}
+
+// Behaviour chooses the AWS behaviour profile and overrides its rules one by one. Every override is
+// the string "profile" (keep the profile's value) or a value; the broker validates them.
+type Behaviour struct {
+	Profile                       string `mapstructure:"profile"`
+	MaxPayloadBytes               string `mapstructure:"maxPayloadBytes"`
+	MaxTopicBytes                 string `mapstructure:"maxTopicBytes"`
+	MaxTopicSlashes               string `mapstructure:"maxTopicSlashes"`
+	MaxClientIDBytes              string `mapstructure:"maxClientIdBytes"`
+	RefuseDollarClientIDs         string `mapstructure:"refuseDollarClientIds"`
+	MaxQoS                        string `mapstructure:"maxQos"`
+	KeepAliveMinSeconds           string `mapstructure:"keepAliveMinSeconds"`
+	KeepAliveMaxSeconds           string `mapstructure:"keepAliveMaxSeconds"`
+	MaxFiltersPerSubscribe        string `mapstructure:"maxFiltersPerSubscribe"`
+	MaxSubscriptionsPerConnection string `mapstructure:"maxSubscriptionsPerConnection"`
+	ReservedTopics                string `mapstructure:"reservedTopics"`
+	DisconnectUnauthorized        string `mapstructure:"disconnectUnauthorized"`
+	SessionExpirySeconds          string `mapstructure:"sessionExpirySeconds"`
+	MaxSessionExpirySeconds       string `mapstructure:"maxSessionExpirySeconds"`
+	PublishesPerSecond            string `mapstructure:"publishesPerSecond"`
+	LifecycleEvents               string `mapstructure:"lifecycleEvents"`
 }
 
 // Authorization modes.
@@ -134,10 +161,13 @@ type Certificates struct {
 	RotationMode                     string `mapstructure:"rotationMode"`
 }
 
-// Connectivity lists the addresses clients use to reach the broker.
+// Connectivity lists the addresses clients use to reach the broker: the server certificates' names and
+// the connectivity information discovery hands out (see config/discovery.go).
 type Connectivity struct {
-	HostAddresses       []string `mapstructure:"hostAddresses"`
-	DetectIPv4Addresses bool     `mapstructure:"detectIPv4Addresses"`
+	HostAddresses       []string   `mapstructure:"hostAddresses"`
+	DetectIPv4Addresses bool       `mapstructure:"detectIPv4Addresses"`
+	Endpoints           []Endpoint `mapstructure:"endpoints"`
+	IPDetector          IPDetector `mapstructure:"ipDetector"`
 }
 
 // Devices configures the device certificates ggbroker makes and trusts.
@@ -145,6 +175,39 @@ type Devices struct {
 	CertificateValidityDays int      `mapstructure:"certificateValidityDays"`
 	KeyType                 string   `mapstructure:"keyType"`
 	TrustedCAs              []string `mapstructure:"trustedCAs"`
+}
+
+// Persistence configures where MQTT sessions, subscriptions, inflight and retained messages are kept
+// across restarts (a bbolt file in the state directory).
+type Persistence struct {
+	Enabled bool   `mapstructure:"enabled"`
+	File    string `mapstructure:"file"`
+}
+
+// PersistenceFile is the persistence file, resolved against the state directory.
+func (c *Config) PersistenceFile() string {
+	if filepath.IsAbs(c.Persistence.File) {
+		return c.Persistence.File
+	}
+	return filepath.Join(c.StateDir, c.Persistence.File)
+}
+
+// Limits bound what clients can make the broker hold: connections, queued writes, stored messages,
+// and packet sizes. (How long a disconnected session is kept is the behaviour profile's.)
+type Limits struct {
+	MaxConnections   int64  `mapstructure:"maxConnections"`
+	MaxPendingWrites int32  `mapstructure:"maxPendingWrites"`
+	MaxInflight      uint16 `mapstructure:"maxInflight"`
+	MaxPacketSize    uint32 `mapstructure:"maxPacketSize"`
+}
+
+// LocalListener configures the optional plain-TCP listener for local tools, bound to loopback only.
+// Every client on it gets the one Anonymous identity and its policy.
+type LocalListener struct {
+	Enabled   bool   `mapstructure:"enabled"`
+	Listen    string `mapstructure:"listen"`
+	Anonymous string `mapstructure:"anonymous"`
+	Policy    string `mapstructure:"policy"`
 }
 
 // StringList is a YAML value written either as one string or as a list of strings. Greengrass writes
@@ -338,6 +401,7 @@ func (c *Config) validate() error {
 			bad(fmt.Sprintf("connectivity.hostAddresses[%d]", i), "%q is not a host name or IP address", h)
 		}
 	}
+	c.validateDiscovery(bad)
 	if c.Devices.CertificateValidityDays < 1 {
 		bad("devices.certificateValidityDays", "must be at least 1, got %d", c.Devices.CertificateValidityDays)
 	}
@@ -346,7 +410,40 @@ func (c *Config) validate() error {
 	default:
 		bad("devices.keyType", "%q is not ECDSA_P256 or RSA_2048", c.Devices.KeyType)
 	}
+	c.validateOperations(bad)
 	return errors.Join(errs...)
+}
+
+// validateOperations checks the persistence, limits and localListener blocks.
+func (c *Config) validateOperations(bad func(key, format string, args ...any)) {
+	if c.Persistence.Enabled && strings.TrimSpace(c.Persistence.File) == "" {
+		bad("persistence.file", "must not be empty when persistence.enabled is true")
+	}
+	l := c.Limits
+	if l.MaxConnections < 1 {
+		bad("limits.maxConnections", "must be at least 1, got %d", l.MaxConnections)
+	}
+	if l.MaxPendingWrites < 1 {
+		bad("limits.maxPendingWrites", "must be at least 1, got %d", l.MaxPendingWrites)
+	}
+	if l.MaxInflight < 1 {
+		bad("limits.maxInflight", "must be 1..65535, got %d", l.MaxInflight)
+	}
+	// 0 would be mochi's "no limit": a client could make the broker buffer a 256 MB packet.
+	if l.MaxPacketSize < 1024 || l.MaxPacketSize > 268435455 {
+		bad("limits.maxPacketSize", "must be 1024..268435455 bytes, got %d", l.MaxPacketSize)
+	}
+	if ll := c.LocalListener; ll.Enabled {
+		if err := CheckLoopback(ll.Listen); err != nil {
+			bad("localListener.listen", "%v: this listener has no TLS and no client authentication", err)
+		}
+		if strings.TrimSpace(ll.Anonymous) == "" {
+			bad("localListener.anonymous", "must name the identity local clients get")
+		}
+		if c.Authorization.Mode != AuthzAllowAll && strings.TrimSpace(ll.Policy) == "" {
+			bad("localListener.policy", "must name the policy local clients are authorized by")
+		}
+	}
 }
 
 // CheckLoopback refuses a listen address whose host is not a loopback IP or "localhost": the listeners

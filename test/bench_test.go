@@ -25,8 +25,14 @@ func BenchmarkFanIn(b *testing.B) {
 	}
 }
 
-func benchFanIn(b *testing.B, mode string, qos byte) {
-	h := startBroker(b, func(c *config.Config) { c.Authorization.Mode = mode; c.Log.Level = "warn" })
+func benchFanIn(b *testing.B, mode string, qos byte, mutate ...func(*config.Config)) {
+	h := startBroker(b, func(c *config.Config) {
+		c.Authorization.Mode = mode
+		c.Log.Level = "warn"
+		for _, m := range mutate {
+			m(c)
+		}
+	})
 	const pubs = 4
 	var received atomic.Int64
 	done := make(chan struct{})

@@ -97,10 +97,10 @@ func (l *lockedBuffer) String() string {
 // serve starts `ggbroker serve` on 127.0.0.1 port 0 in dir and waits for its "serving" record.
 func serve(t *testing.T, dir string, args ...string) *served {
 	t.Helper()
-	args = append([]string{"serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"}, args...)
+	args = append([]string{"serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--discovery-listen", "127.0.0.1:0", "--log-format", "json"}, args...)
 	cmd := exec.Command(ggbrokerBinary(t), args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GGBROKER_CONNECTIVITY_DETECTIPV4ADDRESSES=false", "GGBROKER_DISCOVERY_LISTEN=127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "GGBROKER_CONNECTIVITY_DETECTIPV4ADDRESSES=false")
 	pr, pw := io.Pipe()
 	s := &served{cmd: cmd, stderr: &lockedBuffer{}, stopped: make(chan error, 1)}
 	cmd.Stderr = io.MultiWriter(pw, s.stderr)

@@ -47,6 +47,8 @@ Configuration comes from the embedded defaults, a YAML file (--config), GGBROKER
 	g.bind(pf, "log.format", "log-format", "", "log format: auto, json, console (default auto: console on a terminal)")
 
 	root.AddCommand(newServeCommand(g), newDeviceCommand(g), newCACommand(g), newPolicyCommand(g), newVersionCommand())
+	root.AddCommand(newDiscoverCommand(g))
+	root.AddCommand(newHealthCommand(g))
 	return root
 }
 

@@ -13,12 +13,16 @@ import (
 )
 
 func newServeCommand(g *globalFlags) *cobra.Command {
+	var recoverState bool
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the broker",
 		Long: `Run the MQTT broker on the mutual TLS listener (default :8883) until SIGINT or SIGTERM, then shut down
 gracefully. On first start it creates the core device CA, the device CA and the registry in the state
-directory. SIGUSR1 (or POST http://127.0.0.1:9883/rotate) rotates the server certificate now.`,
+directory. SIGUSR1 (or POST http://127.0.0.1:9883/rotate) rotates the server certificate now.
+
+Sessions, queued QoS 1/2 messages and retained messages are kept in <stateDir>/sessions.db. If that file
+is unreadable the broker refuses to start and says so; --recover moves it aside and starts empty.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := g.load()
@@ -30,7 +34,11 @@ directory. SIGUSR1 (or POST http://127.0.0.1:9883/rotate) rotates the server cer
 				return err
 			}
 			defer log.Sync() //nolint:errcheck // nothing useful to do if stderr is gone
-			b, err := broker.New(cfg, log)
+			var opts []broker.Option
+			if recoverState {
+				opts = append(opts, broker.WithRecover())
+			}
+			b, err := broker.New(cfg, log, opts...)
 			if err != nil {
 				log.Error("cannot start", zap.Error(err))
 				return err
@@ -46,8 +54,10 @@ directory. SIGUSR1 (or POST http://127.0.0.1:9883/rotate) rotates the server cer
 		},
 	}
 	fs := cmd.Flags()
+	fs.BoolVar(&recoverState, "recover", false, "if the persistence file is unreadable, move it aside (renamed with a timestamp) and start with no stored sessions")
 	g.bind(fs, "mqtt.listen", "listen", "", "MQTT over TLS listen address (default :8883)")
 	g.bind(fs, "admin.listen", "admin-listen", "", "admin HTTP listen address, loopback only (default 127.0.0.1:9883)")
+	g.bind(fs, "discovery.listen", "discovery-listen", "", "Greengrass discovery HTTPS listen address (default :8443)")
 	g.bind(fs, "clientDeviceAuth.certificates.rotationMode", "rotation-mode", "", "hot (no client disconnected) or restart (disconnect every client, as Greengrass does)")
 	g.bindSlice(fs, "connectivity.hostAddresses", "host", "host name or IP clients use, added to the server certificate (repeatable)")
 	return cmd

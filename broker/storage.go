@@ -1,0 +1,616 @@
+package broker
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage"
+	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/mochi-mqtt/server/v2/system"
+	"go.etcd.io/bbolt"
+	"go.uber.org/zap"
+)
+
+// The bucket mochi's bolt hook keeps everything in; the file stays readable by a plain mochi broker.
+const storeBucket = "mochi"
+
+// Records ggbroker adds to mochi's, as inflight messages of pseudo clients whose IDs no device can
+// have (a client ID starting with "$" is refused by the thing-name rule, and mochi never matches it to
+// a session): the publish log and the disconnect times.
+const (
+	// publishLogPrefix: a QoS 1/2 message accepted from a client, kept from before its PUBACK is sent
+	// until it has been handed to (and stored for) every subscriber. See store.OnPublish.
+	publishLogPrefix = "$ggbroker/accepted/"
+	// disconnectedPrefix: when a persistent session lost its connection, so that a session that
+	// expired while the broker was stopped is not brought back. mochi stores no such time.
+	disconnectedPrefix = "$ggbroker/disconnected/"
+)
+
+// CorruptStateError is a persistence file that cannot be opened or read back. The broker refuses to
+// start on it rather than discard sessions and queued messages silently.
+type CorruptStateError struct {
+	Path string
+	Err  error
+}
+
+func (e *CorruptStateError) Error() string {
+	path := e.Path
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	return fmt.Sprintf("persistence file %s is unreadable (%v): nothing was changed; move it aside (mv %s %s.bad) to start with no stored sessions, or start with `ggbroker serve --recover`, which does that for you",
+		path, e.Err, path, path)
+}
+
+func (e *CorruptStateError) Unwrap() error { return e.Err }
+
+// lockTimeout bounds the wait for the persistence file's lock: a second broker on the same state
+// directory fails at once instead of hanging.
+const lockTimeout = 2 * time.Second
+
+// checkStore opens the persistence file read-only and reads every record back, so that a damaged file
+// stops the start with a message naming it, before mochi's hook (which skips records it cannot decode)
+// would silently drop sessions. A missing file is fine: it is created.
+func checkStore(path string) (hasSysInfo bool, err error) {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	defer func() {
+		// bbolt panics on some kinds of page corruption rather than returning an error.
+		if r := recover(); r != nil {
+			err = &CorruptStateError{Path: path, Err: fmt.Errorf("%v", r)}
+		}
+	}()
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: lockTimeout, ReadOnly: true})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		return false, fmt.Errorf("persistence file %s is locked: is another ggbroker running on this state directory?", path)
+	}
+	if err != nil {
+		return false, &CorruptStateError{Path: path, Err: err}
+	}
+	defer db.Close()
+	err = db.View(func(tx *bbolt.Tx) error {
+		for cerr := range tx.Check() {
+			return cerr
+		}
+		b := tx.Bucket([]byte(storeBucket))
+		if b == nil {
+			return nil
+		}
+		hasSysInfo = b.Get([]byte(storage.SysInfoKey)) != nil
+		return b.ForEach(func(k, v []byte) error {
+			if derr := decodeRecord(k, v); derr != nil {
+				return fmt.Errorf("record %q: %w", k, derr)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return false, &CorruptStateError{Path: path, Err: err}
+	}
+	return hasSysInfo, nil
+}
+
+// decodeRecord decodes one record as mochi's hook will.
+func decodeRecord(k, v []byte) error {
+	var obj storage.Serializable
+	switch {
+	case bytes.HasPrefix(k, []byte(storage.ClientKey+"_")):
+		obj = &storage.Client{}
+	case bytes.HasPrefix(k, []byte(storage.SubscriptionKey+"_")):
+		obj = &storage.Subscription{}
+	case bytes.HasPrefix(k, []byte(storage.RetainedKey+"_")), bytes.HasPrefix(k, []byte(storage.InflightKey+"_")):
+		obj = &storage.Message{}
+	case bytes.Equal(k, []byte(storage.SysInfoKey)):
+		obj = &storage.SystemInfo{}
+	default:
+		return nil
+	}
+	return obj.UnmarshalBinary(v)
+}
+
+// recoverStore moves an unreadable persistence file aside (path.corrupt-TIMESTAMP) and returns the
+// new name; the broker then starts with no stored sessions. Nothing is deleted.
+func recoverStore(path string, now time.Time) (string, error) {
+	aside := path + ".corrupt-" + now.UTC().Format("20060102T150405Z")
+	if err := os.Rename(path, aside); err != nil {
+		return "", fmt.Errorf("move %s aside: %w", path, err)
+	}
+	return aside, nil
+}
+
+// store is mochi's bbolt storage hook with what ggbroker's guarantees need on top:
+//
+//   - A PUBACK means the message is on disk. mochi sends the PUBACK before it hands the message to the
+//     subscribers (and before their stored copies are written), so a crash right after a PUBACK could
+//     lose a message the publisher was told was received. OnPublish therefore writes the accepted
+//     message to a publish log before mochi sends the PUBACK, and OnPublished removes it once every
+//     subscriber's copy is stored; at start the log is replayed to the subscribers it did not reach.
+//   - mochi's hook does not store an inflight message's packet ID, so after a restart several queued
+//     messages of one session would share ID 0 and all but one would be lost. The ID is in the key;
+//     StoredInflightMessages puts it back.
+//   - mochi's hook writes and deletes the PUBACK it is about to send for every QoS 1 message: two
+//     synchronous disk writes that protect nothing. They are skipped.
+//   - Sessions that expired while the broker was stopped are dropped at start (mochi would count their
+//     expiry from the restart), and so are subscriptions and messages of sessions that no longer exist.
+type store struct {
+	*bolt.Hook
+	path       string
+	log        *zap.Logger
+	server     *mqtt.Server
+	canReceive func(cl *mqtt.Client, topic string) bool
+	// v5Max caps an MQTT 5 session's expiry interval; v3Expiry is an MQTT 3.1.1 session's expiry.
+	v5Max, v3Expiry uint32
+	hasSysInfo      bool // the file holds a $SYS record (checkStore)
+
+	seq       atomic.Uint64
+	accepting sync.Map // *mqtt.Client -> *acceptedRecord, between OnPublish and OnPublished
+
+	// Set while the stored state is read at start (mochi calls StoredClients, StoredSubscriptions and
+	// StoredInflightMessages in that order, from Serve).
+	mu           sync.Mutex
+	kept         map[string]bool   // client IDs of the sessions restored
+	disconnected map[string]bool   // client IDs with a disconnect record
+	restoredSubs map[string]string // client ID -> one of its filters, for the log
+	stats        loadStats
+}
+
+// loadStats is what the start restored, for one log record.
+type loadStats struct {
+	sessions, expired, subscriptions, orphans, inflight, replayed, replayedTo int
+}
+
+type acceptedRecord struct {
+	logClient *mqtt.Client
+	packetID  uint16
+}
+
+func newStore(path string, log *zap.Logger) *store {
+	s := &store{Hook: new(bolt.Hook), path: path, log: log}
+	s.seq.Store(uint64(time.Now().UnixNano()))
+	return s
+}
+
+// options is the hook's configuration: a lock timeout, and bbolt's defaults otherwise (every commit is
+// fsynced: a write the hook returns from is on disk).
+func (s *store) options() *bolt.Options {
+	return &bolt.Options{Path: s.path, Bucket: storeBucket, Options: &bbolt.Options{Timeout: lockTimeout}}
+}
+
+func (s *store) ID() string { return "ggbroker-store" }
+
+func (s *store) Provides(b byte) bool {
+	return b == mqtt.OnPublish || b == mqtt.OnPublished || s.Hook.Provides(b)
+}
+
+// OnPublish logs an accepted QoS 1/2 message before mochi acknowledges it. It runs after the
+// authorization hook, so a refused message is never logged.
+func (s *store) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline || pk.FixedHeader.Qos == 0 {
+		return pk, nil
+	}
+	if prev, ok := s.accepting.LoadAndDelete(cl); ok {
+		// The previous message's PUBACK could not be written, so mochi did not deliver it and the
+		// publisher was told nothing: its log record promises nothing either.
+		r := prev.(*acceptedRecord)
+		s.Hook.OnQosComplete(r.logClient, packets.Packet{PacketID: r.packetID})
+	}
+	rec := &acceptedRecord{logClient: &mqtt.Client{ID: publishLogPrefix + strconv.FormatUint(s.seq.Add(1), 36)}, packetID: pk.PacketID}
+	logged := pk.Copy(false)
+	logged.FixedHeader.Retain = false // the retained copy is written separately, before the PUBACK too
+	s.Hook.OnQosPublish(rec.logClient, logged, pk.Created, 0)
+	s.accepting.Store(cl, rec)
+	return pk, nil
+}
+
+// OnPublished removes the log record: every subscriber's copy has been stored.
+func (s *store) OnPublished(cl *mqtt.Client, pk packets.Packet) {
+	if v, ok := s.accepting.LoadAndDelete(cl); ok {
+		r := v.(*acceptedRecord)
+		s.Hook.OnQosComplete(r.logClient, packets.Packet{PacketID: r.packetID})
+	}
+}
+
+// OnQosPublish stores an inflight message, except the PUBACK mochi keeps for an instant while it
+// acknowledges an incoming QoS 1 message (the publish log covers that message).
+func (s *store) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, resends int) {
+	if pk.FixedHeader.Type == packets.Puback {
+		return
+	}
+	s.Hook.OnQosPublish(cl, pk, sent, resends)
+}
+
+// OnQosComplete removes an inflight message; the instant PUBACK of an incoming QoS 1 message was never
+// stored (see OnQosPublish).
+func (s *store) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	if pk.FixedHeader.Type == packets.Puback {
+		if v, ok := s.accepting.Load(cl); ok && v.(*acceptedRecord).packetID == pk.PacketID {
+			return
+		}
+	}
+	s.Hook.OnQosComplete(cl, pk)
+}
+
+// OnSessionEstablished stores the session, and forgets when it was last disconnected.
+func (s *store) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	s.Hook.OnSessionEstablished(cl, pk)
+	s.mu.Lock()
+	had := s.disconnected[cl.ID]
+	delete(s.disconnected, cl.ID)
+	s.mu.Unlock()
+	if had {
+		s.Hook.OnQosComplete(&mqtt.Client{ID: disconnectedPrefix + cl.ID}, packets.Packet{})
+	}
+}
+
+// OnDisconnect removes a session that ends with its connection; for one that outlives it, it records
+// when the connection was lost.
+func (s *store) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	if v, ok := s.accepting.LoadAndDelete(cl); ok {
+		r := v.(*acceptedRecord)
+		s.Hook.OnQosComplete(r.logClient, packets.Packet{PacketID: r.packetID})
+	}
+	s.Hook.OnDisconnect(cl, err, expire)
+	// A session restored at start (no connection yet) keeps the disconnect time it has, if any: mochi
+	// "disconnects" every restored session, and rewriting them all would cost a disk write each.
+	if expire || errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) || cl.Net.Inline || cl.Net.Conn == nil {
+		return
+	}
+	s.Hook.OnQosPublish(&mqtt.Client{ID: disconnectedPrefix + cl.ID}, packets.Packet{Created: time.Now().Unix()}, 0, 0)
+	s.mu.Lock()
+	if s.disconnected == nil {
+		s.disconnected = map[string]bool{}
+	}
+	s.disconnected[cl.ID] = true
+	s.mu.Unlock()
+}
+
+// OnClientExpired removes an expired session with its subscriptions and messages (mochi's hook
+// removes the session record only).
+func (s *store) OnClientExpired(cl *mqtt.Client) {
+	s.Hook.OnClientExpired(cl)
+	if filters := cl.State.Subscriptions.GetAll(); len(filters) > 0 {
+		pk := packets.Packet{}
+		for f := range filters {
+			pk.Filters = append(pk.Filters, packets.Subscription{Filter: f})
+		}
+		s.Hook.OnUnsubscribed(cl, pk)
+	}
+	for _, m := range cl.State.Inflight.GetAll(false) {
+		s.Hook.OnQosComplete(cl, m)
+	}
+	s.mu.Lock()
+	had := s.disconnected[cl.ID]
+	delete(s.disconnected, cl.ID)
+	s.mu.Unlock()
+	if had {
+		s.Hook.OnQosComplete(&mqtt.Client{ID: disconnectedPrefix + cl.ID}, packets.Packet{})
+	}
+}
+
+// StoredClients returns the stored sessions, without those that expired while the broker was
+// stopped. A v5 session's expiry is what remains of it.
+func (s *store) StoredClients() ([]storage.Client, error) {
+	all, err := s.Hook.StoredClients()
+	if err != nil {
+		return nil, err
+	}
+	inflight, err := s.Hook.StoredInflightMessages()
+	if err != nil {
+		return nil, err
+	}
+	lost := map[string]int64{}
+	for _, m := range inflight {
+		if id, ok := strings.CutPrefix(m.Client, disconnectedPrefix); ok {
+			lost[id] = m.Created
+		}
+	}
+	now := time.Now().Unix()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.kept, s.disconnected = map[string]bool{}, map[string]bool{}
+	var out []storage.Client
+	for _, c := range all {
+		persistent := c.ProtocolVersion == 5 && c.Properties.SessionExpiryInterval > 0 || c.ProtocolVersion < 5 && !c.Clean
+		expiry := s.v3Expiry
+		if c.ProtocolVersion == 5 {
+			expiry = min(c.Properties.SessionExpiryInterval, s.v5Max)
+		}
+		at, wasLost := lost[c.ID]
+		if !persistent {
+			out = append(out, c) // mochi removes it itself, as it ends with its connection
+			continue
+		}
+		if wasLost && at+int64(expiry) < now {
+			s.stats.expired++
+			s.Hook.OnClientExpired(&mqtt.Client{ID: c.ID})
+			s.Hook.OnQosComplete(&mqtt.Client{ID: disconnectedPrefix + c.ID}, packets.Packet{})
+			continue
+		}
+		if c.ProtocolVersion == 5 {
+			// mochi does not store the flag that says the interval was given, so it would apply its
+			// maximum instead; and it counts from the restart, so give it what is left.
+			c.Properties.SessionExpiryIntervalFlag = true
+			if wasLost {
+				c.Properties.SessionExpiryInterval = uint32(max(at+int64(expiry)-now, 1))
+			}
+		}
+		if wasLost {
+			s.disconnected[c.ID] = true
+		}
+		s.kept[c.ID] = true
+		s.stats.sessions++
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// StoredSubscriptions returns the subscriptions of restored sessions and removes the others.
+func (s *store) StoredSubscriptions() ([]storage.Subscription, error) {
+	all, err := s.Hook.StoredSubscriptions()
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := all[:0]
+	for _, sub := range all {
+		if !s.kept[sub.Client] {
+			s.stats.orphans++
+			s.Hook.OnUnsubscribed(&mqtt.Client{ID: sub.Client}, packets.Packet{Filters: packets.Subscriptions{{Filter: sub.Filter}}})
+			continue
+		}
+		s.stats.subscriptions++
+		out = append(out, sub)
+	}
+	return out, nil
+}
+
+// StoredInflightMessages returns the messages queued for restored sessions, with their packet IDs,
+// after replaying the publish log: a message acknowledged to its publisher but not yet stored for
+// every subscriber is stored for them now (a subscriber that already had it may get it twice, which
+// QoS 1 allows). mochi calls this after restoring sessions and subscriptions, and before the listeners
+// accept anything.
+func (s *store) StoredInflightMessages() ([]storage.Message, error) {
+	all, err := s.Hook.StoredInflightMessages()
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out, accepted []storage.Message
+	used := map[string]map[uint16]bool{}
+	for _, m := range all {
+		switch {
+		case strings.HasPrefix(m.Client, publishLogPrefix):
+			accepted = append(accepted, m)
+			continue
+		case strings.HasPrefix(m.Client, disconnectedPrefix):
+			continue
+		}
+		id, ok := packetIDOf(m)
+		if !ok || !s.kept[m.Client] {
+			s.stats.orphans++
+			s.deleteKey(m.ID)
+			continue
+		}
+		m.PacketID = id
+		if used[m.Client] == nil {
+			used[m.Client] = map[uint16]bool{}
+		}
+		used[m.Client][id] = true
+		out = append(out, m)
+	}
+	slices.SortFunc(accepted, func(a, b storage.Message) int { return strings.Compare(a.Client, b.Client) })
+	for _, m := range accepted {
+		out = append(out, s.replay(m, used)...)
+		s.stats.replayed++
+		s.deleteKey(m.ID)
+	}
+	s.stats.inflight = len(out)
+	return out, nil
+}
+
+// replay stores a logged message for each restored session subscribed to its topic, as mochi's
+// delivery would have: iot:Receive checked, QoS the lower of message and subscription, no-local
+// honoured, one member of each shared subscription group.
+func (s *store) replay(m storage.Message, used map[string]map[uint16]bool) []storage.Message {
+	pk := m.ToPacket()
+	subs := s.server.Topics.Subscribers(pk.TopicName)
+	subs.SelectShared()
+	subs.MergeSharedSelected()
+	var out []storage.Message
+	for id, sub := range subs.Subscriptions {
+		cl, ok := s.server.Clients.Get(id)
+		if !ok || sub.NoLocal && pk.Origin == id || sub.Qos == 0 {
+			continue
+		}
+		if s.canReceive != nil && !s.canReceive(cl, pk.TopicName) {
+			continue
+		}
+		if used[id] == nil {
+			used[id] = map[uint16]bool{}
+		}
+		pid, ok := freePacketID(used[id])
+		if !ok {
+			s.log.Warn("stored session has no free packet ID; a logged message is not queued for it", zap.String("clientId", id))
+			continue
+		}
+		used[id][pid] = true
+		pkt := pk.Copy(false)
+		pkt.PacketID = pid
+		pkt.FixedHeader.Qos = min(pk.FixedHeader.Qos, sub.Qos)
+		pkt.FixedHeader.Dup = false
+		s.Hook.OnQosPublish(cl, pkt, pkt.Created, 0)
+		out = append(out, storage.Message{
+			ID: storage.InflightKey + "_" + id + ":" + pkt.FormatID(), T: storage.InflightKey, Client: id, Origin: pkt.Origin,
+			FixedHeader: pkt.FixedHeader, TopicName: pkt.TopicName, Payload: pkt.Payload, Created: pkt.Created, PacketID: pid,
+			Properties: m.Properties,
+		})
+		s.stats.replayedTo++
+	}
+	return out
+}
+
+// deleteKey removes a record by its key (IFM_client:packetID) through the hook.
+func (s *store) deleteKey(key string) {
+	rest, _ := strings.CutPrefix(key, storage.InflightKey+"_")
+	i := strings.LastIndexByte(rest, ':')
+	if i < 0 {
+		return
+	}
+	id, err := strconv.ParseUint(rest[i+1:], 10, 16)
+	if err != nil {
+		return
+	}
+	s.Hook.OnQosComplete(&mqtt.Client{ID: rest[:i]}, packets.Packet{PacketID: uint16(id)})
+}
+
+// packetIDOf reads an inflight message's packet ID from its key, where mochi's hook keeps it.
+func packetIDOf(m storage.Message) (uint16, bool) {
+	if m.PacketID != 0 {
+		return m.PacketID, true
+	}
+	i := strings.LastIndexByte(m.ID, ':')
+	if i < 0 {
+		return 0, false
+	}
+	id, err := strconv.ParseUint(m.ID[i+1:], 10, 16)
+	return uint16(id), err == nil && id != 0
+}
+
+func freePacketID(used map[uint16]bool) (uint16, bool) {
+	for id := 1; id <= 65535; id++ {
+		if !used[uint16(id)] {
+			return uint16(id), true
+		}
+	}
+	return 0, false
+}
+
+// logRestored writes one record of what the start restored.
+func (s *store) logRestored(took time.Duration) {
+	s.mu.Lock()
+	st := s.stats
+	s.mu.Unlock()
+	s.log.Info("persistent sessions restored", zap.String("file", s.path), zap.Int("sessions", st.sessions),
+		zap.Int("subscriptions", st.subscriptions), zap.Int("queuedMessages", st.inflight),
+		zap.Int("expiredWhileStopped", st.expired), zap.Int("orphanRecordsRemoved", st.orphans),
+		zap.Int("acceptedMessagesReplayed", st.replayed), zap.Int("replayedCopies", st.replayedTo),
+		zap.Duration("took", took))
+}
+
+// openPersistence checks the persistence file before anything uses it: an unreadable one stops the
+// start with a message naming it, or is moved aside with --recover.
+func (b *Broker) openPersistence() error {
+	if !b.cfg.Persistence.Enabled {
+		return nil
+	}
+	path := b.cfg.PersistenceFile()
+	hasSysInfo, err := checkStore(path)
+	var corrupt *CorruptStateError
+	switch {
+	case errors.As(err, &corrupt) && b.recover:
+		aside, rerr := recoverStore(path, time.Now())
+		if rerr != nil {
+			return fmt.Errorf("--recover: %w", rerr)
+		}
+		b.log.Warn("persistence file was unreadable: moved it aside and starting with no stored sessions (--recover)",
+			zap.String("file", path), zap.String("movedTo", aside), zap.Error(corrupt.Err))
+	case err != nil:
+		return err
+	case b.recover:
+		b.log.Info("--recover: the persistence file is readable; nothing to recover", zap.String("file", path))
+	}
+	b.store = newStore(path, b.log.Named("store"))
+	b.store.hasSysInfo = hasSysInfo
+	return nil
+}
+
+// addOperationsHooks adds what runs next to the auth hook: the local listener's identity and
+// authorizer, and the storage hook (after the auth hook, so only accepted messages are logged).
+func (b *Broker) addOperationsHooks() error {
+	if b.local != nil {
+		b.hook.local = b.local
+		b.local.authz.Authorizer = b.hook.authz
+		b.hook.authz = b.local.authz
+	}
+	if b.store != nil {
+		s := b.store
+		s.server = b.server
+		s.canReceive = func(cl *mqtt.Client, topic string) bool { return b.hook.OnACLCheck(cl, topic, false) }
+		caps := b.server.Options.Capabilities
+		s.v5Max, s.v3Expiry = caps.MaximumSessionExpiryInterval, caps.MaximumSessionExpiryInterval
+		if b.profile.SessionExpirySeconds > 0 {
+			s.v3Expiry = uint32(b.profile.SessionExpirySeconds)
+		}
+		if err := b.server.AddHook(s, s.options()); err != nil {
+			if errors.Is(err, bbolt.ErrTimeout) {
+				return fmt.Errorf("persistence file %s is locked: is another ggbroker running on this state directory?", s.path)
+			}
+			return &CorruptStateError{Path: s.path, Err: err}
+		}
+		if !s.hasSysInfo {
+			// mochi's hook logs an error when it finds no $SYS record (every first start): write one.
+			s.Hook.OnSysInfoTick(&system.Info{})
+		}
+	}
+	caps := b.server.Options.Capabilities
+	quota := max(min(caps.MaximumClientWritesPending/2, int32(caps.MaximumInflight)), 1)
+	if err := b.server.AddHook(&flowControl{quota: quota}, nil); err != nil {
+		return fmt.Errorf("add flow control hook: %w", err)
+	}
+	if b.localLn != nil {
+		l := newTLSListener(localListenerID, b.localLn, nil, b.cfg.MQTT.TLSHandshakeTimeout, b.log)
+		if err := b.server.AddListener(l); err != nil {
+			return fmt.Errorf("add local listener: %w", err)
+		}
+	}
+	return nil
+}
+
+// Sessions is how many MQTT sessions the broker holds, connected or not.
+func (b *Broker) Sessions() int {
+	n := 0
+	for _, cl := range b.server.Clients.GetAll() {
+		if !cl.Net.Inline {
+			n++
+		}
+	}
+	return n
+}
+
+// flowControl keeps QoS 1/2 messages for a connected subscriber out of the path where mochi drops
+// them. mochi queues every outgoing message in the client's pending writes (limits.maxPendingWrites)
+// and drops what does not fit, QoS 1 included, unless the client has a send quota (an MQTT 5 Receive
+// Maximum): then messages beyond the quota wait in the session's inflight store (on disk with
+// persistence) and go out as acknowledgements come back. MQTT 3.1.1 has no Receive Maximum, so this
+// gives every client a quota of at most half the pending writes: a slow subscriber's QoS 1 messages
+// wait instead of being dropped, and only QoS 0 is dropped when it stops reading.
+type flowControl struct {
+	mqtt.HookBase
+	quota int32
+}
+
+func (f *flowControl) ID() string { return "ggbroker-flow-control" }
+
+func (f *flowControl) Provides(b byte) bool { return b == mqtt.OnSessionEstablish }
+
+func (f *flowControl) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
+	q := f.quota
+	if rm := int32(cl.Properties.Props.ReceiveMaximum); rm > 0 && rm < q {
+		q = rm
+	}
+	cl.State.Inflight.ResetSendQuota(q)
+}
