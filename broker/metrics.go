@@ -21,8 +21,11 @@ type metrics struct {
 	rotations atomic.Int64
 	refusals  counterSet // reason
 	disconns  counterSet // AWS disconnectReason
-	decisions counterSet // action + "\x00" + result
-	dropped   counterSet // reason
+	// decisions counts the actions the hooks decide for every message in fixed counters (a map key
+	// built per message would allocate on the hot path); other actions go to otherDecisions.
+	decisions      [len(hotActions)][2]atomic.Int64 // [action][denied=0, allowed=1]
+	otherDecisions counterSet                       // action + "\x00" + result
+	dropped        counterSet                       // reason
 }
 
 // counterSet is a set of named counters, safe for concurrent use without locks once a name exists.
@@ -46,12 +49,22 @@ func (m *metrics) Connected()              { m.connects.Add(1) }
 func (m *metrics) Refused(reason string)   { m.refusals.inc(reason) }
 func (m *metrics) Disconnected(why string) { m.disconns.inc(why) }
 func (m *metrics) Dropped(reason string)   { m.dropped.inc(reason) }
+
+// hotActions are the actions decided per message or per request.
+var hotActions = [...]string{"iot:Publish", "iot:Receive", "iot:Subscribe", "iot:Connect"}
+
 func (m *metrics) Decision(action string, allowed bool) {
+	result := 0
 	if allowed {
-		m.decisions.inc(action + "\x00allowed")
-	} else {
-		m.decisions.inc(action + "\x00denied")
+		result = 1
 	}
+	for i, a := range hotActions {
+		if a == action {
+			m.decisions[i][result].Add(1)
+			return
+		}
+	}
+	m.otherDecisions.inc(action + "\x00" + [...]string{"denied", "allowed"}[result])
 }
 
 // rotated counts a server certificate rotation (onRotate).
@@ -106,7 +119,14 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(descRotations, float64(m.rotations.Load()))
 	m.refusals.each(func(r string, n int64) { counter(descRefusals, float64(n), r) })
 	m.disconns.each(func(r string, n int64) { counter(descDisconnects, float64(n), r) })
-	m.decisions.each(func(k string, n int64) {
+	for i, a := range hotActions {
+		for result, name := range [...]string{"denied", "allowed"} {
+			if n := m.decisions[i][result].Load(); n > 0 {
+				counter(descDecisions, float64(n), a, name)
+			}
+		}
+	}
+	m.otherDecisions.each(func(k string, n int64) {
 		for i := range len(k) {
 			if k[i] == 0 {
 				counter(descDecisions, float64(n), k[:i], k[i+1:])

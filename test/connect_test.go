@@ -1,8 +1,12 @@
 package test
 
 import (
+	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -203,4 +207,75 @@ func TestCASurvivesRestart(t *testing.T) {
 		t.Fatalf("core CA changed across restart: %s -> %s", before, after)
 	}
 	h2.mustConnectV3(d)
+}
+
+// TestBringYourOwnCA: the core device CA given as file:// URIs (an intermediate and its chain to a
+// root), as in Greengrass' client device auth component, signs the server certificate; devices that
+// trust the root connect, and no CA is generated in the state directory.
+func TestBringYourOwnCA(t *testing.T) {
+	dir := t.TempDir()
+	rootKey, err := certs.GenerateKey(certs.ECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	rootTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "My Root CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, MaxPathLen: 1, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	rootDER, err := x509.CreateCertificate(rand.Reader, rootTmpl, rootTmpl, rootKey.Public(), rootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := x509.ParseCertificate(rootDER)
+	rootCA := &certs.Authority{Cert: root, Key: rootKey}
+	interKey, err := certs.GenerateKey(certs.ECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inter, err := rootCA.Sign(&x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "My Greengrass Core CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, MaxPathLen: 0, MaxPathLenZero: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}, interKey.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := certs.EncodeKeyPEM(interKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{"inter.pem": certs.EncodeCertsPEM(inter), "inter.key": keyPEM, "root.pem": certs.EncodeCertsPEM(root)}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := startBroker(t, func(c *config.Config) {
+		ca := &c.ClientDeviceAuth.CertificateAuthority
+		ca.CertificateURI = "file://" + filepath.Join(dir, "inter.pem")
+		ca.PrivateKeyURI = "file://" + filepath.Join(dir, "inter.key")
+		ca.CertificateChainURI = "file://" + filepath.Join(dir, "root.pem")
+	})
+	if got := h.broker.ServerCertificate().Issuer.CommonName; got != "My Greengrass Core CA" {
+		t.Fatalf("server certificate issued by %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(h.cfg.StateDir, "ca", "core-ca.pem")); err == nil {
+		t.Fatal("a core CA was generated although one was brought")
+	}
+	d := h.createDevice("byo-1")
+	pool := x509.NewCertPool()
+	pool.AddCert(root)
+	cfg := h.tlsConfig(d, nil)
+	cfg.RootCAs = pool // the device trusts only the user's root
+	c := pahov3.NewClient(h.v3Options(d, d.name, nil).SetTLSConfig(cfg))
+	if tok := c.Connect(); !tok.WaitTimeout(waitFor) || tok.Error() != nil {
+		t.Fatalf("connect trusting only the root: %v", tok.Error())
+	}
+	c.Disconnect(100)
+	written, err := os.ReadFile(filepath.Join(d.dir, auth.CoreCAFile))
+	if err != nil || !strings.Contains(string(written), string(certs.EncodeCertsPEM(root))) {
+		t.Fatalf("the device's core-ca.pem does not hold the root: %v", err)
+	}
 }

@@ -1,0 +1,50 @@
+package broker
+
+import (
+	"testing"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"go.uber.org/zap"
+
+	"github.com/ggbroker/ggbroker/config"
+)
+
+// TestHookHotPathDoesNotAllocate: mochi calls OnACLCheck for every message and every subscriber, and
+// OnPublish for every message, in the publisher's goroutine. With the policy engine, the profile and
+// the metrics, an allowed message must not allocate there.
+func TestHookHotPathDoesNotAllocate(t *testing.T) {
+	a, s := newTestAuthorizer(t)
+	server := mqtt.New(&mqtt.Options{InlineClient: true})
+	profile, err := ProfileFromConfig(defaultBehaviour(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &Broker{}
+	h := &hook{server: server, authz: a, events: newMetrics(b), log: zap.NewNop(), profile: profile}
+	cl := server.NewClient(nil, "t", "sensor-1", false)
+	h.sessions.Store(cl.ID, &sessionEntry{client: cl, session: s})
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "sensors/sensor-1/temperature", Payload: []byte("21.5"), PacketID: 7}
+
+	if !h.OnACLCheck(cl, pk.TopicName, false) {
+		t.Fatal("receive denied")
+	}
+	if n := testing.AllocsPerRun(1000, func() { h.OnACLCheck(cl, pk.TopicName, false) }); n != 0 {
+		t.Errorf("OnACLCheck (iot:Receive) allocates %v times per message", n)
+	}
+	if _, err := h.OnPublish(cl, pk); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(1000, func() { _, _ = h.OnPublish(cl, pk) }); n != 0 {
+		t.Errorf("OnPublish allocates %v times per message", n)
+	}
+}
+
+func defaultBehaviour(t *testing.T) config.Behaviour {
+	t.Helper()
+	cfg, err := config.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg.Behaviour
+}
