@@ -312,14 +312,19 @@ func (b *Broker) shutdown() {
 	})
 }
 
-// onRotate is the rotator's callback: log, and hand the event to Run (restart mode acts on it there).
-func (b *Broker) onRotate(ev certs.RotationEvent) {
+// rotationFields describe a newly issued certificate in a log record.
+func rotationFields(ev certs.RotationEvent) []zap.Field {
 	fields := []zap.Field{zap.String("reason", ev.Reason), zap.String("serial", ev.New.SerialNumber.Text(16)),
 		zap.Time("notAfter", ev.New.NotAfter), zap.Strings("dns", ev.New.DNSNames), zap.Stringers("ips", ipStringers(ev.New.IPAddresses))}
 	if ev.Old != nil {
 		fields = append(fields, zap.String("oldSerial", ev.Old.SerialNumber.Text(16)))
 	}
-	b.log.Info("server certificate issued", fields...)
+	return fields
+}
+
+// onRotate is the rotator's callback: log, and hand the event to Run (restart mode acts on it there).
+func (b *Broker) onRotate(ev certs.RotationEvent) {
+	b.log.Info("server certificate issued", rotationFields(ev)...)
 	if ev.Old == nil {
 		return
 	}

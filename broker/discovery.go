@@ -259,10 +259,5 @@ func (b *Broker) rotateDiscovery(reason string) error {
 }
 
 func (b *Broker) onDiscoveryRotate(ev certs.RotationEvent) {
-	fields := []zap.Field{zap.String("reason", ev.Reason), zap.String("serial", ev.New.SerialNumber.Text(16)),
-		zap.Time("notAfter", ev.New.NotAfter), zap.Strings("dns", ev.New.DNSNames), zap.Stringers("ips", ipStringers(ev.New.IPAddresses))}
-	if ev.Old != nil {
-		fields = append(fields, zap.String("oldSerial", ev.Old.SerialNumber.Text(16)))
-	}
-	b.log.Info("discovery server certificate issued", fields...)
+	b.log.Info("discovery server certificate issued", rotationFields(ev)...)
 }
