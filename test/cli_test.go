@@ -73,6 +73,7 @@ type served struct {
 	cmd     *exec.Cmd
 	mqtt    string
 	admin   string
+	serving map[string]any // the "ggbroker serving" record
 	stderr  *lockedBuffer
 	stopped chan error
 }
@@ -124,6 +125,7 @@ func serve(t *testing.T, dir string, args ...string) *served {
 	}()
 	select {
 	case rec := <-ready:
+		s.serving = rec
 		s.mqtt, _ = rec["mqtt"].(string)
 		s.admin, _ = rec["admin"].(string)
 	case err := <-s.stopped:
@@ -132,6 +134,18 @@ func serve(t *testing.T, dir string, args ...string) *served {
 		t.Fatalf("serve not ready:\n%s", s.stderr.String())
 	}
 	return s
+}
+
+// waitLog waits for the serve process to log a record containing text.
+func (s *served) waitLog(t *testing.T, text string) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for !strings.Contains(s.stderr.String(), text) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no record with %s:\n%s", text, s.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // terminate sends SIGTERM and expects a clean exit.
@@ -253,9 +267,7 @@ func TestQuickStartWithMosquitto(t *testing.T) {
 	if err == nil {
 		t.Fatalf("revoked device published: %s", out)
 	}
-	if !strings.Contains(s.stderr.String(), `"reason":"CERTIFICATE_REVOKED"`) {
-		t.Fatalf("no refusal record for the revoked certificate:\n%s", s.stderr.String())
-	}
+	s.waitLog(t, `"reason":"CERTIFICATE_REVOKED"`)
 	s.terminate(t)
 }
 
@@ -266,13 +278,7 @@ func TestBinaryRotateOnSignal(t *testing.T) {
 	if err := s.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(waitFor)
-	for !strings.Contains(s.stderr.String(), `"reason":"forced"`) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no forced rotation after SIGUSR1:\n%s", s.stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	s.waitLog(t, `"reason":"forced"`)
 	s.terminate(t)
 }
 
@@ -363,4 +369,15 @@ func TestBinaryPolicyCommands(t *testing.T) {
 	if code, out := exitCode(t, dir, "policy", "create", "bad", bad); code == 0 || !strings.Contains(out, "statement 1") {
 		t.Fatalf("a malformed policy was stored, or the error does not name the statement: %d %s", code, out)
 	}
+}
+
+// TestBinaryProfileFlag: serve --profile iot-core selects AWS IoT Core's rules (what they do is tested
+// in behaviour_test.go).
+func TestBinaryProfileFlag(t *testing.T) {
+	dir := t.TempDir()
+	s := serve(t, dir, "--profile", "iot-core")
+	if got := s.serving["behaviourProfile"]; got != "iot-core" {
+		t.Fatalf("serve --profile iot-core: behaviourProfile %v", got)
+	}
+	s.terminate(t)
 }

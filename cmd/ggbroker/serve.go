@@ -58,6 +58,7 @@ is unreadable the broker refuses to start and says so; --recover moves it aside 
 	g.bind(fs, "mqtt.listen", "listen", "", "MQTT over TLS listen address (default :8883)")
 	g.bind(fs, "admin.listen", "admin-listen", "", "admin HTTP listen address, loopback only (default 127.0.0.1:9883)")
 	g.bind(fs, "discovery.listen", "discovery-listen", "", "Greengrass discovery HTTPS listen address (default :8443)")
+	g.bind(fs, "behaviour.profile", "profile", "", "AWS behaviour: greengrass (a core device's local broker, default) or iot-core (AWS IoT Core's limits)")
 	g.bind(fs, "clientDeviceAuth.certificates.rotationMode", "rotation-mode", "", "hot (no client disconnected) or restart (disconnect every client, as Greengrass does)")
 	g.bindSlice(fs, "connectivity.hostAddresses", "host", "host name or IP clients use, added to the server certificate (repeatable)")
 	return cmd
