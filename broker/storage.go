@@ -15,7 +15,6 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/storage"
-	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/mochi-mqtt/server/v2/system"
 	"go.etcd.io/bbolt"
@@ -130,7 +129,8 @@ func recoverStore(path string, now time.Time) (string, error) {
 	return aside, nil
 }
 
-// store is mochi's bbolt storage hook with what ggbroker's guarantees need on top:
+// store is ggbroker's storage hook: mochi's records in mochi's layout (boltStore), written with group
+// commit, and what ggbroker's guarantees need on top:
 //
 //   - A PUBACK means the message is on disk. mochi sends the PUBACK before it hands the message to the
 //     subscribers (and before their stored copies are written), so a crash right after a PUBACK could
@@ -142,10 +142,17 @@ func recoverStore(path string, now time.Time) (string, error) {
 //     StoredInflightMessages puts it back.
 //   - mochi's hook writes and deletes the PUBACK it is about to send for every QoS 1 message: two
 //     synchronous disk writes that protect nothing. They are skipped.
+//   - A session that ends with its connection (MQTT 3.1.1 clean session, MQTT 5 session expiry 0) is
+//     not written at all: nothing of it would be restored, and mochi's hook spent a disk write on each
+//     CONNECT and DISCONNECT of such a client, and one per message queued for it.
 //   - Sessions that expired while the broker was stopped are dropped at start (mochi would count their
 //     expiry from the restart), and so are subscriptions and messages of sessions that no longer exist.
+//
+// Writes that a PUBACK, SUBACK or CONNACK may depend on return once committed (and fsynced); only the
+// removal of a delivered or dropped message is left to the next commit (see boltStore.writeLater).
 type store struct {
-	*bolt.Hook
+	mqtt.HookBase
+	db         *boltStore // set by Init
 	path       string
 	log        *zap.Logger
 	server     *mqtt.Server
@@ -159,11 +166,9 @@ type store struct {
 
 	// Set while the stored state is read at start (mochi calls StoredClients, StoredSubscriptions and
 	// StoredInflightMessages in that order, from Serve).
-	mu           sync.Mutex
-	kept         map[string]bool   // client IDs of the sessions restored
-	disconnected map[string]bool   // client IDs with a disconnect record
-	restoredSubs map[string]string // client ID -> one of its filters, for the log
-	stats        loadStats
+	mu    sync.Mutex
+	kept  map[string]bool // client IDs of the sessions restored
+	stats loadStats
 }
 
 // loadStats is what the start restored, for one log record.
@@ -171,27 +176,60 @@ type loadStats struct {
 	sessions, expired, subscriptions, orphans, inflight, replayed, replayedTo int
 }
 
+// acceptedRecord is the publish log record of a message between OnPublish and OnPublished.
 type acceptedRecord struct {
-	logClient *mqtt.Client
-	packetID  uint16
+	key      string
+	packetID uint16
 }
 
 func newStore(path string, log *zap.Logger) *store {
-	s := &store{Hook: new(bolt.Hook), path: path, log: log}
+	s := &store{path: path, log: log}
 	s.seq.Store(uint64(time.Now().UnixNano()))
 	return s
-}
-
-// options is the hook's configuration: a lock timeout, and bbolt's defaults otherwise (every commit is
-// fsynced: a write the hook returns from is on disk).
-func (s *store) options() *bolt.Options {
-	return &bolt.Options{Path: s.path, Bucket: storeBucket, Options: &bbolt.Options{Timeout: lockTimeout}}
 }
 
 func (s *store) ID() string { return "ggbroker-store" }
 
 func (s *store) Provides(b byte) bool {
-	return b == mqtt.OnPublish || b == mqtt.OnPublished || s.Hook.Provides(b)
+	switch b {
+	case mqtt.OnPublish, mqtt.OnPublished, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscribed,
+		mqtt.OnUnsubscribed, mqtt.OnRetainMessage, mqtt.OnWillSent, mqtt.OnQosPublish, mqtt.OnQosComplete,
+		mqtt.OnQosDropped, mqtt.OnSysInfoTick, mqtt.OnClientExpired, mqtt.OnRetainedExpired, mqtt.StoredClients,
+		mqtt.StoredInflightMessages, mqtt.StoredRetainedMessages, mqtt.StoredSubscriptions, mqtt.StoredSysInfo:
+		return true
+	}
+	return false
+}
+
+// Init opens the file: a lock timeout, and bbolt's defaults otherwise (every commit is fsynced).
+func (s *store) Init(any) error {
+	db, err := openBoltStore(s.path, storeBucket, &bbolt.Options{Timeout: lockTimeout}, s.log)
+	if err != nil {
+		return err
+	}
+	s.db = db
+	return nil
+}
+
+// Stop commits what is queued and closes the file.
+func (s *store) Stop() error {
+	if s.db == nil {
+		return nil
+	}
+	return s.db.close()
+}
+
+// persistent says whether a client's session outlives its connection, as mochi decides it when the
+// connection ends. Nothing of one that does not is written.
+func persistent(cl *mqtt.Client) bool {
+	if cl.Properties.ProtocolVersion == 5 {
+		return cl.Properties.Props.SessionExpiryInterval > 0
+	}
+	return !cl.Properties.Clean
+}
+
+func (s *store) write(recs ...record) {
+	_ = s.db.write(recs...) // boltStore logs a failure
 }
 
 // OnPublish logs an accepted QoS 1/2 message before mochi acknowledges it. It runs after the
@@ -200,57 +238,71 @@ func (s *store) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, e
 	if cl.Net.Inline || pk.FixedHeader.Qos == 0 {
 		return pk, nil
 	}
+	recs := make([]record, 0, 2)
 	if prev, ok := s.accepting.LoadAndDelete(cl); ok {
 		// The previous message's PUBACK could not be written, so mochi did not deliver it and the
 		// publisher was told nothing: its log record promises nothing either.
-		r := prev.(*acceptedRecord)
-		s.Hook.OnQosComplete(r.logClient, packets.Packet{PacketID: r.packetID})
+		recs = append(recs, deleteRecord(prev.(*acceptedRecord).key))
 	}
-	rec := &acceptedRecord{logClient: &mqtt.Client{ID: publishLogPrefix + strconv.FormatUint(s.seq.Add(1), 36)}, packetID: pk.PacketID}
 	logged := pk.Copy(false)
 	logged.FixedHeader.Retain = false // the retained copy is written separately, before the PUBACK too
-	s.Hook.OnQosPublish(rec.logClient, logged, pk.Created, 0)
-	s.accepting.Store(cl, rec)
+	put := inflightRecord(publishLogPrefix+strconv.FormatUint(s.seq.Add(1), 36), logged, pk.Created)
+	s.write(append(recs, put)...)
+	s.accepting.Store(cl, &acceptedRecord{key: string(put.key), packetID: pk.PacketID})
 	return pk, nil
 }
 
-// OnPublished removes the log record: every subscriber's copy has been stored.
+// OnPublished removes the log record: every subscriber's copy has been stored. Losing the removal in a
+// crash only replays the message (at least once).
 func (s *store) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 	if v, ok := s.accepting.LoadAndDelete(cl); ok {
-		r := v.(*acceptedRecord)
-		s.Hook.OnQosComplete(r.logClient, packets.Packet{PacketID: r.packetID})
+		s.db.writeLater(deleteRecord(v.(*acceptedRecord).key))
 	}
 }
 
 // OnQosPublish stores an inflight message, except the PUBACK mochi keeps for an instant while it
 // acknowledges an incoming QoS 1 message (the publish log covers that message).
-func (s *store) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, resends int) {
-	if pk.FixedHeader.Type == packets.Puback {
+func (s *store) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, _ int) {
+	if pk.FixedHeader.Type == packets.Puback || !persistent(cl) {
 		return
 	}
-	s.Hook.OnQosPublish(cl, pk, sent, resends)
+	s.write(inflightRecord(cl.ID, pk, sent))
 }
 
 // OnQosComplete removes an inflight message; the instant PUBACK of an incoming QoS 1 message was never
-// stored (see OnQosPublish).
+// stored (see OnQosPublish). The message was delivered: losing the removal in a crash only resends it.
 func (s *store) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	if !persistent(cl) {
+		return
+	}
 	if pk.FixedHeader.Type == packets.Puback {
 		if v, ok := s.accepting.Load(cl); ok && v.(*acceptedRecord).packetID == pk.PacketID {
 			return
 		}
 	}
-	s.Hook.OnQosComplete(cl, pk)
+	s.db.writeLater(deleteRecord(inflightKey(cl.ID, pk)))
 }
 
-// OnSessionEstablished stores the session, and forgets when it was last disconnected.
-func (s *store) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
-	s.Hook.OnSessionEstablished(cl, pk)
-	s.mu.Lock()
-	had := s.disconnected[cl.ID]
-	delete(s.disconnected, cl.ID)
-	s.mu.Unlock()
-	if had {
-		s.Hook.OnQosComplete(&mqtt.Client{ID: disconnectedPrefix + cl.ID}, packets.Packet{})
+// OnQosDropped removes a dropped inflight message.
+func (s *store) OnQosDropped(cl *mqtt.Client, pk packets.Packet) { s.OnQosComplete(cl, pk) }
+
+// OnSessionEstablished stores a persistent session, and forgets when it was last disconnected. A
+// session that ends with its connection is not stored, but it may replace a persistent one of the
+// same client ID (clean start), whose records then go.
+func (s *store) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	if !persistent(cl) {
+		if s.db.has(clientKey(cl.ID)) {
+			s.write(record{purge: cl.ID})
+		}
+		return
+	}
+	s.write(clientRecord(cl), deleteRecord(disconnectedKey(cl.ID)))
+}
+
+// OnWillSent stores the session without its will message.
+func (s *store) OnWillSent(cl *mqtt.Client, _ packets.Packet) {
+	if persistent(cl) {
+		s.write(clientRecord(cl))
 	}
 }
 
@@ -258,55 +310,101 @@ func (s *store) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 // when the connection was lost.
 func (s *store) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	if v, ok := s.accepting.LoadAndDelete(cl); ok {
-		r := v.(*acceptedRecord)
-		s.Hook.OnQosComplete(r.logClient, packets.Packet{PacketID: r.packetID})
+		s.db.writeLater(deleteRecord(v.(*acceptedRecord).key))
 	}
-	s.Hook.OnDisconnect(cl, err, expire)
-	// A session restored at start (no connection yet) keeps the disconnect time it has, if any: mochi
-	// "disconnects" every restored session, and rewriting them all would cost a disk write each.
-	if expire || errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) || cl.Net.Inline || cl.Net.Conn == nil {
+	if errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) || cl.Net.Inline {
+		return // the session lives on in the new connection
+	}
+	if expire {
+		// A session that was never stored has nothing to remove, unless it was restored from the file
+		// (mochi "disconnects" those at start) or an MQTT 5 client set its expiry to 0 on DISCONNECT.
+		if cl.Net.Conn == nil || cl.Properties.ProtocolVersion == 5 {
+			if s.db.has(clientKey(cl.ID)) {
+				s.write(record{purge: cl.ID})
+			}
+		}
 		return
 	}
-	s.Hook.OnQosPublish(&mqtt.Client{ID: disconnectedPrefix + cl.ID}, packets.Packet{Created: time.Now().Unix()}, 0, 0)
-	s.mu.Lock()
-	if s.disconnected == nil {
-		s.disconnected = map[string]bool{}
+	// A session restored at start (no connection yet) keeps the disconnect time it has, if any: mochi
+	// "disconnects" every restored session, and rewriting them all would cost a disk write each.
+	if cl.Net.Conn == nil {
+		return
 	}
-	s.disconnected[cl.ID] = true
-	s.mu.Unlock()
+	s.write(inflightRecord(disconnectedPrefix+cl.ID, packets.Packet{Created: time.Now().Unix()}, 0))
 }
 
-// OnClientExpired removes an expired session with its subscriptions and messages (mochi's hook
-// removes the session record only).
-func (s *store) OnClientExpired(cl *mqtt.Client) {
-	s.Hook.OnClientExpired(cl)
-	if filters := cl.State.Subscriptions.GetAll(); len(filters) > 0 {
-		pk := packets.Packet{}
-		for f := range filters {
-			pk.Filters = append(pk.Filters, packets.Subscription{Filter: f})
+// OnSubscribed stores a persistent session's subscriptions.
+func (s *store) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
+	if !persistent(cl) {
+		return
+	}
+	recs := make([]record, 0, len(pk.Filters))
+	for i, f := range pk.Filters {
+		if i < len(reasonCodes) {
+			recs = append(recs, subscriptionRecord(cl.ID, f, reasonCodes[i]))
 		}
-		s.Hook.OnUnsubscribed(cl, pk)
 	}
-	for _, m := range cl.State.Inflight.GetAll(false) {
-		s.Hook.OnQosComplete(cl, m)
+	s.write(recs...)
+}
+
+// OnUnsubscribed removes a persistent session's subscriptions.
+func (s *store) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
+	if !persistent(cl) || len(pk.Filters) == 0 {
+		return
 	}
-	s.mu.Lock()
-	had := s.disconnected[cl.ID]
-	delete(s.disconnected, cl.ID)
-	s.mu.Unlock()
-	if had {
-		s.Hook.OnQosComplete(&mqtt.Client{ID: disconnectedPrefix + cl.ID}, packets.Packet{})
+	recs := make([]record, 0, len(pk.Filters))
+	for _, f := range pk.Filters {
+		recs = append(recs, deleteRecord(subscriptionKey(cl.ID, f.Filter)))
 	}
+	s.write(recs...)
+}
+
+// OnRetainMessage stores or (r == -1) removes a topic's retained message.
+func (s *store) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
+	if r == -1 {
+		s.write(deleteRecord(retainedKey(pk.TopicName)))
+		return
+	}
+	s.write(retainedRecord(cl.ID, pk))
+}
+
+// OnRetainedExpired removes an expired retained message.
+func (s *store) OnRetainedExpired(topic string) { s.write(deleteRecord(retainedKey(topic))) }
+
+// OnSysInfoTick stores the $SYS counters, which mochi restores at start.
+func (s *store) OnSysInfoTick(sys *system.Info) { s.write(sysInfoRecord(sys)) }
+
+// OnClientExpired removes an expired session with its subscriptions and messages (mochi's hook
+// removes the session record only), in one write.
+func (s *store) OnClientExpired(cl *mqtt.Client) {
+	s.write(record{purge: cl.ID})
+}
+
+// StoredRetainedMessages returns the retained messages.
+func (s *store) StoredRetainedMessages() ([]storage.Message, error) {
+	return load[storage.Message](s.db, storage.RetainedKey)
+}
+
+// StoredSysInfo returns the $SYS counters stored last, or zeros.
+func (s *store) StoredSysInfo() (storage.SystemInfo, error) {
+	var v storage.SystemInfo
+	err := s.db.db.View(func(tx *bbolt.Tx) error {
+		if raw := tx.Bucket([]byte(storeBucket)).Get([]byte(storage.SysInfoKey)); raw != nil {
+			return v.UnmarshalBinary(raw)
+		}
+		return nil
+	})
+	return v, err
 }
 
 // StoredClients returns the stored sessions, without those that expired while the broker was
 // stopped. A v5 session's expiry is what remains of it.
 func (s *store) StoredClients() ([]storage.Client, error) {
-	all, err := s.Hook.StoredClients()
+	all, err := load[storage.Client](s.db, storage.ClientKey)
 	if err != nil {
 		return nil, err
 	}
-	inflight, err := s.Hook.StoredInflightMessages()
+	inflight, err := load[storage.Message](s.db, storage.InflightKey)
 	if err != nil {
 		return nil, err
 	}
@@ -319,8 +417,9 @@ func (s *store) StoredClients() ([]storage.Client, error) {
 	now := time.Now().Unix()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.kept, s.disconnected = map[string]bool{}, map[string]bool{}
+	s.kept = map[string]bool{}
 	var out []storage.Client
+	var expired []record
 	for _, c := range all {
 		persistent := c.ProtocolVersion == 5 && c.Properties.SessionExpiryInterval > 0 || c.ProtocolVersion < 5 && !c.Clean
 		expiry := s.v3Expiry
@@ -334,8 +433,7 @@ func (s *store) StoredClients() ([]storage.Client, error) {
 		}
 		if wasLost && at+int64(expiry) < now {
 			s.stats.expired++
-			s.Hook.OnClientExpired(&mqtt.Client{ID: c.ID})
-			s.Hook.OnQosComplete(&mqtt.Client{ID: disconnectedPrefix + c.ID}, packets.Packet{})
+			expired = append(expired, record{purge: c.ID})
 			continue
 		}
 		if c.ProtocolVersion == 5 {
@@ -346,33 +444,37 @@ func (s *store) StoredClients() ([]storage.Client, error) {
 				c.Properties.SessionExpiryInterval = uint32(max(at+int64(expiry)-now, 1))
 			}
 		}
-		if wasLost {
-			s.disconnected[c.ID] = true
-		}
 		s.kept[c.ID] = true
 		s.stats.sessions++
 		out = append(out, c)
+	}
+	if len(expired) > 0 {
+		s.write(expired...)
 	}
 	return out, nil
 }
 
 // StoredSubscriptions returns the subscriptions of restored sessions and removes the others.
 func (s *store) StoredSubscriptions() ([]storage.Subscription, error) {
-	all, err := s.Hook.StoredSubscriptions()
+	all, err := load[storage.Subscription](s.db, storage.SubscriptionKey)
 	if err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := all[:0]
+	var orphans []record
 	for _, sub := range all {
 		if !s.kept[sub.Client] {
 			s.stats.orphans++
-			s.Hook.OnUnsubscribed(&mqtt.Client{ID: sub.Client}, packets.Packet{Filters: packets.Subscriptions{{Filter: sub.Filter}}})
+			orphans = append(orphans, deleteRecord(subscriptionKey(sub.Client, sub.Filter)))
 			continue
 		}
 		s.stats.subscriptions++
 		out = append(out, sub)
+	}
+	if len(orphans) > 0 {
+		s.write(orphans...)
 	}
 	return out, nil
 }
@@ -381,15 +483,16 @@ func (s *store) StoredSubscriptions() ([]storage.Subscription, error) {
 // after replaying the publish log: a message acknowledged to its publisher but not yet stored for
 // every subscriber is stored for them now (a subscriber that already had it may get it twice, which
 // QoS 1 allows). mochi calls this after restoring sessions and subscriptions, and before the listeners
-// accept anything.
+// accept anything. The replayed copies and the removals are one write.
 func (s *store) StoredInflightMessages() ([]storage.Message, error) {
-	all, err := s.Hook.StoredInflightMessages()
+	all, err := load[storage.Message](s.db, storage.InflightKey)
 	if err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out, accepted []storage.Message
+	var recs []record
 	used := map[string]map[uint16]bool{}
 	for _, m := range all {
 		switch {
@@ -402,7 +505,7 @@ func (s *store) StoredInflightMessages() ([]storage.Message, error) {
 		id, ok := packetIDOf(m)
 		if !ok || !s.kept[m.Client] {
 			s.stats.orphans++
-			s.deleteKey(m.ID)
+			recs = append(recs, deleteRecord(m.ID))
 			continue
 		}
 		m.PacketID = id
@@ -414,23 +517,29 @@ func (s *store) StoredInflightMessages() ([]storage.Message, error) {
 	}
 	slices.SortFunc(accepted, func(a, b storage.Message) int { return strings.Compare(a.Client, b.Client) })
 	for _, m := range accepted {
-		out = append(out, s.replay(m, used)...)
+		copies, puts := s.replay(m, used)
+		out = append(out, copies...)
+		recs = append(recs, puts...)
+		recs = append(recs, deleteRecord(m.ID)) // after the copies: one transaction holds both
 		s.stats.replayed++
-		s.deleteKey(m.ID)
+	}
+	if len(recs) > 0 {
+		s.write(recs...)
 	}
 	s.stats.inflight = len(out)
 	return out, nil
 }
 
-// replay stores a logged message for each restored session subscribed to its topic, as mochi's
+// replay makes a logged message's copy for each restored session subscribed to its topic, as mochi's
 // delivery would have: iot:Receive checked, QoS the lower of message and subscription, no-local
-// honoured, one member of each shared subscription group.
-func (s *store) replay(m storage.Message, used map[string]map[uint16]bool) []storage.Message {
+// honoured, one member of each shared subscription group. It returns the copies and their records.
+func (s *store) replay(m storage.Message, used map[string]map[uint16]bool) ([]storage.Message, []record) {
 	pk := m.ToPacket()
 	subs := s.server.Topics.Subscribers(pk.TopicName)
 	subs.SelectShared()
 	subs.MergeSharedSelected()
 	var out []storage.Message
+	var recs []record
 	for id, sub := range subs.Subscriptions {
 		cl, ok := s.server.Clients.Get(id)
 		if !ok || sub.NoLocal && pk.Origin == id || sub.Qos == 0 {
@@ -452,29 +561,15 @@ func (s *store) replay(m storage.Message, used map[string]map[uint16]bool) []sto
 		pkt.PacketID = pid
 		pkt.FixedHeader.Qos = min(pk.FixedHeader.Qos, sub.Qos)
 		pkt.FixedHeader.Dup = false
-		s.Hook.OnQosPublish(cl, pkt, pkt.Created, 0)
+		recs = append(recs, inflightRecord(id, pkt, pkt.Created))
 		out = append(out, storage.Message{
-			ID: storage.InflightKey + "_" + id + ":" + pkt.FormatID(), T: storage.InflightKey, Client: id, Origin: pkt.Origin,
+			ID: inflightKey(id, pkt), T: storage.InflightKey, Client: id, Origin: pkt.Origin,
 			FixedHeader: pkt.FixedHeader, TopicName: pkt.TopicName, Payload: pkt.Payload, Created: pkt.Created, PacketID: pid,
 			Properties: m.Properties,
 		})
 		s.stats.replayedTo++
 	}
-	return out
-}
-
-// deleteKey removes a record by its key (IFM_client:packetID) through the hook.
-func (s *store) deleteKey(key string) {
-	rest, _ := strings.CutPrefix(key, storage.InflightKey+"_")
-	i := strings.LastIndexByte(rest, ':')
-	if i < 0 {
-		return
-	}
-	id, err := strconv.ParseUint(rest[i+1:], 10, 16)
-	if err != nil {
-		return
-	}
-	s.Hook.OnQosComplete(&mqtt.Client{ID: rest[:i]}, packets.Packet{PacketID: uint16(id)})
+	return out, recs
 }
 
 // packetIDOf reads an inflight message's packet ID from its key, where mochi's hook keeps it.
@@ -555,15 +650,15 @@ func (b *Broker) addOperationsHooks() error {
 		if b.profile.SessionExpirySeconds > 0 {
 			s.v3Expiry = uint32(b.profile.SessionExpirySeconds)
 		}
-		if err := b.server.AddHook(s, s.options()); err != nil {
+		if err := b.server.AddHook(s, nil); err != nil {
 			if errors.Is(err, bbolt.ErrTimeout) {
 				return fmt.Errorf("persistence file %s is locked: is another ggbroker running on this state directory?", s.path)
 			}
 			return &CorruptStateError{Path: s.path, Err: err}
 		}
 		if !s.hasSysInfo {
-			// mochi's hook logs an error when it finds no $SYS record (every first start): write one.
-			s.Hook.OnSysInfoTick(&system.Info{})
+			// A plain mochi broker's bolt hook logs an error when it finds no $SYS record: write one.
+			s.OnSysInfoTick(&system.Info{})
 		}
 	}
 	caps := b.server.Options.Capabilities
