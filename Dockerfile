@@ -6,6 +6,8 @@
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
+# mochi-mqtt, patched (third_party/mochi-server/PATCHES.md), is a replace directive in go.mod.
+COPY third_party ./third_party
 RUN go mod download
 COPY . .
 ARG VERSION=dev

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -433,4 +435,40 @@ func TestPublishLogReplay(t *testing.T) {
 	got := make(chan string, 10)
 	connectSession(t, h2.endpoint(subDev), subDev.name, false, got)
 	expectMessage(t, got, "replay-sub/cmd logged")
+}
+
+// TestNoDeadlockUnderQoS1FanIn: many publishers delivering QoS 1 to one subscriber while it acknowledges.
+// mochi v2.7.9 deadlocked here (a recursive read lock in its inflight store, third_party/mochi-server/
+// PATCHES.md): the subscriber and every publisher hung, and so did shutdown.
+func TestNoDeadlockUnderQoS1FanIn(t *testing.T) {
+	h := startBroker(t, func(c *config.Config) { c.Persistence.Enabled = false; c.Log.Level = "warn" })
+	const pubs, each = 4, 1500 // under limits.maxInflight (8192): beyond it, QoS 1 to one session is dropped by design
+	var received atomic.Int64
+	done := make(chan struct{})
+	sub := h.mustConnectV3(h.createDevice("fanin-sub"))
+	tok := sub.Subscribe("fanin/#", 1, func(pahov3.Client, pahov3.Message) {
+		if received.Add(1) == pubs*each {
+			close(done)
+		}
+	})
+	if !tok.WaitTimeout(waitFor) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	var wg sync.WaitGroup
+	for i := range pubs {
+		c := h.mustConnectV3(h.createDevice(fmt.Sprintf("fanin-pub-%d", i)))
+		wg.Go(func() {
+			var last pahov3.Token
+			for range each {
+				last = c.Publish(fmt.Sprintf("fanin/%d", i), 1, false, "x")
+			}
+			last.WaitTimeout(time.Minute)
+		})
+	}
+	wg.Wait()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatalf("received %d of %d QoS 1 messages: the broker stalled", received.Load(), pubs*each)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -89,7 +90,9 @@ func startWith(t testing.TB, cfg *config.Config, opts ...broker.Option) *harness
 					t.Errorf("broker.Run: %v", err)
 				}
 			case <-time.After(waitFor):
-				t.Error("broker did not shut down")
+				var stacks strings.Builder
+				_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+				t.Errorf("broker did not shut down; goroutines:\n%s", stacks.String())
 			}
 		})
 	}
