@@ -31,7 +31,7 @@ type localClients struct {
 }
 
 func newLocalClients(ll config.LocalListener) *localClients {
-	return &localClients{name: ll.Anonymous, record: &auth.Certificate{Status: auth.Status("ACTIVE"), Policies: []string{ll.Policy}}}
+	return &localClients{name: ll.Anonymous, record: &auth.Certificate{Status: auth.StatusActive, Policies: []string{ll.Policy}}}
 }
 
 // identity is the identity a local client gets: no certificate (and so no restore of its persistent

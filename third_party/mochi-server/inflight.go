@@ -20,6 +20,13 @@ type Inflight struct {
 	sendQuota           int32                     // remaining outbound qos quota for flow control
 	maximumReceiveQuota int32                     // maximum allowed receive quota
 	maximumSendQuota    int32                     // maximum allowed send quota
+
+	// waiting holds, in arrival order, the packet IDs of messages set with Expiry < 0 (waiting for send
+	// quota), from waiting[head] on. ggbroker patch: NextImmediate takes the oldest from here instead of
+	// searching every inflight message, which made releasing a backlog quadratic. An ID whose message
+	// was since removed, sent or replaced is skipped when reached.
+	waiting []uint16
+	head    int
 }
 
 // NewInflights returns a new instance of an Inflight packets map.
@@ -36,6 +43,9 @@ func (i *Inflight) Set(m packets.Packet) bool {
 
 	_, ok := i.internal[m.PacketID]
 	i.internal[m.PacketID] = m
+	if m.Expiry < 0 {
+		i.waiting = append(i.waiting, m.PacketID)
+	}
 	return !ok
 }
 
@@ -67,6 +77,7 @@ func (i *Inflight) Clone() *Inflight {
 	for k, v := range i.internal {
 		c.internal[k] = v
 	}
+	c.waiting = append(c.waiting, i.waiting[i.head:]...)
 	return c
 }
 
@@ -93,24 +104,31 @@ func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 // This typically occurs when the quota has been exhausted, and we need to wait until new quota
 // is free to continue sending.
 func (i *Inflight) NextImmediate() (packets.Packet, bool) {
-	i.RLock()
-	defer i.RUnlock()
-
-	// ggbroker patch: one pass for the oldest waiting message. Upstream called GetAll here, under the
-	// read lock GetAll takes again: a writer (Set, from a publisher's goroutine) arriving between the two
-	// deadlocked the client and every publisher to it. GetAll also built and sorted the list of every
-	// waiting message, on each packet the client sends: quadratic in a long queue.
-	var next packets.Packet
-	found := false
-	for _, v := range i.internal {
-		if v.Expiry >= 0 {
-			continue
-		}
-		if !found || v.Created < next.Created || v.Created == next.Created && v.PacketID < next.PacketID {
-			next, found = v, true
+	// ggbroker patch: upstream called GetAll here, under the read lock GetAll takes again: a writer
+	// (Set, from a publisher's goroutine) arriving between the two deadlocked the client and every
+	// publisher to it. GetAll also built and sorted the list of every waiting message, on each packet
+	// the client sends. This takes the oldest waiting message from the queue Set keeps, in O(1)
+	// amortised; it takes the write lock because it moves the queue's head.
+	i.Lock()
+	defer i.Unlock()
+	for i.head < len(i.waiting) {
+		id := i.waiting[i.head]
+		i.head++
+		if m, ok := i.internal[id]; ok && m.Expiry < 0 {
+			i.compact()
+			return m, true
 		}
 	}
-	return next, found
+	i.waiting, i.head = i.waiting[:0], 0
+	return packets.Packet{}, false
+}
+
+// compact drops the consumed front of the waiting queue once it is most of the slice.
+func (i *Inflight) compact() {
+	if i.head > 1024 && i.head*2 > len(i.waiting) {
+		n := copy(i.waiting, i.waiting[i.head:])
+		i.waiting, i.head = i.waiting[:n], 0
+	}
 }
 
 // Delete removes an in-flight message from the map. Returns true if the message existed.
