@@ -39,6 +39,9 @@ type PolicyAuthorizer struct {
 	// seen is the fingerprint of the watched files the current snapshot was loaded from, failed the
 	// last one that could not be loaded (reported once, not at every connect). Both under mu.
 	seen, failed string
+	// settled is the fingerprint that needs no reload (seen or failed), read without the lock so that
+	// concurrent connects do not queue behind each other's file-system checks.
+	settled atomic.Pointer[string]
 }
 
 // policySnapshot is one consistent version of everything decisions depend on.
@@ -147,6 +150,7 @@ func (a *PolicyAuthorizer) reloadLocked() (*policySnapshot, error) {
 	}
 	a.snap.Store(next)
 	a.seen = fp
+	a.settled.Store(&fp)
 	return next, nil
 }
 
@@ -154,13 +158,18 @@ func (a *PolicyAuthorizer) reloadLocked() (*policySnapshot, error) {
 // a device registered or a policy written just before its connect is seen without waiting for the
 // watcher; per-message decisions never touch the file system.
 func (a *PolicyAuthorizer) refresh() {
+	if p := a.settled.Load(); p != nil && *p == a.fingerprint() {
+		return
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if fp := a.fingerprint(); fp == a.seen || fp == a.failed {
 		return
 	}
 	if snap, err := a.reloadLocked(); err != nil {
-		a.failed = a.fingerprint()
+		failed := a.fingerprint()
+		a.failed = failed
+		a.settled.Store(&failed)
 		a.log.Error("policy reload refused; the last good policies stay in force", zap.Error(err))
 	} else {
 		a.log.Info("policies reloaded", zap.Uint64("version", snap.version), zap.String("mode", snap.mode))
