@@ -129,11 +129,14 @@ type Authorization struct {
 }
 
 // PolicyDir is the policy directory, resolved against the state directory.
-func (c *Config) PolicyDir() string {
-	if filepath.IsAbs(c.Authorization.PolicyDir) {
-		return c.Authorization.PolicyDir
+func (c *Config) PolicyDir() string { return c.inStateDir(c.Authorization.PolicyDir) }
+
+// inStateDir resolves a configured path: absolute as given, relative to the state directory otherwise.
+func (c *Config) inStateDir(p string) string {
+	if filepath.IsAbs(p) {
+		return p
 	}
-	return filepath.Join(c.StateDir, c.Authorization.PolicyDir)
+	return filepath.Join(c.StateDir, p)
 }
 
 // ClientDeviceAuth mirrors the keys of Greengrass' client device auth component that ggbroker implements.
@@ -185,12 +188,7 @@ type Persistence struct {
 }
 
 // PersistenceFile is the persistence file, resolved against the state directory.
-func (c *Config) PersistenceFile() string {
-	if filepath.IsAbs(c.Persistence.File) {
-		return c.Persistence.File
-	}
-	return filepath.Join(c.StateDir, c.Persistence.File)
-}
+func (c *Config) PersistenceFile() string { return c.inStateDir(c.Persistence.File) }
 
 // Limits bound what clients can make the broker hold: connections, queued writes, stored messages,
 // and packet sizes. (How long a disconnected session is kept is the behaviour profile's.)

@@ -89,24 +89,38 @@ func (t *target) loadCredentials(n int) (*credentials, error) {
 	}
 
 	c := &credentials{roots: roots, serverName: t.serverName, devices: make([]device, n)}
+	err = parallel(n, 8, func(i int) error {
+		p := filepath.Join(dir, names[i])
+		kp, err := tls.LoadX509KeyPair(filepath.Join(p, auth.DeviceCertFile), filepath.Join(p, auth.DeviceKeyFile))
+		if err != nil {
+			return fmt.Errorf("device %s: %w", p, err)
+		}
+		c.devices[i] = device{name: names[i], cert: kp}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// parallel runs fn(0..n-1) on workers goroutines and joins the errors: loading or issuing thousands of
+// device keys is CPU-bound.
+func parallel(n, workers int, fn func(i int) error) error {
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
 		errs []error
 		next = make(chan int)
 	)
-	for range 8 {
+	for range workers {
 		wg.Go(func() {
 			for i := range next {
-				p := filepath.Join(dir, names[i])
-				kp, err := tls.LoadX509KeyPair(filepath.Join(p, auth.DeviceCertFile), filepath.Join(p, auth.DeviceKeyFile))
-				if err != nil {
+				if err := fn(i); err != nil {
 					mu.Lock()
-					errs = append(errs, fmt.Errorf("device %s: %w", p, err))
+					errs = append(errs, err)
 					mu.Unlock()
-					continue
 				}
-				c.devices[i] = device{name: names[i], cert: kp}
 			}
 		})
 	}
@@ -115,10 +129,7 @@ func (t *target) loadCredentials(n int) (*credentials, error) {
 	}
 	close(next)
 	wg.Wait()
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	return c, nil
+	return errors.Join(errs...)
 }
 
 func (t *target) policies() []string {
@@ -194,36 +205,19 @@ func provision(stateDir, devDir, prefix string, n int, keyType string, policies 
 		cert         *x509.Certificate
 	}
 	out := make([]issued, len(missing))
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-		next = make(chan int)
-	)
-	for range 4 {
-		wg.Go(func() {
-			for i := range next {
-				certPEM, keyPEM, cert, err := st.DeviceCA.IssueClient(missing[i], kt, 365*24*time.Hour)
-				if err == nil {
-					err = writeDevice(filepath.Join(devDir, missing[i]), certPEM, keyPEM, coreCA)
-				}
-				if err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-					continue
-				}
-				out[i] = issued{missing[i], certPEM, keyPEM, cert}
-			}
-		})
-	}
-	for i := range missing {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	if len(errs) > 0 {
-		return errors.Join(errs...)
+	err = parallel(len(missing), 4, func(i int) error {
+		certPEM, keyPEM, cert, err := st.DeviceCA.IssueClient(missing[i], kt, 365*24*time.Hour)
+		if err == nil {
+			err = writeDevice(filepath.Join(devDir, missing[i]), certPEM, keyPEM, coreCA)
+		}
+		if err != nil {
+			return err
+		}
+		out[i] = issued{missing[i], certPEM, keyPEM, cert}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 
 	now := time.Now().UTC().Truncate(time.Second)
