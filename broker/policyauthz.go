@@ -262,18 +262,37 @@ func (a *PolicyAuthorizer) view(sa *sessionAuthz) *sessionView {
 	var ps []*policy.Policy
 	if snap.mode == config.AuthzDeviceGroups {
 		ps = snap.groups.PoliciesFor(sa.identity.Thing.Name)
-	} else if cert, ok := snap.registry.Certificates[sa.certID]; ok {
-		for _, name := range cert.Policies {
-			if p, ok := snap.policies[name]; ok {
-				ps = append(ps, p)
-			} else {
-				v.missing = append(v.missing, name)
-			}
-		}
+	} else {
+		ps, v.missing = snap.attached(sa.certID)
 	}
 	v.set = policy.NewSet(a.env, ps...)
 	sa.view.Store(v)
 	return v
+}
+
+// attached returns the compiled policies attached to a certificate in this snapshot, and the names of
+// attached policies that have no document (they grant nothing; the deny reason says so).
+func (snap *policySnapshot) attached(certID string) (ps []*policy.Policy, missing []string) {
+	rec, ok := snap.registry.Certificates[certID]
+	if !ok {
+		return nil, nil
+	}
+	for _, name := range rec.Policies {
+		if p, ok := snap.policies[name]; ok {
+			ps = append(ps, p)
+		} else {
+			missing = append(missing, name)
+		}
+	}
+	return ps, missing
+}
+
+// missingNote is the part of a deny reason that names attached policies without a document.
+func (a *PolicyAuthorizer) missingNote(missing []string) string {
+	if len(missing) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (attached policies not found in %s: %v)", a.policyDir, missing)
 }
 
 // context builds the policy context of a session from the snapshot's registry (thing attributes may
@@ -314,10 +333,7 @@ func (a *PolicyAuthorizer) decide(s *Session, action, kind, name string) Verdict
 	if d == policy.Allowed {
 		return Allow
 	}
-	reason := diag.String()
-	if len(v.missing) > 0 {
-		reason += fmt.Sprintf(" (attached policies not found in %s: %v)", a.policyDir, v.missing)
-	}
+	reason := diag.String() + a.missingNote(v.missing)
 	return Verdict{Action: action, Resource: a.arn(kind, name), Decision: d.String(), Reason: reason}
 }
 
@@ -361,26 +377,11 @@ func (a *PolicyAuthorizer) Receive(s *Session, topic string) Verdict {
 // available for this action (greengrass-v2/greengrass-discover-api.md), so the context has no thing.
 func (a *PolicyAuthorizer) Discover(cert *auth.Certificate, leaf *x509.Certificate, thingName string, sourceIP netip.Addr) (bool, string) {
 	a.refresh()
-	snap := a.snap.Load()
-	var ps []*policy.Policy
-	var missing []string
-	if rec, ok := snap.registry.Certificates[cert.ID]; ok {
-		for _, name := range rec.Policies {
-			if p, ok := snap.policies[name]; ok {
-				ps = append(ps, p)
-			} else {
-				missing = append(missing, name)
-			}
-		}
-	}
+	ps, missing := a.snap.Load().attached(cert.ID)
 	ctx := &policy.Context{CertificateID: cert.ID, Certificate: leaf, SourceIP: sourceIP}
 	d, diag := policy.NewSet(a.env, ps...).Evaluate(policy.Request{Action: policy.GreengrassDiscover, Kind: policy.KindThing, Name: thingName, Context: ctx})
 	if d == policy.Allowed {
 		return true, ""
 	}
-	reason := d.String() + ": " + diag.String()
-	if len(missing) > 0 {
-		reason += fmt.Sprintf(" (attached policies not found in %s: %v)", a.policyDir, missing)
-	}
-	return false, reason
+	return false, d.String() + ": " + diag.String() + a.missingNote(missing)
 }
