@@ -72,7 +72,7 @@ func WithRecover() Option { return func(b *Broker) { b.recover = true } }
 // New opens the state directory, issues (or reloads) the server certificate and binds the listeners,
 // so that configuration and address errors surface before Run, and Addr is known.
 func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Broker, error) {
-	b := &Broker{cfg: cfg, log: log, events: noEvents{}, ready: make(chan struct{}), rotated: make(chan certs.RotationEvent, 4)}
+	b := &Broker{cfg: cfg, log: log, ready: make(chan struct{}), rotated: make(chan certs.RotationEvent, 4)}
 	for _, o := range opts {
 		o(b)
 	}
@@ -92,9 +92,7 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Broker, error) {
 		return nil, err
 	}
 	b.metrics = newMetrics(b)
-	if b.events == (noEvents{}) {
-		b.events = b.metrics
-	}
+	b.events = b.metrics
 	b.state = state
 	for _, n := range state.Notes {
 		log.Info(n)

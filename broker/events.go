@@ -13,15 +13,3 @@ type Events interface {
 	// Dropped is a message not delivered or not accepted, with why ("not-authorized", "throttled" ...).
 	Dropped(reason string)
 }
-
-// noEvents is the Events of a broker without metrics.
-type noEvents struct{}
-
-func (noEvents) Connected()            {}
-func (noEvents) Refused(string)        {}
-func (noEvents) Disconnected(string)   {}
-func (noEvents) Decision(string, bool) {}
-func (noEvents) Dropped(string)        {}
-
-// WithEvents sets the Events sink (default: none).
-func WithEvents(e Events) Option { return func(b *Broker) { b.events = e } }
