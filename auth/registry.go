@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -347,13 +348,7 @@ func resolve(d *Data, ref string) ([]string, error) {
 		sort.Strings(ids)
 		return ids, nil
 	}
-	if len(ref) >= 8 {
-		for id := range d.Certificates {
-			if len(id) > len(ref) && id[:len(ref)] == ref {
-				ids = append(ids, id)
-			}
-		}
-	}
+	ids = matchIDs(d, ref)
 	switch len(ids) {
 	case 0:
 		return nil, fmt.Errorf("no thing or certificate %q in the registry", ref)
@@ -361,6 +356,39 @@ func resolve(d *Data, ref string) ([]string, error) {
 		return ids, nil
 	default:
 		return nil, fmt.Errorf("certificate ID prefix %q is ambiguous (%d matches)", ref, len(ids))
+	}
+}
+
+// matchIDs returns the certificate IDs ref names: the ID itself, or every ID it is a prefix of when it
+// is at least 8 characters long, the way the CLI takes certificate IDs.
+func matchIDs(d *Data, ref string) []string {
+	if _, ok := d.Certificates[ref]; ok {
+		return []string{ref}
+	}
+	var ids []string
+	if len(ref) >= 8 {
+		for id := range d.Certificates {
+			if strings.HasPrefix(id, ref) {
+				ids = append(ids, id)
+			}
+		}
+	}
+	return ids
+}
+
+// CertificateByRef returns the one certificate ref names: its ID or a unique prefix of 8+ characters.
+func (r *Registry) CertificateByRef(ref string) (*Certificate, *x509.Certificate, error) {
+	s, err := r.current()
+	if s == nil {
+		return nil, nil, err
+	}
+	switch ids := matchIDs(&s.data, ref); len(ids) {
+	case 0:
+		return nil, nil, fmt.Errorf("no certificate %q in the registry", ref)
+	case 1:
+		return s.data.Certificates[ids[0]], s.parsed[ids[0]], nil
+	default:
+		return nil, nil, fmt.Errorf("certificate ID prefix %q is ambiguous (%d matches)", ref, len(ids))
 	}
 }
 

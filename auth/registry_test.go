@@ -202,3 +202,19 @@ func fileMode(t *testing.T, path string) os.FileMode {
 	}
 	return fi.Mode().Perm()
 }
+
+func TestCertificateByRef(t *testing.T) {
+	reg, ca := newTestRegistry(t)
+	d, _ := mustCreate(t, reg, ca, "sensor-1")
+	id := d.Certificate.ID
+	cases := []struct {
+		ref string
+		ok  bool
+	}{{id, true}, {id[:8], true}, {id[:7], false}, {"sensor-1", false}, {"0000000000", false}}
+	for _, tc := range cases {
+		rec, cert, err := reg.CertificateByRef(tc.ref)
+		if tc.ok != (err == nil) || tc.ok && (rec.ID != id || cert == nil) {
+			t.Errorf("CertificateByRef(%q) = %v, %v", tc.ref, rec, err)
+		}
+	}
+}

@@ -363,25 +363,9 @@ func checkCertificate(st *broker.State, f *checkFlags, ctx *policy.Context) (*au
 }
 
 func lookupCertificate(st *broker.State, ref string, ctx *policy.Context) (*auth.Certificate, error) {
-	data, err := st.Registry.Snapshot()
+	rec, parsed, err := st.Registry.CertificateByRef(ref)
 	if err != nil {
-		return nil, err
-	}
-	var found *auth.Certificate
-	for id, c := range data.Certificates {
-		if strings.HasPrefix(id, ref) && len(ref) >= 8 {
-			if found != nil {
-				return nil, fmt.Errorf("--cert-id %q is ambiguous", ref)
-			}
-			found = c
-		}
-	}
-	if found == nil {
-		return nil, fmt.Errorf("--cert-id %q: no such certificate in the registry", ref)
-	}
-	rec, parsed, err := st.Registry.Certificate(found.ID)
-	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--cert-id: %w", err)
 	}
 	ctx.Certificate, ctx.CertificateID = parsed, rec.ID
 	return rec, nil
