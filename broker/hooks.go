@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -275,8 +274,6 @@ func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	for i, f := range pk.Filters {
 		var v Verdict
 		switch {
-		case strings.HasPrefix(f.Filter, reservedPrefix):
-			v = refusedBy("iot:Subscribe", f.Filter, "$ggbroker/ topics are reserved")
 		case h.profile.MaxFiltersPerSubscribe > 0 && i >= h.profile.MaxFiltersPerSubscribe:
 			v = refusedBy("iot:Subscribe", f.Filter, fmt.Sprintf("more than %d topic filters in one SUBSCRIBE", h.profile.MaxFiltersPerSubscribe))
 		case h.profile.MaxSubscriptionsPerConnection > 0 && !hasSubscription(cl, f.Filter) && existing >= h.profile.MaxSubscriptionsPerConnection:
@@ -371,9 +368,6 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		if isFilter {
 			return v.Allowed
 		}
-	}
-	if strings.HasPrefix(topic, suppressedWillPrefix) {
-		return false
 	}
 	v := h.authz.Receive(e.session, topic)
 	h.events.Decision("iot:Receive", v.Allowed)
@@ -517,14 +511,6 @@ func (h *hook) refusedPublish(cl *mqtt.Client, s *Session, topic, reason, detail
 	}
 }
 
-// suppressedWillPrefix is where a will that its client may not publish is redirected, because mochi
-// publishes whatever will OnWill returns. Nothing can subscribe to or receive these topics (see
-// OnSubscribe and OnACLCheck), and a $ topic is not matched by a leading wildcard (MQTT-4.7.2-1).
-const (
-	reservedPrefix       = "$ggbroker/"
-	suppressedWillPrefix = reservedPrefix + "suppressed-will/"
-)
-
 // OnWill checks the will like any publish from its client, at the moment it is sent: mochi itself does
 // not check the will topic against the ACL (mochi-mqtt/server#503), so without this a device could reach,
 // through its will, a topic it may not publish to.
@@ -539,10 +525,7 @@ func (h *hook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 		h.denied(cl, e.session, "Publish-In", will.TopicName, v)
 	}
 	h.log.Warn("will message suppressed", zap.String("clientId", cl.ID), zap.String("topicName", will.TopicName), zap.String("details", v.Reason))
-	will.TopicName = suppressedWillPrefix + cl.ID
-	will.Retain = false
-	will.Payload = nil
-	return will, nil
+	return mqtt.Will{}, nil // no topic: the patched mochi does not send it (third_party/mochi-server/PATCHES.md)
 }
 
 // denied logs one authorization failure.

@@ -1522,6 +1522,12 @@ func (s *Server) sendLWT(cl *Client) {
 	}
 
 	modifiedLWT := s.hooks.OnWill(cl, cl.Properties.Will)
+	if modifiedLWT.TopicName == "" {
+		// ggbroker patch: a hook vetoes the will by returning it without a topic (a will always has one:
+		// CONNECT validation requires it). Upstream published whatever OnWill returned.
+		atomic.StoreUint32(&cl.Properties.Will.Flag, 0) // [MQTT-3.1.2-10]
+		return
+	}
 
 	pk := packets.Packet{
 		FixedHeader: packets.FixedHeader{
