@@ -22,8 +22,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ggbroker/ggbroker/auth"
+	"github.com/ggbroker/ggbroker/authz"
 	"github.com/ggbroker/ggbroker/certs"
 	"github.com/ggbroker/ggbroker/config"
+	"github.com/ggbroker/ggbroker/state"
 )
 
 const mqttListenerID = "mqtts"
@@ -32,8 +34,8 @@ const mqttListenerID = "mqtts"
 type Broker struct {
 	cfg     *config.Config
 	log     *zap.Logger
-	state   *State
-	authz   Authorizer
+	state   *state.State
+	authz   authz.Authorizer
 	events  Events
 	profile Profile
 
@@ -54,68 +56,79 @@ type Broker struct {
 	recover  bool          // move an unreadable persistence file aside instead of refusing to start
 	stopping atomic.Bool   // set when shutdown starts: /readyz answers 503 from then on
 
-	ready   chan struct{}
-	rotated chan certs.RotationEvent // rotations for Run to act on (restart mode), never blocks the rotator
-	once    sync.Once
+	lock      *state.ServeLock // this broker's hold on the state directory
+	ready     chan struct{}
+	rotated   chan certs.RotationEvent // rotations for Run to act on (restart mode), never blocks the rotator
+	once      sync.Once                // shutdown
+	closeOnce sync.Once                // Close
 }
 
 // Option changes how New builds the broker.
 type Option func(*Broker)
 
-// WithAuthorizer sets the Authorizer (default AllowAll).
-func WithAuthorizer(a Authorizer) Option { return func(b *Broker) { b.authz = a } }
-
 // WithRecover makes New move an unreadable persistence file aside (renamed with a timestamp, never
 // deleted) and start with no stored sessions, instead of refusing to start (`serve --recover`).
 func WithRecover() Option { return func(b *Broker) { b.recover = true } }
 
-// New opens the state directory, issues (or reloads) the server certificate and binds the listeners,
-// so that configuration and address errors surface before Run, and Addr is known.
+// New takes the state directory (refusing one another broker serves), opens it, issues (or reloads)
+// the server certificate and binds the listeners, so that configuration and address errors surface
+// before Run, and Addr is known. Whatever it took is released when it fails, and by Close.
 func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Broker, error) {
 	b := &Broker{cfg: cfg, log: log, ready: make(chan struct{}), rotated: make(chan certs.RotationEvent, 4)}
 	for _, o := range opts {
 		o(b)
 	}
+	if err := b.open(); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// open is New's work; New releases what it took when it fails.
+func (b *Broker) open() error {
+	cfg, log := b.cfg, b.log
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
 	profile, err := ProfileFromConfig(cfg.Behaviour)
 	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", cfg.Source, err)
+		return fmt.Errorf("config %s: %w", cfg.Source, err)
 	}
 	b.profile = profile
-	state, err := OpenState(cfg)
+	if b.lock, err = state.LockServe(cfg.StateDir); err != nil {
+		return err
+	}
+	st, err := state.OpenState(cfg)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := b.openPersistence(); err != nil {
-		return nil, err
+		return err
 	}
 	b.metrics = newMetrics(b)
 	b.events = b.metrics
-	b.state = state
-	for _, n := range state.Notes {
+	b.state = st
+	for _, n := range st.Notes {
 		log.Info(n)
 	}
-	state.Registry.OnReloadError = func(err error) { log.Error("registry reload failed", zap.Error(err)) }
-	if b.authz == nil {
-		if b.authz, err = newAuthorizer(cfg, state, log); err != nil {
-			return nil, err
-		}
+	st.Registry.OnReloadError = func(err error) { log.Error("registry reload failed", zap.Error(err)) }
+	if b.authz, err = newAuthorizer(cfg, st, log); err != nil {
+		return err
 	}
-	if pa, ok := b.authz.(*PolicyAuthorizer); ok && b.disc.authz == nil {
+	if pa, ok := b.authz.(*authz.PolicyAuthorizer); ok && b.disc.authz == nil {
 		b.disc.authz = pa // greengrass:Discover by the certificate's policies
 	}
 
 	b.newConnectivity() // the server certificate's names come from it
 
-	certPath, keyPath := state.ServerCertPaths()
+	certPath, keyPath := st.ServerCertPaths()
 	b.rotator, err = certs.NewRotator(certs.RotatorConfig{
-		Authority:  func() *certs.Authority { return state.CoreCA },
+		Authority:  func() *certs.Authority { return st.CoreCA },
 		SANs:       b.serverSANs,
 		CommonName: "ggbroker",
 		Validity:   cfg.ServerCertificateValidity(),
-		KeyType:    keyTypeOf(state.CoreCA.Cert),
+		KeyType:    state.KeyTypeOf(st.CoreCA.Cert),
 		Disabled:   cfg.ClientDeviceAuth.Certificates.DisableCertificateRotation,
 		CertPath:   certPath,
 		KeyPath:    keyPath,
@@ -123,59 +136,55 @@ func New(cfg *config.Config, log *zap.Logger, opts ...Option) (*Broker, error) {
 		OnError:    func(err error) { log.Error("server certificate rotation failed", zap.Error(err)) },
 	})
 	if err != nil {
-		return nil, fmt.Errorf("server certificate: %w", err)
+		return fmt.Errorf("server certificate: %w", err)
 	}
 
-	b.mqttLn, err = net.Listen("tcp", cfg.MQTT.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("mqtt.listen %s: %w", cfg.MQTT.Listen, err)
+	if b.mqttLn, err = net.Listen("tcp", cfg.MQTT.Listen); err != nil {
+		return fmt.Errorf("mqtt.listen %s: %w", cfg.MQTT.Listen, err)
 	}
 	if cfg.Admin.Enabled {
-		b.adminLn, err = net.Listen("tcp", cfg.Admin.Listen)
-		if err != nil {
-			b.mqttLn.Close()
-			return nil, fmt.Errorf("admin.listen %s: %w", cfg.Admin.Listen, err)
+		if b.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+			return fmt.Errorf("admin.listen %s: %w", cfg.Admin.Listen, err)
 		}
 	}
 	if err := b.setupLocalListener(); err != nil {
-		b.mqttLn.Close()
-		if b.adminLn != nil {
-			b.adminLn.Close()
-		}
-		return nil, err
+		return err
 	}
-	if err := b.setupDiscovery(); err != nil {
-		b.mqttLn.Close()
-		if b.adminLn != nil {
-			b.adminLn.Close()
+	return b.setupDiscovery()
+}
+
+// Close releases what New took: the listeners and the state directory. Run calls it when it returns;
+// call it yourself for a Broker that New made but Run never served. It is safe to call more than once.
+func (b *Broker) Close() {
+	b.closeOnce.Do(func() {
+		for _, ln := range []net.Listener{b.mqttLn, b.adminLn, b.localLn, b.disc.ln, b.disc.alpnLn} {
+			if ln != nil {
+				_ = ln.Close()
+			}
 		}
-		if b.localLn != nil {
-			b.localLn.Close()
-		}
-		return nil, err
-	}
-	return b, nil
+		b.lock.Release()
+	})
 }
 
 // newAuthorizer builds the Authorizer authorization.mode asks for.
-func newAuthorizer(cfg *config.Config, state *State, log *zap.Logger) (Authorizer, error) {
+func newAuthorizer(cfg *config.Config, st *state.State, log *zap.Logger) (authz.Authorizer, error) {
 	if cfg.Authorization.Mode == config.AuthzAllowAll {
 		log.Warn("authorization.mode is allow-all: every authenticated device may connect, publish, subscribe and receive anywhere; use it for benchmarks and debugging only")
-		return AllowAll{}, nil
+		return authz.AllowAll{}, nil
 	}
-	pa, err := NewPolicyAuthorizer(cfg, state.Registry, log)
+	pa, err := authz.NewPolicyAuthorizer(cfg, st.Registry, log)
 	if err != nil {
 		return nil, err
 	}
-	log.Info("authorization", zap.String("mode", pa.Mode()), zap.String("policyDir", pa.policyDir))
+	log.Info("authorization", zap.String("mode", pa.Mode()), zap.String("policyDir", pa.PolicyDir()))
 	return pa, nil
 }
 
 // Authorizer is the authorizer in force.
-func (b *Broker) Authorizer() Authorizer { return b.authz }
+func (b *Broker) Authorizer() authz.Authorizer { return b.authz }
 
 // State is the opened state directory.
-func (b *Broker) State() *State { return b.state }
+func (b *Broker) State() *state.State { return b.state }
 
 // Addr is the MQTT listener's address (useful with port 0).
 func (b *Broker) Addr() net.Addr { return b.mqttLn.Addr() }
@@ -211,7 +220,13 @@ func (b *Broker) tlsConfig() *tls.Config {
 }
 
 // Run serves until ctx ends, then shuts down: stop accepting, disconnect clients, close listeners.
-func (b *Broker) Run(ctx context.Context) error {
+func (b *Broker) Run(ctx context.Context) (err error) {
+	defer b.Close()
+	defer func() {
+		if err != nil && b.server != nil {
+			_ = b.server.Close() // a start that failed half-way: hooks (the persistence file) are released
+		}
+	}()
 	b.server = mqtt.New(&mqtt.Options{
 		Logger:                 slog.New(newSlogHandler(b.log.Named("mochi"))),
 		SysTopicResendInterval: 10,
@@ -248,7 +263,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	wg.Go(func() { b.rotator.Run(ctx) })
 	wg.Go(func() { b.expireSessions(ctx) })
 	b.startDiscovery(ctx, &wg)
-	if pa, ok := b.authz.(*PolicyAuthorizer); ok {
+	if pa, ok := b.authz.(*authz.PolicyAuthorizer); ok {
 		wg.Go(func() { pa.Watch(ctx) })
 	}
 	if b.adminLn != nil {

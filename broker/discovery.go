@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -17,12 +16,7 @@ import (
 	"github.com/ggbroker/ggbroker/auth"
 	"github.com/ggbroker/ggbroker/certs"
 	"github.com/ggbroker/ggbroker/discovery"
-)
-
-// Files of the discovery server certificate, next to the MQTT server certificate.
-const (
-	discoveryCertFile = "discovery.pem"
-	discoveryKeyFile  = "discovery.key"
+	"github.com/ggbroker/ggbroker/state"
 )
 
 // detectInterval is how often IP detection looks at the interfaces: the rotator's check interval, so
@@ -105,16 +99,17 @@ func (b *Broker) setupDiscovery() error {
 		return nil
 	}
 	st := b.state
+	certPath, keyPath := st.ListenerCertPaths("discovery")
 	var err error
 	b.disc.rotator, err = certs.NewRotator(certs.RotatorConfig{
 		Authority:  func() *certs.Authority { return st.CoreCA },
 		SANs:       func() ([]string, []net.IP) { return b.disc.conn.SANs(b.cfg.DiscoveryHostNames()...) },
 		CommonName: "ggbroker discovery",
 		Validity:   b.cfg.ServerCertificateValidity(),
-		KeyType:    keyTypeOf(st.CoreCA.Cert),
+		KeyType:    state.KeyTypeOf(st.CoreCA.Cert),
 		Disabled:   b.cfg.ClientDeviceAuth.Certificates.DisableCertificateRotation,
-		CertPath:   filepath.Join(st.Dir, serverDir, discoveryCertFile),
-		KeyPath:    filepath.Join(st.Dir, serverDir, discoveryKeyFile),
+		CertPath:   certPath,
+		KeyPath:    keyPath,
 		OnRotate:   b.onDiscoveryRotate,
 		OnError:    func(err error) { b.log.Error("discovery server certificate rotation failed", zap.Error(err)) },
 	})

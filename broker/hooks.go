@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ggbroker/ggbroker/auth"
+	"github.com/ggbroker/ggbroker/authz"
 )
 
 // hook translates mochi's callbacks into calls on auth (who is this?) and the Authorizer (may they?).
@@ -24,7 +25,7 @@ type hook struct {
 	mqtt.HookBase
 	server *mqtt.Server
 	authn  *auth.Authenticator
-	authz  Authorizer
+	authz  authz.Authorizer
 	events Events
 	log    *zap.Logger
 	// local is the loopback plain-TCP listener's identity, nil when it is off (issue 6 seam, local_listener.go).
@@ -48,14 +49,14 @@ type hook struct {
 // sessionEntry is the session of one client ID and the connection that owns it.
 type sessionEntry struct {
 	client  *mqtt.Client
-	session *Session
+	session *authz.Session
 
 	// subscribing is set while a SUBSCRIBE is processed: mochi calls OnACLCheck(read) both for each
 	// filter of a SUBSCRIBE and for each delivered message, so the filters' Subscribe verdicts are kept
 	// here between OnSubscribe and OnSubscribed to tell the two apart.
 	subscribing atomic.Bool
 	mu          sync.Mutex
-	pending     map[string]Verdict
+	pending     map[string]authz.Verdict
 
 	// rate is the inbound publish rate limit's state. OnPublish runs in the client's own read
 	// goroutine, one packet at a time, so it needs no lock.
@@ -111,7 +112,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		return h.refuse(cl, nil, ip, port, r, code)
 	}
 	addr, _ := netip.ParseAddr(ip)
-	s := &Session{
+	s := &authz.Session{
 		Identity:        id,
 		SourceIP:        addr.Unmap(),
 		SourcePort:      port,
@@ -145,7 +146,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 
 // refuse sends the CONNACK for a refused connection (code, as MQTT 5 says it) and logs one record
 // saying why.
-func (h *hook) refuse(cl *mqtt.Client, s *Session, ip string, port int, r *auth.Refusal, code packets.Code, v ...Verdict) error {
+func (h *hook) refuse(cl *mqtt.Client, s *authz.Session, ip string, port int, r *auth.Refusal, code packets.Code, v ...authz.Verdict) error {
 	wire := code.Code
 	if cl.Properties.ProtocolVersion < 5 {
 		// MQTT 3.1.1 return codes: 2 for a client identifier the server refuses, else 5 (not
@@ -185,8 +186,8 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	if !ok {
 		return
 	}
-	h.log.Info("client connected", h.record(cl, s.(*Session), "Connect", "Success")...)
-	h.lifecycle.connected(cl, s.(*Session))
+	h.log.Info("client connected", h.record(cl, s.(*authz.Session), "Connect", "Success")...)
+	h.lifecycle.connected(cl, s.(*authz.Session))
 }
 
 // OnDisconnect logs the disconnect with AWS' disconnectReason and forgets the connection; the session
@@ -200,7 +201,7 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	if _, dup := h.takenOver.LoadAndDelete(cl); dup {
 		reason, status = "DUPLICATE_CLIENTID", "Failure"
 	}
-	fields := append(h.record(cl, v.(*Session), "Disconnect", status), zap.String("disconnectReason", reason))
+	fields := append(h.record(cl, v.(*authz.Session), "Disconnect", status), zap.String("disconnectReason", reason))
 	if reason == "DUPLICATE_CLIENTID" {
 		fields = append(fields, zap.String("reason", "DUPLICATE_CLIENT_ID"),
 			zap.String("details", "A new connection was established with the same client ID"))
@@ -213,7 +214,7 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 		h.log.Info("client disconnected", fields...)
 	}
 	h.events.Disconnected(reason)
-	h.lifecycle.disconnected(cl, v.(*Session), reason)
+	h.lifecycle.disconnected(cl, v.(*authz.Session), reason)
 	if expire {
 		h.forget(cl)
 	}
@@ -250,7 +251,7 @@ func (h *hook) restore(cl *mqtt.Client) (*sessionEntry, bool) {
 		h.log.Warn("stored session has no usable identity; nothing is delivered to it", zap.String("clientId", cl.ID), zap.Error(err))
 		return nil, false
 	}
-	s := &Session{Identity: id, ProtocolVersion: cl.Properties.ProtocolVersion}
+	s := &authz.Session{Identity: id, ProtocolVersion: cl.Properties.ProtocolVersion}
 	h.authz.Connect(s) // sets s.Authz; whether it may connect again is decided when it does
 	e, _ := h.sessions.LoadOrStore(cl.ID, &sessionEntry{client: cl, session: s})
 	return e.(*sessionEntry), true
@@ -269,10 +270,10 @@ func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	if h.profile.MaxSubscriptionsPerConnection > 0 {
 		existing = cl.State.Subscriptions.Len()
 	}
-	pending := make(map[string]Verdict, len(pk.Filters))
+	pending := make(map[string]authz.Verdict, len(pk.Filters))
 	unauthorized := false
 	for i, f := range pk.Filters {
-		var v Verdict
+		var v authz.Verdict
 		switch {
 		case h.profile.MaxFiltersPerSubscribe > 0 && i >= h.profile.MaxFiltersPerSubscribe:
 			v = refusedBy("iot:Subscribe", f.Filter, fmt.Sprintf("more than %d topic filters in one SUBSCRIBE", h.profile.MaxFiltersPerSubscribe))
@@ -306,8 +307,8 @@ func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 }
 
 // refusedBy is the verdict of a rule of the profile (not a policy).
-func refusedBy(action, resource, reason string) Verdict {
-	return Verdict{Action: action, Resource: resource, Decision: "REFUSED", Reason: reason}
+func refusedBy(action, resource, reason string) authz.Verdict {
+	return authz.Verdict{Action: action, Resource: resource, Decision: "REFUSED", Reason: reason}
 }
 
 // OnSubscribed ends the SUBSCRIBE (from here on OnACLCheck(read) means a delivery) and logs one
@@ -504,7 +505,7 @@ func (h *hook) allowRate(cl *mqtt.Client, e *sessionEntry) bool {
 }
 
 // refusedPublish logs a publish refused by a rule of the profile.
-func (h *hook) refusedPublish(cl *mqtt.Client, s *Session, topic, reason, details string) {
+func (h *hook) refusedPublish(cl *mqtt.Client, s *authz.Session, topic, reason, details string) {
 	if ce := h.log.Check(zap.ErrorLevel, "publish refused"); ce != nil {
 		ce.Write(append(h.record(cl, s, "Publish-In", "Failure"), zap.String("topicName", topic),
 			zap.String("reason", reason), zap.String("details", details))...)
@@ -516,7 +517,7 @@ func (h *hook) refusedPublish(cl *mqtt.Client, s *Session, topic, reason, detail
 // through its will, a topic it may not publish to.
 func (h *hook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 	e, ok := h.entry(cl)
-	var v Verdict
+	var v authz.Verdict
 	if ok {
 		v = h.authz.Publish(e.session, will.TopicName, will.Retain)
 		if v.Allowed {
@@ -529,7 +530,7 @@ func (h *hook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 }
 
 // denied logs one authorization failure.
-func (h *hook) denied(cl *mqtt.Client, s *Session, eventType, topic string, v Verdict) {
+func (h *hook) denied(cl *mqtt.Client, s *authz.Session, eventType, topic string, v authz.Verdict) {
 	if ce := h.log.Check(zap.ErrorLevel, "not authorized"); ce != nil {
 		reason := "AUTHORIZATION_FAILURE"
 		if v.Decision == "REFUSED" {
@@ -542,7 +543,7 @@ func (h *hook) denied(cl *mqtt.Client, s *Session, eventType, topic string, v Ve
 }
 
 // record is the common part of a log record, with AWS IoT's field names (aws-iot-core/cwl-format.md).
-func (h *hook) record(cl *mqtt.Client, s *Session, eventType, status string) []zap.Field {
+func (h *hook) record(cl *mqtt.Client, s *authz.Session, eventType, status string) []zap.Field {
 	return []zap.Field{
 		zap.String("traceId", newTraceID()), zap.String("accountId", h.accountID),
 		zap.String("eventType", eventType), zap.String("status", status), zap.String("protocol", "MQTT"),

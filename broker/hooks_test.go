@@ -1,13 +1,19 @@
 package broker
 
 import (
+	"path/filepath"
 	"testing"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"go.uber.org/zap"
 
+	"github.com/ggbroker/ggbroker/auth"
+	"github.com/ggbroker/ggbroker/authz"
+	"github.com/ggbroker/ggbroker/certs"
 	"github.com/ggbroker/ggbroker/config"
+	"github.com/ggbroker/ggbroker/state"
 )
 
 // TestHookHotPathDoesNotAllocate: mochi calls OnACLCheck for every message and every subscriber, and
@@ -47,4 +53,40 @@ func defaultBehaviour(t *testing.T) config.Behaviour {
 		t.Fatal(err)
 	}
 	return cfg.Behaviour
+}
+
+// newTestAuthorizer opens a state directory with one device (default policy) and returns the policy
+// authorizer and a connected session for that device.
+func newTestAuthorizer(tb testing.TB) (*authz.PolicyAuthorizer, *authz.Session) {
+	tb.Helper()
+	cfg, err := config.Default()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg.StateDir = filepath.Join(tb.TempDir(), "state")
+	st, err := state.OpenState(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dev, err := st.CreateDevice(auth.NewDevice{Thing: auth.Thing{Name: "sensor-1"}, KeyType: certs.ECDSAP256, Validity: time.Hour})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	parsed, err := certs.ParseCertsPEM(dev.CertPEM)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	id, err := auth.NewAuthenticator(st.Registry, st.TrustedDeviceCAs, nil).Authenticate(parsed, "sensor-1")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	a, err := authz.NewPolicyAuthorizer(cfg, st.Registry, zap.NewNop())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := &authz.Session{Identity: id}
+	if v := a.Connect(s); !v.Allowed {
+		tb.Fatalf("connect denied: %s", v.Reason)
+	}
+	return a, s
 }

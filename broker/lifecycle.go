@@ -10,6 +10,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"go.uber.org/zap"
 
+	"github.com/ggbroker/ggbroker/authz"
 	"github.com/ggbroker/ggbroker/internal/ids"
 )
 
@@ -44,7 +45,7 @@ type presenceEvent struct {
 }
 
 // connected publishes the connected event and gives the session its version number.
-func (l *lifecycle) connected(cl *mqtt.Client, s *Session) {
+func (l *lifecycle) connected(cl *mqtt.Client, s *authz.Session) {
 	if l == nil || !hasEvents(cl.ID) {
 		return
 	}
@@ -58,7 +59,7 @@ func (l *lifecycle) connected(cl *mqtt.Client, s *Session) {
 }
 
 // disconnected publishes the disconnected event with AWS' disconnectReason.
-func (l *lifecycle) disconnected(cl *mqtt.Client, s *Session, reason string) {
+func (l *lifecycle) disconnected(cl *mqtt.Client, s *authz.Session, reason string) {
 	if l == nil || !hasEvents(cl.ID) {
 		return
 	}

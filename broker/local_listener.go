@@ -13,8 +13,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ggbroker/ggbroker/auth"
+	"github.com/ggbroker/ggbroker/authz"
 	"github.com/ggbroker/ggbroker/config"
 	"github.com/ggbroker/ggbroker/policy"
+	"github.com/ggbroker/ggbroker/state"
 )
 
 // localListenerID is the mochi listener ID of the optional plain-TCP loopback listener.
@@ -57,7 +59,7 @@ func (h *hook) identify(cl *mqtt.Client) (*auth.Identity, error) {
 // localListener.policy names (read from authorization.policyDir, re-read when it changes), and hands
 // every other session to the broker's Authorizer. In allow-all mode local clients may do anything too.
 type localAuthorizer struct {
-	Authorizer
+	authz.Authorizer
 	local    *localClients
 	allowAll bool
 	env      policy.Env
@@ -76,11 +78,11 @@ type localPolicy struct {
 	err     error
 }
 
-func newLocalAuthorizer(inner Authorizer, local *localClients, cfg *config.Config, log *zap.Logger) (*localAuthorizer, error) {
+func newLocalAuthorizer(inner authz.Authorizer, local *localClients, cfg *config.Config, log *zap.Logger) (*localAuthorizer, error) {
 	a := &localAuthorizer{
 		Authorizer: inner, local: local, allowAll: cfg.Authorization.Mode == config.AuthzAllowAll,
 		env:  policy.Env{Region: cfg.Core.Region, AccountID: cfg.Core.AccountID},
-		name: cfg.LocalListener.Policy, path: PolicyPath(cfg.PolicyDir(), cfg.LocalListener.Policy), log: log,
+		name: cfg.LocalListener.Policy, path: state.PolicyPath(cfg.PolicyDir(), cfg.LocalListener.Policy), log: log,
 	}
 	if !a.allowAll {
 		if p := a.load(); p.err != nil {
@@ -101,7 +103,7 @@ func (a *localAuthorizer) load() *localPolicy {
 	}
 	var p *policy.Policy
 	if err == nil {
-		p, err = ParsePolicyFile(a.path, a.name)
+		p, err = state.ParsePolicyFile(a.path, a.name)
 	} else {
 		err = fmt.Errorf("policy %q: %w (create it with `ggbroker policy create %s FILE`)", a.name, err, a.name)
 	}
@@ -119,34 +121,34 @@ func (a *localAuthorizer) load() *localPolicy {
 	return next
 }
 
-func (a *localAuthorizer) mine(s *Session) bool {
+func (a *localAuthorizer) mine(s *authz.Session) bool {
 	return s.Identity != nil && s.Identity.Record == a.local.record
 }
 
 // localSession is a local client's policy context.
 type localSession struct{ ctx *policy.Context }
 
-func (a *localAuthorizer) decide(s *Session, action, kind, name string) Verdict {
+func (a *localAuthorizer) decide(s *authz.Session, action, kind, name string) authz.Verdict {
 	if a.allowAll {
-		return Allow
+		return authz.Allow
 	}
 	ls, _ := s.Authz.(*localSession)
 	p := a.cur.Load()
 	if ls == nil || p == nil || p.set == nil {
-		return Verdict{Action: action, Resource: kind + "/" + name, Decision: policy.ImplicitDeny.String(), Reason: "local listener policy not loaded"}
+		return authz.Verdict{Action: action, Resource: kind + "/" + name, Decision: policy.ImplicitDeny.String(), Reason: "local listener policy not loaded"}
 	}
 	d, diag := p.set.Evaluate(policy.Request{Action: action, Kind: kind, Name: name, Context: ls.ctx})
 	if d == policy.Allowed {
-		return Allow
+		return authz.Allow
 	}
 	res := kind + "/" + name
 	if arn, err := policy.ExpandResource(a.env, res); err == nil {
 		res = arn
 	}
-	return Verdict{Action: action, Resource: res, Decision: d.String(), Reason: diag.String()}
+	return authz.Verdict{Action: action, Resource: res, Decision: d.String(), Reason: diag.String()}
 }
 
-func (a *localAuthorizer) Connect(s *Session) Verdict {
+func (a *localAuthorizer) Connect(s *authz.Session) authz.Verdict {
 	if !a.mine(s) {
 		return a.Authorizer.Connect(s)
 	}
@@ -164,7 +166,7 @@ func (a *localAuthorizer) Connect(s *Session) Verdict {
 	return a.decide(s, policy.ActionConnect, policy.KindClient, s.Identity.ClientID)
 }
 
-func (a *localAuthorizer) Publish(s *Session, topic string, retain bool) Verdict {
+func (a *localAuthorizer) Publish(s *authz.Session, topic string, retain bool) authz.Verdict {
 	if !a.mine(s) {
 		return a.Authorizer.Publish(s, topic, retain)
 	}
@@ -174,14 +176,14 @@ func (a *localAuthorizer) Publish(s *Session, topic string, retain bool) Verdict
 	return a.decide(s, policy.ActionRetainPublish, policy.KindTopic, topic)
 }
 
-func (a *localAuthorizer) Subscribe(s *Session, filter string) Verdict {
+func (a *localAuthorizer) Subscribe(s *authz.Session, filter string) authz.Verdict {
 	if !a.mine(s) {
 		return a.Authorizer.Subscribe(s, filter)
 	}
 	return a.decide(s, policy.ActionSubscribe, policy.KindTopicFilter, filter)
 }
 
-func (a *localAuthorizer) Receive(s *Session, topic string) Verdict {
+func (a *localAuthorizer) Receive(s *authz.Session, topic string) authz.Verdict {
 	if !a.mine(s) {
 		return a.Authorizer.Receive(s, topic)
 	}

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"sort"
 	"strings"
 	"time"
 
@@ -58,6 +59,10 @@ type Config struct {
 	Persistence      Persistence      `mapstructure:"persistence"`
 	Limits           Limits           `mapstructure:"limits"`
 	LocalListener    LocalListener    `mapstructure:"localListener"`
+
+	// Sections holds the top-level blocks that services own (see Section), as viper read them: a
+	// service decodes its own with Decode. Keys are lower-case (viper folds them).
+	Sections map[string]any `mapstructure:",remain"`
 
 	// Source names where the config came from ("embedded defaults" or the file), for messages.
 	Source string `mapstructure:"-"`
@@ -225,19 +230,37 @@ func (c *Config) ServerCertificateValidity() time.Duration {
 	return time.Duration(c.ClientDeviceAuth.Certificates.ServerCertificateValiditySeconds) * time.Second
 }
 
-// Default returns the embedded default configuration.
-func Default() (*Config, error) {
-	return Load("", nil)
+// Section is a top-level config block that a service owns: its key ("bridge", "shadow") and its
+// embedded defaults, YAML with that key at the top, so that the defaults, the file, GGBROKER_*
+// environment variables and flags layer over each other for service keys exactly as for the broker's.
+type Section struct {
+	Key      string
+	Defaults []byte
+}
+
+// Default returns the embedded default configuration, with the given services' sections.
+func Default(sections ...Section) (*Config, error) {
+	return Load("", nil, sections...)
 }
 
 // Load builds the configuration: embedded defaults, then the YAML file at path (if path is not empty),
 // then GGBROKER_* environment variables, then the flags in fs that were set and are bound to keys with
 // Bind. It refuses unknown keys and invalid values, naming the file and the key.
-func Load(path string, flags map[string]*pflag.Flag) (*Config, error) {
+func Load(path string, flags map[string]*pflag.Flag, sections ...Section) (*Config, error) {
 	v := viper.New()
 	v.SetConfigType("yaml")
 	if err := v.ReadConfig(bytes.NewReader(configs.Default)); err != nil {
 		return nil, fmt.Errorf("embedded default config: %w", err)
+	}
+	known := map[string]bool{}
+	for _, sec := range sections {
+		known[strings.ToLower(sec.Key)] = true
+		if len(sec.Defaults) == 0 {
+			continue
+		}
+		if err := v.MergeConfig(bytes.NewReader(sec.Defaults)); err != nil {
+			return nil, fmt.Errorf("embedded defaults of %s: %w", sec.Key, err)
+		}
 	}
 	source := "embedded defaults"
 	if path != "" {
@@ -269,6 +292,16 @@ func Load(path string, flags map[string]*pflag.Flag) (*Config, error) {
 		return nil, fmt.Errorf("config %s (with GGBROKER_* environment and flags): %w", source, err)
 	}
 	c.Source = source
+	var unknown []string
+	for key := range c.Sections {
+		if !known[key] {
+			unknown = append(unknown, key)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return nil, fmt.Errorf("config %s: unknown top-level key(s) %s", source, strings.Join(unknown, ", "))
+	}
 	c.ClientDeviceAuth.DeviceGroups = nil
 	if path != "" {
 		if c.ClientDeviceAuth.DeviceGroups, err = LoadDeviceGroups(path); err != nil {
@@ -279,6 +312,32 @@ func Load(path string, flags map[string]*pflag.Flag) (*Config, error) {
 		return nil, fmt.Errorf("config %s: %w", source, err)
 	}
 	return &c, nil
+}
+
+// Decode decodes the section a service owns into out, which holds the service's defaults for keys the
+// section leaves out. Unknown keys and wrong types are refused, naming the config source and the key.
+func (c *Config) Decode(key string, out any) error {
+	raw, ok := c.Sections[strings.ToLower(key)]
+	if !ok || raw == nil {
+		return nil
+	}
+	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+		Result:           out,
+		ErrorUnused:      true,
+		WeaklyTypedInput: true, // environment variables and flags arrive as strings, as in viper's Unmarshal
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			stringListHook,
+			mapstructure.StringToSliceHookFunc(","),
+		),
+	})
+	if err != nil {
+		return err
+	}
+	if err := dec.Decode(raw); err != nil {
+		return fmt.Errorf("config %s: %s: %w", c.Source, key, err)
+	}
+	return nil
 }
 
 var (

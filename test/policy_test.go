@@ -14,9 +14,9 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/ggbroker/ggbroker/broker"
 	"github.com/ggbroker/ggbroker/certs"
 	"github.com/ggbroker/ggbroker/config"
+	"github.com/ggbroker/ggbroker/state"
 )
 
 // writePolicy writes an AWS IoT policy document into the broker's policy directory.
@@ -25,7 +25,7 @@ func (h *harness) writePolicy(name, doc string) {
 	if !json.Valid([]byte(doc)) {
 		h.t.Fatalf("test policy %s is not JSON", name)
 	}
-	if err := certs.WriteFileAtomic(broker.PolicyPath(h.broker.State().PolicyDir, name), []byte(doc), 0o644); err != nil {
+	if err := certs.WriteFileAtomic(state.PolicyPath(h.broker.State().PolicyDir, name), []byte(doc), 0o644); err != nil {
 		h.t.Fatal(err)
 	}
 }

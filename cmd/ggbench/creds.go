@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/ggbroker/ggbroker/auth"
-	"github.com/ggbroker/ggbroker/broker"
 	"github.com/ggbroker/ggbroker/certs"
 	"github.com/ggbroker/ggbroker/config"
+	"github.com/ggbroker/ggbroker/state"
 )
 
 // device is one client identity: the thing name (also the MQTT client ID and the certificate's CN)
@@ -188,7 +188,7 @@ func provision(stateDir, devDir, prefix string, n int, keyType string, policies 
 		return err
 	}
 	cfg.StateDir = stateDir
-	st, err := broker.OpenState(cfg)
+	st, err := state.OpenState(cfg)
 	if err != nil {
 		return err
 	}

@@ -13,8 +13,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ggbroker/ggbroker/auth"
-	"github.com/ggbroker/ggbroker/broker"
 	"github.com/ggbroker/ggbroker/certs"
+	"github.com/ggbroker/ggbroker/state"
 )
 
 func newDeviceCommand(g *globalFlags) *cobra.Command {
@@ -32,12 +32,12 @@ every change from the next connect on: no restart is needed.`,
 }
 
 // openState loads the config and opens the state directory, for the commands that do not serve.
-func openState(g *globalFlags) (*broker.State, *configView, error) {
+func openState(g *globalFlags) (*state.State, *configView, error) {
 	cfg, err := g.load()
 	if err != nil {
 		return nil, nil, err
 	}
-	st, err := broker.OpenState(cfg)
+	st, err := state.OpenState(cfg)
 	if err != nil {
 		return nil, nil, err
 	}

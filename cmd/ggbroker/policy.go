@@ -12,10 +12,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ggbroker/ggbroker/auth"
-	"github.com/ggbroker/ggbroker/broker"
 	"github.com/ggbroker/ggbroker/certs"
 	"github.com/ggbroker/ggbroker/config"
 	"github.com/ggbroker/ggbroker/policy"
+	"github.com/ggbroker/ggbroker/state"
 )
 
 func newPolicyCommand(g *globalFlags) *cobra.Command {
@@ -41,7 +41,7 @@ func newPolicyListCommand(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			names, err := broker.PolicyNames(st.PolicyDir)
+			names, err := state.PolicyNames(st.PolicyDir)
 			if err != nil {
 				return err
 			}
@@ -77,7 +77,7 @@ func newPolicyShowCommand(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			raw, err := os.ReadFile(broker.PolicyPath(st.PolicyDir, args[0]))
+			raw, err := os.ReadFile(state.PolicyPath(st.PolicyDir, args[0]))
 			if err != nil {
 				return fmt.Errorf("policy %q: %w", args[0], err)
 			}
@@ -112,7 +112,7 @@ certificate it is attached to gets at its next decision.`,
 			if err != nil {
 				return err
 			}
-			path := broker.PolicyPath(st.PolicyDir, name)
+			path := state.PolicyPath(st.PolicyDir, name)
 			if _, err := os.Stat(path); err == nil && !force {
 				return fmt.Errorf("policy %q exists (%s): use --force to replace it", name, path)
 			}
@@ -155,7 +155,7 @@ func newPolicyAttachCommand(g *globalFlags, attach bool) *cobra.Command {
 			name, ref := args[0], args[1]
 			var ids []string
 			if attach {
-				if _, err := broker.ParsePolicyFile(broker.PolicyPath(st.PolicyDir, name), name); err != nil {
+				if _, err := state.ParsePolicyFile(state.PolicyPath(st.PolicyDir, name), name); err != nil {
 					return fmt.Errorf("cannot attach: %w", err)
 				}
 				ids, err = st.Registry.AttachPolicy(ref, name)
@@ -264,7 +264,7 @@ func runPolicyCheck(g *globalFlags, f *checkFlags) (*checkResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := broker.OpenState(cfg)
+	st, err := state.OpenState(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -295,7 +295,7 @@ func runPolicyCheck(g *globalFlags, f *checkFlags) (*checkResult, error) {
 	switch {
 	case len(f.policyFiles) > 0:
 		for _, file := range f.policyFiles {
-			p, err := broker.ParsePolicyFile(file, strings.TrimSuffix(file, ".json"))
+			p, err := state.ParsePolicyFile(file, strings.TrimSuffix(file, ".json"))
 			if err != nil {
 				return nil, err
 			}
@@ -309,7 +309,7 @@ func runPolicyCheck(g *globalFlags, f *checkFlags) (*checkResult, error) {
 		ps = groups.PoliciesFor(thingName)
 	case rec != nil:
 		for _, name := range rec.Policies {
-			p, err := broker.ParsePolicyFile(broker.PolicyPath(st.PolicyDir, name), name)
+			p, err := state.ParsePolicyFile(state.PolicyPath(st.PolicyDir, name), name)
 			if err != nil {
 				return nil, err
 			}
@@ -334,7 +334,7 @@ func usesDeviceGroups(cfg *config.Config) bool {
 
 // checkCertificate finds the certificate context: --cert, --cert-id, or the one certificate of the
 // thing (--thing or client ID). It returns the registry record, nil if the certificate is unregistered.
-func checkCertificate(st *broker.State, f *checkFlags, ctx *policy.Context) (*auth.Certificate, error) {
+func checkCertificate(st *state.State, f *checkFlags, ctx *policy.Context) (*auth.Certificate, error) {
 	switch {
 	case f.certFile != "":
 		raw, err := os.ReadFile(f.certFile)
@@ -362,7 +362,7 @@ func checkCertificate(st *broker.State, f *checkFlags, ctx *policy.Context) (*au
 	return lookupCertificate(st, cs[0].ID, ctx)
 }
 
-func lookupCertificate(st *broker.State, ref string, ctx *policy.Context) (*auth.Certificate, error) {
+func lookupCertificate(st *state.State, ref string, ctx *policy.Context) (*auth.Certificate, error) {
 	rec, parsed, err := st.Registry.CertificateByRef(ref)
 	if err != nil {
 		return nil, fmt.Errorf("--cert-id: %w", err)
@@ -372,7 +372,7 @@ func lookupCertificate(st *broker.State, ref string, ctx *policy.Context) (*auth
 }
 
 // checkThing fills the thing context from the registry and the --thing-* flags.
-func checkThing(st *broker.State, f *checkFlags, name string, ctx *policy.Context) error {
+func checkThing(st *state.State, f *checkFlags, name string, ctx *policy.Context) error {
 	if name == "" {
 		return nil
 	}

@@ -1,4 +1,8 @@
-package broker
+// Package state is ggbroker's state directory: the core device CA and the device CA, the registry of
+// things and certificates, the policy files and the default device policy, and the locks that keep two
+// processes from setting it up at once and two brokers from serving it. The CLI, the broker and the
+// services open it through here; it knows nothing of MQTT.
+package state
 
 import (
 	"crypto/x509"
@@ -52,6 +56,11 @@ func OpenState(cfg *config.Config) (*State, error) {
 	if err := os.MkdirAll(filepath.Join(dir, coreCADir), 0o700); err != nil {
 		return nil, fmt.Errorf("state directory %s: %w", dir, err)
 	}
+	unlock, err := lockInit(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	s := &State{Dir: dir}
 
 	caCfg := cfg.ClientDeviceAuth.CertificateAuthority
@@ -77,7 +86,7 @@ func OpenState(cfg *config.Config) (*State, error) {
 		s.CoreCA = ca
 		if created {
 			s.Notes = append(s.Notes, fmt.Sprintf("created core device CA %s (%s)", s.CoreCAPath, caType))
-		} else if kt := keyTypeOf(ca.Cert); kt != caType {
+		} else if kt := KeyTypeOf(ca.Cert); kt != caType {
 			s.Notes = append(s.Notes, fmt.Sprintf("core device CA %s is %s, not the configured %s: keeping it, because devices trust it (move the ca directory aside to make a new one)", s.CoreCAPath, kt, caType))
 		}
 	}
@@ -138,14 +147,21 @@ func (s *State) CreateDevice(req auth.NewDevice) (*auth.Device, error) {
 	return auth.CreateDevice(s.Registry, s.DeviceCA, req)
 }
 
-// ServerCertPaths are where the current server certificate and key are kept between restarts.
+// ServerCertPaths are where the MQTT listener's current server certificate and key are kept between
+// restarts.
 func (s *State) ServerCertPaths() (cert, key string) {
 	return filepath.Join(s.Dir, serverDir, serverCertFile), filepath.Join(s.Dir, serverDir, serverKeyFile)
 }
 
-// keyTypeOf is the key type of a CA certificate; server certificates use their CA's key type, and a
+// ListenerCertPaths are where another listener's server certificate and key are kept between restarts:
+// <stateDir>/server/<name>.pem and .key (discovery, api).
+func (s *State) ListenerCertPaths(name string) (cert, key string) {
+	return filepath.Join(s.Dir, serverDir, name+".pem"), filepath.Join(s.Dir, serverDir, name+".key")
+}
+
+// KeyTypeOf is the key type of a CA certificate; server certificates use their CA's key type, and a
 // brought CA of another kind (P-384, RSA 4096) gets ECDSA P-256 server keys.
-func keyTypeOf(c *x509.Certificate) certs.KeyType {
+func KeyTypeOf(c *x509.Certificate) certs.KeyType {
 	if kt := certs.KeyTypeOf(c.PublicKey); kt != "" {
 		return kt
 	}

@@ -1,4 +1,4 @@
-package broker
+package authz
 
 import (
 	"net/netip"
@@ -11,6 +11,7 @@ import (
 	"github.com/ggbroker/ggbroker/auth"
 	"github.com/ggbroker/ggbroker/certs"
 	"github.com/ggbroker/ggbroker/config"
+	"github.com/ggbroker/ggbroker/state"
 )
 
 // newTestAuthorizer opens a state directory with one device (default policy) and returns a
@@ -22,7 +23,7 @@ func newTestAuthorizer(tb testing.TB) (*PolicyAuthorizer, *Session) {
 		tb.Fatal(err)
 	}
 	cfg.StateDir = filepath.Join(tb.TempDir(), "state")
-	st, err := OpenState(cfg)
+	st, err := state.OpenState(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package broker
+package authz
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"github.com/ggbroker/ggbroker/auth"
 	"github.com/ggbroker/ggbroker/config"
 	"github.com/ggbroker/ggbroker/policy"
+	"github.com/ggbroker/ggbroker/state"
 )
 
 // PolicyAuthorizer is the Authorizer backed by the policy engine: AWS IoT policies attached to each
@@ -139,7 +140,7 @@ func (a *PolicyAuthorizer) reloadLocked() (*policySnapshot, error) {
 		return nil, fmt.Errorf("authorization.mode is deviceGroups but the config has no clientDeviceAuth.deviceGroups")
 	}
 	var err error
-	if next.policies, err = LoadPolicies(a.policyDir); err != nil {
+	if next.policies, err = state.LoadPolicies(a.policyDir); err != nil {
 		return nil, err
 	}
 	if next.registry, err = a.registry.Snapshot(); err != nil {
@@ -385,3 +386,6 @@ func (a *PolicyAuthorizer) Discover(cert *auth.Certificate, leaf *x509.Certifica
 	}
 	return false, d.String() + ": " + diag.String() + a.missingNote(missing)
 }
+
+// PolicyDir is the directory the policies are loaded from.
+func (a *PolicyAuthorizer) PolicyDir() string { return a.policyDir }

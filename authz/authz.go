@@ -1,4 +1,4 @@
-package broker
+package authz
 
 import (
 	"net/netip"
