@@ -2,6 +2,7 @@ package authz
 
 import (
 	"net/netip"
+	"strings"
 
 	"github.com/ggbroker/ggbroker/auth"
 )
@@ -51,13 +52,28 @@ type Authorizer interface {
 	Subscribe(s *Session, filter string) Verdict
 	// Receive decides iot:Receive on the topic of a message about to be delivered to s.
 	Receive(s *Session, topic string) Verdict
+	// Decide decides any other action (iot:GetThingShadow, iotjobsdata:DescribeJobExecution ...) on a
+	// resource given as "kind/name" ("thing/sensor-1") or as a full ARN, for the device services.
+	Decide(s *Session, action, resource string) Verdict
+}
+
+// SplitResource turns "kind/name" or "arn:aws:iot:REGION:ACCOUNT:kind/name" into kind and name.
+func SplitResource(resource string) (kind, name string) {
+	if strings.HasPrefix(resource, "arn:") {
+		if parts := strings.SplitN(resource, ":", 6); len(parts) == 6 {
+			resource = parts[5]
+		}
+	}
+	kind, name, _ = strings.Cut(resource, "/")
+	return kind, name
 }
 
 // AllowAll lets every authenticated device do anything. It is the authorizer until policies are
 // configured, and the baseline the policy engine is benchmarked against.
 type AllowAll struct{}
 
-func (AllowAll) Connect(*Session) Verdict               { return Allow }
-func (AllowAll) Publish(*Session, string, bool) Verdict { return Allow }
-func (AllowAll) Subscribe(*Session, string) Verdict     { return Allow }
-func (AllowAll) Receive(*Session, string) Verdict       { return Allow }
+func (AllowAll) Connect(*Session) Verdict                { return Allow }
+func (AllowAll) Publish(*Session, string, bool) Verdict  { return Allow }
+func (AllowAll) Subscribe(*Session, string) Verdict      { return Allow }
+func (AllowAll) Receive(*Session, string) Verdict        { return Allow }
+func (AllowAll) Decide(*Session, string, string) Verdict { return Allow }

@@ -372,6 +372,12 @@ func (a *PolicyAuthorizer) Receive(s *Session, topic string) Verdict {
 	return a.decide(s, policy.ActionReceive, policy.KindTopic, topic)
 }
 
+// Decide decides any other action on a resource ("thing/T" or an ARN) for the device services.
+func (a *PolicyAuthorizer) Decide(s *Session, action, resource string) Verdict {
+	kind, name := SplitResource(resource)
+	return a.decide(s, action, kind, name)
+}
+
 // Discover decides greengrass:Discover on thing/<thingName> for the discovery API: with the AWS IoT
 // policies attached to the certificate, in every mode, because discovery is a cloud API that AWS IoT
 // policies govern (device groups only govern the core's local broker). Thing policy variables are not

@@ -56,6 +56,8 @@ type Broker struct {
 	recover  bool          // move an unreadable persistence file aside instead of refusing to start
 	stopping atomic.Bool   // set when shutdown starts: /readyz answers 503 from then on
 
+	svc services // the device services and their seam (host.go)
+
 	lock      *state.ServeLock // this broker's hold on the state directory
 	ready     chan struct{}
 	rotated   chan certs.RotationEvent // rotations for Run to act on (restart mode), never blocks the rotator
@@ -119,6 +121,9 @@ func (b *Broker) open() error {
 	if pa, ok := b.authz.(*authz.PolicyAuthorizer); ok && b.disc.authz == nil {
 		b.disc.authz = pa // greengrass:Discover by the certificate's policies
 	}
+	if err := b.openServices(); err != nil {
+		return err
+	}
 
 	b.newConnectivity() // the server certificate's names come from it
 
@@ -162,6 +167,7 @@ func (b *Broker) Close() {
 				_ = ln.Close()
 			}
 		}
+		b.closeServiceDB()
 		b.lock.Release()
 	})
 }
@@ -230,7 +236,7 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 	b.server = mqtt.New(&mqtt.Options{
 		Logger:                 slog.New(newSlogHandler(b.log.Named("mochi"))),
 		SysTopicResendInterval: 10,
-		InlineClient:           b.profile.LifecycleEvents, // lifecycle events are published through it
+		InlineClient:           true, // lifecycle events and the services publish through it
 	})
 	applyProfile(b.profile, b.server.Options.Capabilities)
 	applyLimits(b.cfg.Limits, b.server.Options.Capabilities)
@@ -242,6 +248,9 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 	if err := b.server.AddHook(b.hook, nil); err != nil {
 		return fmt.Errorf("add auth hook: %w", err)
 	}
+	if err := b.server.AddHook(&serviceHook{b: b}, nil); err != nil { // after authorization, before storage
+		return fmt.Errorf("add services hook: %w", err)
+	}
 	if err := b.addOperationsHooks(); err != nil { // after the auth hook: storage logs only accepted messages
 		return err
 	}
@@ -249,16 +258,20 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 	if err := b.server.AddListener(l); err != nil {
 		return fmt.Errorf("add MQTT listener: %w", err)
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// The services register their topics before the first device can publish to them.
+	if err := b.startServices(ctx); err != nil {
+		return err
+	}
 	restoreStart := time.Now()
 	if err := b.server.Serve(); err != nil {
+		b.stopServices()
 		return fmt.Errorf("start MQTT server: %w", err)
 	}
 	if b.store != nil {
 		b.store.logRestored(time.Since(restoreStart))
 	}
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
 	wg.Go(func() { b.rotator.Run(ctx) })
 	wg.Go(func() { b.expireSessions(ctx) })
@@ -321,6 +334,7 @@ func (b *Broker) shutdown() {
 		}
 		b.stopDiscovery()
 		b.closeServer()
+		b.stopServices() // after the last device is gone; the service database closes with Close
 		b.log.Info("stopped")
 	})
 }

@@ -151,6 +151,9 @@ func (b *Broker) startDiscovery(ctx context.Context, wg *sync.WaitGroup) {
 		Authorizer:    b.disc.authz,
 		Log:           b.log,
 	}
+	if b.svc.device != nil {
+		srv.Device = b.serveDevice // the device services' HTTPS APIs, on the same mutual-TLS listener
+	}
 	// net/http's own complaints (handshake errors) are at debug level: refusals have their own record.
 	errLog, _ := zap.NewStdLogAt(b.log.Named("discovery.http"), zapcore.DebugLevel)
 	serve := func(ln net.Listener, protos []string) {

@@ -44,6 +44,8 @@ type hook struct {
 	conns sync.Map
 	// takenOver holds the connections a newer one with the same client ID replaces (*mqtt.Client -> true).
 	takenOver sync.Map
+	// kicked holds the connections a service closed (*mqtt.Client -> reason), for their Disconnect record.
+	kicked sync.Map
 }
 
 // sessionEntry is the session of one client ID and the connection that owns it.
@@ -202,6 +204,10 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 		reason, status = "DUPLICATE_CLIENTID", "Failure"
 	}
 	fields := append(h.record(cl, v.(*authz.Session), "Disconnect", status), zap.String("disconnectReason", reason))
+	if why, ok := h.kicked.LoadAndDelete(cl); ok {
+		fields = append(fields, zap.String("reason", "FORBIDDEN_ACCESS"), zap.String("details", why.(string)))
+		err = nil // the details say why; not the error the close produced
+	}
 	if reason == "DUPLICATE_CLIENTID" {
 		fields = append(fields, zap.String("reason", "DUPLICATE_CLIENT_ID"),
 			zap.String("details", "A new connection was established with the same client ID"))

@@ -190,6 +190,14 @@ func (a *localAuthorizer) Receive(s *authz.Session, topic string) authz.Verdict 
 	return a.decide(s, policy.ActionReceive, policy.KindTopic, topic)
 }
 
+func (a *localAuthorizer) Decide(s *authz.Session, action, resource string) authz.Verdict {
+	if !a.mine(s) {
+		return a.Authorizer.Decide(s, action, resource)
+	}
+	kind, name := authz.SplitResource(resource)
+	return a.decide(s, action, kind, name)
+}
+
 // setupLocalListener binds the local listener (config validation has refused a non-loopback address)
 // and loads its policy, so that both fail before Run.
 func (b *Broker) setupLocalListener() error {

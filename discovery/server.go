@@ -110,6 +110,10 @@ type Server struct {
 	ClientDevices []string
 	Authorizer    Authorizer // nil: AllowAll
 	Log           *zap.Logger
+	// Device, if set, serves every other request on this listener (the device services' HTTPS APIs:
+	// shadows, jobs), after the client certificate passed the same checks as for discovery; cert is its
+	// registry record.
+	Device func(w http.ResponseWriter, r *http.Request, cert *auth.Certificate)
 }
 
 // TLSConfig is the listener's TLS configuration: the server certificate from getCert, and a client
@@ -162,6 +166,9 @@ func (s *Server) refuseTLS(remote net.Addr, chain []*x509.Certificate, err error
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+PathPrefix+"{thingName}", s.discover)
+	if s.Device != nil {
+		mux.HandleFunc("/", s.device)
+	}
 	return withTLSState(mux)
 }
 
@@ -170,6 +177,22 @@ func (s *Server) Handler() http.Handler {
 func (s *Server) HTTPServer(timeout time.Duration, errorLog *log.Logger) *http.Server {
 	return &http.Server{Handler: s.Handler(), ConnContext: ConnContext, ReadHeaderTimeout: timeout,
 		IdleTimeout: time.Minute, ErrorLog: errorLog}
+}
+
+// device authenticates a request for the device services and hands it to Device.
+func (s *Server) device(w http.ResponseWriter, r *http.Request) {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		http.Error(w, "mutual TLS required", http.StatusBadRequest)
+		return
+	}
+	rec, err := s.Authenticator.Certificate(r.TLS.PeerCertificates)
+	if err != nil {
+		ip, port := splitRemote(r.RemoteAddr)
+		s.Log.Warn("device HTTPS request refused", zap.String("status", "Failure"), zap.String("sourceIp", ip.String()),
+			zap.Int("sourcePort", port), zap.String("principalId", certs.Fingerprint(r.TLS.PeerCertificates[0])), zap.String("details", err.Error()))
+		panic(http.ErrAbortHandler) // as for a refused handshake: a revoked certificate's keep-alive connection ends
+	}
+	s.Device(w, r, rec)
 }
 
 func (s *Server) discover(w http.ResponseWriter, r *http.Request) {

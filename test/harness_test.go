@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/ggbroker/ggbroker/app"
 	"github.com/ggbroker/ggbroker/auth"
 	"github.com/ggbroker/ggbroker/broker"
 	"github.com/ggbroker/ggbroker/certs"
@@ -47,7 +48,7 @@ type harness struct {
 // reusing state across a restart); mutate adjusts the config first.
 func startBroker(t testing.TB, mutate func(*config.Config), opts ...broker.Option) *harness {
 	t.Helper()
-	cfg, err := config.Default()
+	cfg, err := app.DefaultConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +67,7 @@ func startWith(t testing.TB, cfg *config.Config, opts ...broker.Option) *harness
 	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
 	log := zap.New(zapcore.NewTee(core, testCore(t)))
-	b, err := broker.New(cfg, log, opts...)
+	b, err := app.New(cfg, log, opts...)
 	if err != nil {
 		t.Fatalf("broker.New: %v", err)
 	}

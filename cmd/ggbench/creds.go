@@ -12,9 +12,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ggbroker/ggbroker/app"
 	"github.com/ggbroker/ggbroker/auth"
 	"github.com/ggbroker/ggbroker/certs"
-	"github.com/ggbroker/ggbroker/config"
 	"github.com/ggbroker/ggbroker/state"
 )
 
@@ -183,7 +183,7 @@ func provision(stateDir, devDir, prefix string, n int, keyType string, policies 
 	if len(missing) == 0 {
 		return nil
 	}
-	cfg, err := config.Default()
+	cfg, err := app.DefaultConfig()
 	if err != nil {
 		return err
 	}

@@ -11,7 +11,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/ggbroker/ggbroker/broker"
+	"github.com/ggbroker/ggbroker/app"
 	"github.com/ggbroker/ggbroker/config"
 )
 
@@ -42,7 +42,7 @@ func cmdServe(ctx context.Context, args []string) error {
 		return err
 	}
 	defer log.Sync() //nolint:errcheck // nothing to do if stderr is gone
-	b, err := broker.New(cfg, log)
+	b, err := app.New(cfg, log)
 	if err != nil {
 		return err
 	}

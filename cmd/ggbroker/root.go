@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/ggbroker/ggbroker/app"
 	"github.com/ggbroker/ggbroker/config"
 )
 
@@ -77,7 +78,7 @@ func (g *globalFlags) load() (*config.Config, error) {
 			set[key] = f
 		}
 	}
-	return config.Load(g.configFile, set)
+	return app.LoadConfig(g.configFile, set)
 }
 
 // newLogger builds the process logger: JSON when stderr is not a terminal (containers, journald),

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/ggbroker/ggbroker/app"
 	"github.com/ggbroker/ggbroker/broker"
 )
 
@@ -38,7 +39,7 @@ is unreadable the broker refuses to start and says so; --recover moves it aside 
 			if recoverState {
 				opts = append(opts, broker.WithRecover())
 			}
-			b, err := broker.New(cfg, log, opts...)
+			b, err := app.New(cfg, log, opts...)
 			if err != nil {
 				log.Error("cannot start", zap.Error(err))
 				return err

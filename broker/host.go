@@ -1,0 +1,453 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/bbolt"
+	"go.uber.org/zap"
+
+	"github.com/ggbroker/ggbroker/auth"
+	"github.com/ggbroker/ggbroker/authz"
+	"github.com/ggbroker/ggbroker/internal/boltcommit"
+	"github.com/ggbroker/ggbroker/service"
+)
+
+// Constructor makes one device service from the process's dependencies (see app.Services).
+type Constructor func(service.Deps) (service.Service, error)
+
+// WithServices adds device services. New constructs them once the state directory is open; Run starts
+// them before the listeners accept devices and stops them after the last device is gone.
+func WithServices(ctors ...Constructor) Option {
+	return func(b *Broker) { b.svc.ctors = append(b.svc.ctors, ctors...) }
+}
+
+// services is the broker's side of the service seam (service.Host, one per service).
+type services struct {
+	ctors []Constructor
+	list  []service.Service
+	hosts []*host
+
+	db     *bbolt.DB // services.db, nil when there are no services
+	commit *boltcommit.Committer
+
+	mu      sync.Mutex // guards routes' writers, api and stores
+	routes  atomic.Pointer[[]route]
+	api     map[string]*http.ServeMux // signing name -> routes
+	device  *http.ServeMux
+	stores  map[string]*bucketStore
+	started []service.Service
+}
+
+// route is one Handle registration.
+type route struct {
+	filter  string
+	handler service.Handler
+	service string
+}
+
+// openServices opens the service database and constructs the services.
+func (b *Broker) openServices() error {
+	if len(b.svc.ctors) == 0 {
+		return nil
+	}
+	db, err := openServiceDB(b.state.Dir)
+	if err != nil {
+		return err
+	}
+	b.svc.db, b.svc.commit = db, boltcommit.New(db)
+	b.svc.api, b.svc.stores = map[string]*http.ServeMux{}, map[string]*bucketStore{}
+	b.svc.device = http.NewServeMux()
+	deps := service.Deps{Config: b.cfg, State: b.state, Log: b.log}
+	for _, ctor := range b.svc.ctors {
+		s, err := ctor(deps)
+		if err != nil {
+			return err
+		}
+		b.svc.list = append(b.svc.list, s)
+	}
+	return nil
+}
+
+// startServices hands every service its Host and starts it, in order. A failure stops the ones
+// started and names the service.
+func (b *Broker) startServices(ctx context.Context) error {
+	for _, s := range b.svc.list {
+		h := &host{b: b, name: s.Name(), log: b.log.Named(s.Name()), reg: b.metrics.reg}
+		b.svc.hosts = append(b.svc.hosts, h)
+		if err := s.Start(ctx, h); err != nil {
+			b.stopServices()
+			return fmt.Errorf("start service %s: %w", s.Name(), err)
+		}
+		b.svc.mu.Lock()
+		b.svc.started = append(b.svc.started, s)
+		b.svc.mu.Unlock()
+	}
+	return nil
+}
+
+// stopServices stops the started services, last first, then closes the service database.
+func (b *Broker) stopServices() {
+	b.svc.mu.Lock()
+	started := b.svc.started
+	b.svc.started = nil
+	b.svc.mu.Unlock()
+	for i := len(started) - 1; i >= 0; i-- {
+		if err := started[i].Stop(); err != nil {
+			b.log.Error("service stop failed", zap.String("service", started[i].Name()), zap.Error(err))
+		}
+	}
+}
+
+// closeServiceDB closes the service database (after the services stopped).
+func (b *Broker) closeServiceDB() {
+	if b.svc.commit != nil {
+		b.svc.commit.Close()
+		b.svc.commit = nil
+	}
+	if b.svc.db != nil {
+		_ = b.svc.db.Close()
+		b.svc.db = nil
+	}
+}
+
+// serviceHook routes devices' messages to the services' handlers. It runs after the authorization
+// hook (only allowed messages reach a service) and before the storage hook (a message a service
+// refused is never logged as accepted).
+type serviceHook struct {
+	mqtt.HookBase
+	b *Broker
+}
+
+func (h *serviceHook) ID() string { return "ggbroker-services" }
+
+func (h *serviceHook) Provides(b byte) bool { return b == mqtt.OnPublish }
+
+// OnPublish calls every handler whose filter matches. With no routes it costs one atomic load.
+func (h *serviceHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	rs := h.b.svc.routes.Load()
+	if rs == nil || cl.Net.Inline {
+		return pk, nil
+	}
+	var m *service.Message
+	consumed := false
+	for _, r := range *rs {
+		if !topicMatches(r.filter, pk.TopicName) {
+			continue
+		}
+		if m == nil {
+			m = messageOf(pk)
+			m.From = h.b.clientOf(cl)
+		}
+		err := r.handler(context.Background(), m)
+		switch {
+		case err == nil:
+		case errors.Is(err, service.Consumed):
+			consumed = true
+		default:
+			h.b.log.Error("message refused by a service", zap.String("service", r.service), zap.String("clientId", cl.ID),
+				zap.String("topicName", pk.TopicName), zap.String("eventType", "Publish-In"), zap.String("status", "Failure"),
+				zap.String("reason", "SERVICE_ERROR"), zap.Error(err))
+			h.b.events.Dropped("service-error")
+			if cl.Properties.ProtocolVersion == 5 {
+				if pk.FixedHeader.Qos > 0 {
+					return pk, packets.ErrUnspecifiedError // PUBACK 0x80
+				}
+				return pk, packets.ErrRejectPacket
+			}
+			cl.Stop(packets.ErrUnspecifiedError) // MQTT 3.1.1 cannot say no: no PUBACK, the connection closes
+			return pk, packets.ErrRejectPacket
+		}
+	}
+	if consumed {
+		return pk, packets.CodeSuccessIgnore // acknowledged, delivered to no subscriber
+	}
+	return pk, nil
+}
+
+// clientOf is the seam's view of a connected MQTT client, nil when it has no session.
+func (b *Broker) clientOf(cl *mqtt.Client) *service.Client {
+	e, ok := b.hook.entry(cl)
+	if !ok {
+		return nil
+	}
+	return sessionClient(cl.ID, e.session)
+}
+
+func sessionClient(clientID string, s *authz.Session) *service.Client {
+	c := service.Client{ClientID: clientID, SourceIP: s.SourceIP, SourcePort: s.SourcePort, ProtocolVersion: s.ProtocolVersion}
+	if c.ProtocolVersion == 4 {
+		c.ProtocolVersion = 3
+	}
+	if id := s.Identity; id != nil {
+		c.CertificateID = id.CertificateID
+		if id.Thing != nil {
+			c.ThingName = id.Thing.Name
+		}
+	}
+	return service.NewClient(c, s)
+}
+
+func messageOf(pk packets.Packet) *service.Message {
+	m := &service.Message{Topic: pk.TopicName, Payload: pk.Payload, QoS: pk.FixedHeader.Qos, Retain: pk.FixedHeader.Retain,
+		ResponseTopic: pk.Properties.ResponseTopic, CorrelationData: pk.Properties.CorrelationData,
+		ContentType: pk.Properties.ContentType, MessageExpiry: pk.Properties.MessageExpiryInterval}
+	for _, u := range pk.Properties.User {
+		m.UserProperties = append(m.UserProperties, service.UserProperty{Key: u.Key, Value: u.Val})
+	}
+	return m
+}
+
+func packetOf(m service.Message) packets.Packet {
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: m.QoS, Retain: m.Retain},
+		TopicName:   m.Topic, Payload: m.Payload, Created: time.Now().Unix(),
+		Properties: packets.Properties{ResponseTopic: m.ResponseTopic, CorrelationData: m.CorrelationData,
+			ContentType: m.ContentType, MessageExpiryInterval: m.MessageExpiry},
+	}
+	for _, u := range m.UserProperties {
+		pk.Properties.User = append(pk.Properties.User, packets.UserProperty{Key: u.Key, Val: u.Value})
+	}
+	return pk
+}
+
+// topicMatches reports whether an MQTT topic filter matches a topic name. Wildcards at the first level
+// do not match topics that start with "$" ([MQTT-4.7.2-1]).
+func topicMatches(filter, topic string) bool {
+	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
+		return false
+	}
+	for {
+		f, frest, fmore := strings.Cut(filter, "/")
+		t, trest, tmore := strings.Cut(topic, "/")
+		switch {
+		case f == "#":
+			return true
+		case f != "+" && f != t:
+			return false
+		case !fmore && !tmore:
+			return true
+		case !fmore:
+			return false
+		case !tmore:
+			return frest == "#" // "a/#" matches "a"
+		}
+		filter, topic = frest, trest
+	}
+}
+
+// host is the Host one service gets.
+type host struct {
+	b    *Broker
+	name string
+	log  *zap.Logger
+	reg  prometheus.Registerer
+}
+
+func (h *host) Log() *zap.Logger               { return h.log }
+func (h *host) Metrics() prometheus.Registerer { return h.reg }
+
+func (h *host) Handle(filter string, handler service.Handler) error {
+	if !mqtt.IsValidFilter(filter, false) {
+		return fmt.Errorf("service %s: %q is not a valid topic filter", h.name, filter)
+	}
+	s := &h.b.svc
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var next []route
+	if cur := s.routes.Load(); cur != nil {
+		next = append(next, *cur...)
+	}
+	next = append(next, route{filter: filter, handler: handler, service: h.name})
+	s.routes.Store(&next)
+	return nil
+}
+
+// Publish hands the message to the other services' handlers, then publishes it through mochi's inline
+// client: every subscriber gets it whose iot:Receive allows it.
+func (h *host) Publish(m service.Message) error {
+	m.Origin, m.From = h.name, nil
+	if rs := h.b.svc.routes.Load(); rs != nil {
+		for _, r := range *rs {
+			if topicMatches(r.filter, m.Topic) {
+				if err := r.handler(context.Background(), &m); err != nil && !errors.Is(err, service.Consumed) {
+					h.log.Warn("a service refused a service's message", zap.String("service", r.service), zap.String("topicName", m.Topic), zap.Error(err))
+				}
+			}
+		}
+	}
+	pk := packetOf(m)
+	pk.PacketID = 1 // mochi validates a QoS 1 PUBLISH's ID even from its inline client, which it never acknowledges
+	return h.b.server.InjectPacket(h.b.server.InlineClient(), pk)
+}
+
+// SendTo delivers to one client's session, connected or (persistent session) not.
+func (h *host) SendTo(to *service.Client, m service.Message, opts service.SendOptions) error {
+	if to == nil || to.ClientID == "" {
+		return service.ErrNotConnected
+	}
+	cl, ok := h.b.server.Clients.Get(to.ClientID)
+	if !ok || cl.Net.Inline {
+		return service.ErrNotConnected
+	}
+	if e, ok := h.b.hook.sessions.Load(cl.ID); !ok || e.(*sessionEntry).session.Identity.CertificateID != to.CertificateID {
+		return service.ErrNotConnected // the client ID now belongs to another session
+	}
+	sub := packets.Subscription{Filter: m.Topic, Qos: m.QoS}
+	if opts.RequireSubscription {
+		best, found := packets.Subscription{}, false
+		for _, s := range cl.State.Subscriptions.GetAll() {
+			if topicMatches(s.Filter, m.Topic) && (!found || s.Qos > best.Qos) {
+				best, found = s, true
+			}
+		}
+		if !found {
+			return nil // nobody listens: AWS drops the answer too
+		}
+		sub = best
+	}
+	m.Origin = h.name
+	pk := packetOf(m)
+	if _, err := h.b.server.PublishToClient(cl, sub, pk); err != nil && !errors.Is(err, packets.CodeDisconnect) {
+		return fmt.Errorf("send to %s: %w", to.ClientID, err)
+	}
+	return nil
+}
+
+func (h *host) Authorize(c *service.Client, action, resource string) authz.Verdict {
+	if c == nil {
+		return authz.Allow
+	}
+	s, ok := c.Session().(*authz.Session)
+	if !ok {
+		return authz.Verdict{Action: action, Resource: resource, Decision: "IMPLICIT_DENY", Reason: "the request has no authenticated identity"}
+	}
+	return h.b.hook.authz.Decide(s, action, resource)
+}
+
+func (h *host) Store(bucket string) (service.Store, error) {
+	s := &h.b.svc
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st, ok := s.stores[bucket]; ok {
+		return st, nil
+	}
+	st, err := newBucketStore(s.db, s.commit, bucket)
+	if err != nil {
+		return nil, err
+	}
+	s.stores[bucket] = st
+	return st, nil
+}
+
+func (h *host) HandleAPI(signingName, pattern string, handler http.Handler) (err error) {
+	s := &h.b.svc
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	mux, ok := s.api[signingName]
+	if !ok {
+		mux = http.NewServeMux()
+		s.api[signingName] = mux
+	}
+	defer func() { // ServeMux panics on a conflicting or malformed pattern
+		if r := recover(); r != nil {
+			err = fmt.Errorf("service %s: API route %s %q: %v", h.name, signingName, pattern, r)
+		}
+	}()
+	mux.Handle(pattern, handler)
+	return nil
+}
+
+func (h *host) HandleDevice(pattern string, handler http.Handler) (err error) {
+	s := &h.b.svc
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("service %s: device route %q: %v", h.name, pattern, r)
+		}
+	}()
+	s.device.Handle(pattern, handler)
+	return nil
+}
+
+// APIHandler is the handler registered for a signing name, nil when no service serves it (for the API
+// listener).
+func (b *Broker) APIHandler(signingName string) http.Handler {
+	b.svc.mu.Lock()
+	defer b.svc.mu.Unlock()
+	if mux, ok := b.svc.api[signingName]; ok {
+		return mux
+	}
+	return nil
+}
+
+// serveDevice serves a device's HTTPS request to the services, with its identity: the certificate's
+// attached thing (the first, if several) and an authorization context built as at CONNECT.
+func (b *Broker) serveDevice(w http.ResponseWriter, r *http.Request, cert *auth.Certificate) {
+	id := &auth.Identity{CertificateID: cert.ID, Record: cert}
+	if len(r.TLS.PeerCertificates) > 0 {
+		id.Certificate = r.TLS.PeerCertificates[0]
+	}
+	if len(cert.Things) > 0 {
+		id.ClientID = cert.Things[0]
+		if t, ok, _ := b.state.Registry.Thing(cert.Things[0]); ok {
+			id.Thing = t
+		}
+	}
+	ip, port := splitRemoteAddr(r.RemoteAddr)
+	s := &authz.Session{Identity: id, SourceIP: ip, SourcePort: port, CleanStart: true}
+	b.hook.authz.Connect(s) // builds the session's policy context; the verdict is the request's to decide
+	c := sessionClient("", s)
+	b.svc.device.ServeHTTP(w, r.WithContext(service.WithDevice(r.Context(), c)))
+}
+
+func splitRemoteAddr(addr string) (netip.Addr, int) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return netip.Addr{}, 0
+	}
+	return ap.Addr().Unmap(), int(ap.Port())
+}
+
+func (h *host) Clients() []*service.Client {
+	var out []*service.Client
+	h.b.hook.conns.Range(func(k, v any) bool {
+		cl := k.(*mqtt.Client)
+		if !cl.Closed() {
+			out = append(out, sessionClient(cl.ID, v.(*authz.Session)))
+		}
+		return true
+	})
+	return out
+}
+
+func (h *host) Disconnect(c *service.Client, reason string) error {
+	var target *mqtt.Client
+	h.b.hook.conns.Range(func(k, v any) bool {
+		if v == c.Session() {
+			target = k.(*mqtt.Client)
+			return false
+		}
+		return true
+	})
+	if target == nil {
+		return service.ErrNotConnected
+	}
+	h.b.hook.kicked.Store(target, reason)
+	if target.Properties.ProtocolVersion == 5 {
+		return h.b.server.DisconnectClient(target, packets.ErrNotAuthorized)
+	}
+	target.Stop(packets.ErrNotAuthorized)
+	return nil
+}
