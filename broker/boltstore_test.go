@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -205,5 +206,40 @@ func TestStorePublishLogAndAcks(t *testing.T) {
 	got := keys(t, path)
 	if len(got) != 1 || !got["IFM_sub:5"] {
 		t.Fatalf("records: %v, want only IFM_sub:5", got)
+	}
+}
+
+// TestFailedPublishLogWriteRefusesTheMessage: when the publish log cannot be written, the message is
+// refused instead of acknowledged: MQTT 5 gets PUBACK 0x80 (mochi sends the code OnPublish returns),
+// MQTT 3.1.1 is closed without a PUBACK (issue 10: the write error was discarded).
+func TestFailedPublishLogWriteRefusesTheMessage(t *testing.T) {
+	for _, v := range []byte{5, 4} {
+		t.Run(fmt.Sprintf("protocol %d", v), func(t *testing.T) {
+			s := openTestStore(t, filepath.Join(t.TempDir(), "sessions.db"))
+			var dropped []string
+			s.dropped = func(r string) { dropped = append(dropped, r) }
+			server := mqtt.New(nil)
+			cl := server.NewClient(nil, "t", "dev", false)
+			cl.Properties.ProtocolVersion = v
+			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "a/b", Payload: []byte("x"), PacketID: 1}
+			if _, err := s.OnPublish(cl, pk); err != nil {
+				t.Fatalf("a write that works: %v", err)
+			}
+			_ = s.db.close() // every later write fails
+			_, err := s.OnPublish(cl, pk)
+			want := packets.ErrUnspecifiedError
+			if v < 5 {
+				want = packets.ErrRejectPacket
+				if !cl.Closed() {
+					t.Error("the MQTT 3.1.1 client was not closed")
+				}
+			}
+			if !errors.Is(err, want) {
+				t.Fatalf("OnPublish after a failed write: %v, want %v", err, want)
+			}
+			if len(dropped) != 1 || dropped[0] != "storage-error" {
+				t.Fatalf("dropped counted as %v", dropped)
+			}
+		})
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/ggbroker/ggbroker/authz"
 	"github.com/ggbroker/ggbroker/certs"
 	"github.com/ggbroker/ggbroker/config"
+	"github.com/ggbroker/ggbroker/profile"
 	"github.com/ggbroker/ggbroker/state"
 )
 
@@ -37,7 +38,7 @@ type Broker struct {
 	state   *state.State
 	authz   authz.Authorizer
 	events  Events
-	profile Profile
+	profile profile.Profile
 
 	rotator *certs.Rotator
 	server  *mqtt.Server
@@ -93,11 +94,11 @@ func (b *Broker) open() error {
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
-	profile, err := ProfileFromConfig(cfg.Behaviour)
+	prof, err := profile.FromConfig(cfg.Behaviour)
 	if err != nil {
 		return fmt.Errorf("config %s: %w", cfg.Source, err)
 	}
-	b.profile = profile
+	b.profile = prof
 	if b.lock, err = state.LockServe(cfg.StateDir); err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ggbroker/ggbroker/auth"
 	"github.com/ggbroker/ggbroker/authz"
+	"github.com/ggbroker/ggbroker/profile"
 )
 
 // hook translates mochi's callbacks into calls on auth (who is this?) and the Authorizer (may they?).
@@ -31,7 +32,7 @@ type hook struct {
 	// local is the loopback plain-TCP listener's identity, nil when it is off (issue 6 seam, local_listener.go).
 	local *localClients
 	// profile is the AWS behaviour profile; accountID goes into every log record, as in AWS IoT's.
-	profile   Profile
+	profile   profile.Profile
 	accountID string
 	// lifecycle publishes presence events; nil when they are off.
 	lifecycle *lifecycle

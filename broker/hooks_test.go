@@ -13,6 +13,7 @@ import (
 	"github.com/ggbroker/ggbroker/authz"
 	"github.com/ggbroker/ggbroker/certs"
 	"github.com/ggbroker/ggbroker/config"
+	"github.com/ggbroker/ggbroker/profile"
 	"github.com/ggbroker/ggbroker/state"
 )
 
@@ -22,12 +23,12 @@ import (
 func TestHookHotPathDoesNotAllocate(t *testing.T) {
 	a, s := newTestAuthorizer(t)
 	server := mqtt.New(&mqtt.Options{InlineClient: true})
-	profile, err := ProfileFromConfig(defaultBehaviour(t))
+	prof, err := profile.FromConfig(defaultBehaviour(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	b := &Broker{}
-	h := &hook{server: server, authz: a, events: newMetrics(b), log: zap.NewNop(), profile: profile}
+	h := &hook{server: server, authz: a, events: newMetrics(b), log: zap.NewNop(), profile: prof}
 	cl := server.NewClient(nil, "t", "sensor-1", false)
 	h.sessions.Store(cl.ID, &sessionEntry{client: cl, session: s})
 	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "sensors/sensor-1/temperature", Payload: []byte("21.5"), PacketID: 7}

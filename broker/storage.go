@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ggbroker/ggbroker/profile"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -157,9 +158,11 @@ type store struct {
 	log        *zap.Logger
 	server     *mqtt.Server
 	canReceive func(cl *mqtt.Client, topic string) bool
-	// v5Max caps an MQTT 5 session's expiry interval; v3Expiry is an MQTT 3.1.1 session's expiry.
-	v5Max, v3Expiry uint32
-	hasSysInfo      bool // the file holds a $SYS record (checkStore)
+	dropped    func(reason string) // counts a refused message (metrics), nil in tests
+	// profile and maxExpiry decide how long a stored session lives (profile.SessionExpiry).
+	profile    profile.Profile
+	maxExpiry  uint32
+	hasSysInfo bool // the file holds a $SYS record (checkStore)
 
 	seq       atomic.Uint64
 	accepting sync.Map // *mqtt.Client -> *acceptedRecord, between OnPublish and OnPublished
@@ -247,7 +250,20 @@ func (s *store) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, e
 	logged := pk.Copy(false)
 	logged.FixedHeader.Retain = false // the retained copy is written separately, before the PUBACK too
 	put := inflightRecord(publishLogPrefix+strconv.FormatUint(s.seq.Add(1), 36), logged, pk.Created)
-	s.write(append(recs, put)...)
+	if err := s.db.write(append(recs, put)...); err != nil {
+		// Not on disk, so not acknowledged: a PUBACK would promise what a crash could break.
+		s.log.Error("message refused: the publish log write failed", zap.String("clientId", cl.ID),
+			zap.String("topicName", pk.TopicName), zap.String("eventType", "Publish-In"), zap.String("status", "Failure"),
+			zap.String("reason", "STORAGE_ERROR"), zap.Error(err))
+		if s.dropped != nil {
+			s.dropped("storage-error")
+		}
+		if cl.Properties.ProtocolVersion == 5 {
+			return pk, packets.ErrUnspecifiedError // PUBACK 0x80: the client may resend
+		}
+		cl.Stop(packets.ErrUnspecifiedError) // MQTT 3.1.1 has no negative PUBACK: close, the client resends
+		return pk, packets.ErrRejectPacket
+	}
 	s.accepting.Store(cl, &acceptedRecord{key: string(put.key), packetID: pk.PacketID})
 	return pk, nil
 }
@@ -422,16 +438,13 @@ func (s *store) StoredClients() ([]storage.Client, error) {
 	var expired []record
 	for _, c := range all {
 		persistent := c.ProtocolVersion == 5 && c.Properties.SessionExpiryInterval > 0 || c.ProtocolVersion < 5 && !c.Clean
-		expiry := s.v3Expiry
-		if c.ProtocolVersion == 5 {
-			expiry = min(c.Properties.SessionExpiryInterval, s.v5Max)
-		}
+		expiry := s.profile.SessionExpiry(c.ProtocolVersion == 5, c.Properties.SessionExpiryInterval, s.maxExpiry)
 		at, wasLost := lost[c.ID]
 		if !persistent {
 			out = append(out, c) // mochi removes it itself, as it ends with its connection
 			continue
 		}
-		if wasLost && at+int64(expiry) < now {
+		if wasLost && profile.SessionExpired(at, now, expiry) {
 			s.stats.expired++
 			expired = append(expired, record{purge: c.ID})
 			continue
@@ -644,12 +657,10 @@ func (b *Broker) addOperationsHooks() error {
 	if b.store != nil {
 		s := b.store
 		s.server = b.server
+		s.dropped = b.events.Dropped
 		s.canReceive = func(cl *mqtt.Client, topic string) bool { return b.hook.OnACLCheck(cl, topic, false) }
 		caps := b.server.Options.Capabilities
-		s.v5Max, s.v3Expiry = caps.MaximumSessionExpiryInterval, caps.MaximumSessionExpiryInterval
-		if b.profile.SessionExpirySeconds > 0 {
-			s.v3Expiry = uint32(b.profile.SessionExpirySeconds)
-		}
+		s.profile, s.maxExpiry = b.profile, caps.MaximumSessionExpiryInterval
 		if err := b.server.AddHook(s, nil); err != nil {
 			if errors.Is(err, bbolt.ErrTimeout) {
 				return fmt.Errorf("persistence file %s is locked: is another ggbroker running on this state directory?", s.path)

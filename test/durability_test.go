@@ -472,3 +472,46 @@ func TestNoDeadlockUnderQoS1FanIn(t *testing.T) {
 		t.Fatalf("received %d of %d QoS 1 messages: the broker stalled", received.Load(), pubs*each)
 	}
 }
+
+// TestExpiredSessionStaysGoneAfterRestart: an MQTT 3.1.1 session that the running broker expired (on
+// the profile's clock) is removed from disk too, so a restart right after, within the same second,
+// does not bring it back (issue 10: the sweep told the auth hook but not the storage hook).
+func TestExpiredSessionStaysGoneAfterRestart(t *testing.T) {
+	h := startBroker(t, func(c *config.Config) { c.Behaviour.SessionExpirySeconds = "1" })
+	d := h.createDevice("exp-sweep")
+	c := connectSession(t, h.endpoint(d), "exp-sweep", false, nil)
+	subscribeV3(t, c, "exp/sweep", 1)
+	c.Disconnect(0)
+	deadline := time.Now().Add(waitFor)
+	for len(h.logs.FilterMessage("persistent session expired").All()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the sweep did not expire the session")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	h.stop()
+	// On disk first (deterministic): mochi's client record (key "CL_<clientId>") must be gone.
+	db, err := bbolt.Open(h.cfg.PersistenceFile(), 0o600, &bbolt.Options{ReadOnly: true, Timeout: waitFor})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = db.View(func(tx *bbolt.Tx) error {
+		if b := tx.Bucket([]byte("mochi")); b != nil && b.Get([]byte("CL_exp-sweep")) != nil {
+			t.Error("the expired session is still in the persistence file")
+		}
+		return nil
+	})
+	db.Close()
+	h2 := startWith(t, h.cfg)
+	o := pahov3.NewClientOptions().AddBroker("ssl://" + h2.addr()).SetClientID("exp-sweep").SetTLSConfig(h2.tlsConfig(d, nil)).
+		SetProtocolVersion(4).SetAutoReconnect(false).SetCleanSession(false).SetConnectTimeout(waitFor)
+	c2 := pahov3.NewClient(o)
+	tok := c2.Connect()
+	if !tok.WaitTimeout(waitFor) || tok.Error() != nil {
+		t.Fatalf("reconnect: %v", tok.Error())
+	}
+	defer c2.Disconnect(0)
+	if tok.(*pahov3.ConnectToken).SessionPresent() {
+		t.Fatal("an expired session came back after the restart")
+	}
+}

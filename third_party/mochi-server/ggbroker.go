@@ -21,3 +21,13 @@ func (s *Server) PublishToClient(cl *Client, sub packets.Subscription, pk packet
 
 // InlineClient is the server's inline client (nil unless Options.InlineClient), for InjectPacket.
 func (s *Server) InlineClient() *Client { return s.inlineClient }
+
+// ExpireClient ends a disconnected client's session as mochi's own expiry does, every hook's
+// OnClientExpired included (ggbroker patch: ggbroker expires MQTT 3.1.1 sessions on the behaviour
+// profile's clock, which mochi's single MaximumSessionExpiryInterval cannot express).
+func (s *Server) ExpireClient(cl *Client) {
+	s.UnsubscribeClient(cl)
+	cl.ClearInflights()
+	s.Clients.Delete(cl.ID)
+	s.hooks.OnClientExpired(cl)
+}

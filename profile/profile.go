@@ -1,14 +1,12 @@
-package broker
+// Package profile holds the AWS behaviour rules ggbroker applies on top of MQTT (behaviour.profile:
+// greengrass or iot-core, every rule overridable), as plain values and pure functions: the broker's
+// hooks ask them, and they know nothing of mochi. Each rule's AWS source is in README.md's table.
+package profile
 
 import (
-	"context"
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
-
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"go.uber.org/zap"
 
 	"github.com/ggbroker/ggbroker/config"
 )
@@ -57,8 +55,8 @@ type Profile struct {
 
 // Profile names.
 const (
-	ProfileGreengrass = "greengrass"
-	ProfileIoTCore    = "iot-core"
+	Greengrass = "greengrass"
+	IoTCore    = "iot-core"
 )
 
 const (
@@ -72,14 +70,14 @@ const (
 // MQTT as the spec says, with Moquette's 128 KiB message cap. iot-core is AWS IoT Core's documented
 // limits and departures from the spec.
 var profiles = map[string]Profile{
-	ProfileGreengrass: {
-		Name:            ProfileGreengrass,
+	Greengrass: {
+		Name:            Greengrass,
 		MaxPayloadBytes: 128 * kib, MaxPacketBytes: 128*kib + packetOverhead,
 		MaxQoS:          2,
 		LifecycleEvents: true,
 	},
-	ProfileIoTCore: {
-		Name:            ProfileIoTCore,
+	IoTCore: {
+		Name:            IoTCore,
 		MaxPayloadBytes: 128 * kib, MaxPacketBytes: 128*kib + packetOverhead,
 		MaxTopicBytes: 256, MaxTopicSlashes: 7,
 		MaxClientIDBytes: 128, RefuseDollarClientIDs: true,
@@ -95,12 +93,12 @@ var profiles = map[string]Profile{
 	},
 }
 
-// ProfileFromConfig builds the profile behaviour.profile names, with every override applied. An
+// FromConfig builds the profile behaviour.profile names, with every override applied. An
 // override is written "profile" (keep the profile's value) or a value; errors name the key.
-func ProfileFromConfig(b config.Behaviour) (Profile, error) {
+func FromConfig(b config.Behaviour) (Profile, error) {
 	p, ok := profiles[b.Profile]
 	if !ok {
-		return Profile{}, fmt.Errorf("behaviour.profile: %q is not %s or %s", b.Profile, ProfileGreengrass, ProfileIoTCore)
+		return Profile{}, fmt.Errorf("behaviour.profile: %q is not %s or %s", b.Profile, Greengrass, IoTCore)
 	}
 	ints := []struct {
 		key string
@@ -244,42 +242,23 @@ func (p Profile) CheckReserved(topic string, subscribe bool) string {
 	return fmt.Sprintf("%s is a reserved topic that devices cannot %s", topic, op)
 }
 
-// applyProfile sets the mochi capabilities the profile decides: the QoS and packet size mochi enforces
-// and advertises, and the MQTT 5 session expiry clamp (returned in CONNACK).
-func applyProfile(p Profile, caps *mqtt.Capabilities) {
-	caps.MaximumQos = byte(p.MaxQoS)
-	caps.MaximumPacketSize = uint32(p.MaxPacketBytes)
-	if p.MaxSessionExpirySeconds > 0 {
-		caps.MaximumSessionExpiryInterval = uint32(p.MaxSessionExpirySeconds)
+// SessionExpiry is how long a persistent session outlives its connection, in seconds: for MQTT 5 the
+// client's Session Expiry Interval clamped to max (the profile's MaxSessionExpirySeconds, or mochi's
+// ceiling), for MQTT 3.1.1 the profile's SessionExpirySeconds (AWS IoT Core: 1 hour), or max when the
+// profile sets none.
+func (p Profile) SessionExpiry(v5 bool, requested, max uint32) uint32 {
+	if v5 {
+		return min(requested, max)
 	}
+	if p.SessionExpirySeconds > 0 {
+		return uint32(p.SessionExpirySeconds)
+	}
+	return max
 }
 
-// expireSessions ends MQTT 3.1.1 persistent sessions whose client has been gone longer than the
-// profile's session expiry (AWS IoT Core: 1 hour). mochi expires 3.1.1 sessions only at
-// Capabilities.MaximumSessionExpiryInterval, which is also the MQTT 5 clamp (7 days), so the two need
-// this separate sweep.
-func (b *Broker) expireSessions(ctx context.Context) {
-	if b.profile.SessionExpirySeconds <= 0 {
-		return
-	}
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-tick.C:
-			for id, cl := range b.server.Clients.GetAll() {
-				gone := cl.StopTime()
-				if cl.Net.Inline || cl.Properties.ProtocolVersion >= 5 || gone == 0 || now.Unix()-gone < int64(b.profile.SessionExpirySeconds) {
-					continue
-				}
-				b.server.UnsubscribeClient(cl)
-				cl.ClearInflights()
-				b.server.Clients.Delete(id)
-				b.hook.OnClientExpired(cl)
-				b.log.Info("persistent session expired", zap.String("clientId", id), zap.Int("afterSeconds", b.profile.SessionExpirySeconds))
-			}
-		}
-	}
+// SessionExpired is the one expiry rule, used by the running sweep and by the restore at start alike,
+// and the one mochi's own expiry loop applies: a session whose connection was lost at gone (Unix
+// seconds) has expired once more than expiry seconds have passed.
+func SessionExpired(gone, now int64, expiry uint32) bool {
+	return now-gone > int64(expiry)
 }

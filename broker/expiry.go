@@ -1,0 +1,49 @@
+package broker
+
+import (
+	"context"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"go.uber.org/zap"
+
+	"github.com/ggbroker/ggbroker/profile"
+)
+
+// applyProfile sets the mochi capabilities the profile decides: the QoS and packet size mochi enforces
+// and advertises, and the MQTT 5 session expiry clamp (returned in CONNACK).
+func applyProfile(p profile.Profile, caps *mqtt.Capabilities) {
+	caps.MaximumQos = byte(p.MaxQoS)
+	caps.MaximumPacketSize = uint32(p.MaxPacketBytes)
+	if p.MaxSessionExpirySeconds > 0 {
+		caps.MaximumSessionExpiryInterval = uint32(p.MaxSessionExpirySeconds)
+	}
+}
+
+// expireSessions ends MQTT 3.1.1 persistent sessions whose client has been gone longer than the
+// profile's session expiry (AWS IoT Core: 1 hour). mochi expires 3.1.1 sessions only at
+// Capabilities.MaximumSessionExpiryInterval, which is also the MQTT 5 clamp (7 days), so the two need
+// this separate sweep.
+func (b *Broker) expireSessions(ctx context.Context) {
+	if b.profile.SessionExpirySeconds <= 0 {
+		return
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			for id, cl := range b.server.Clients.GetAll() {
+				gone := cl.StopTime()
+				if cl.Net.Inline || cl.Properties.ProtocolVersion >= 5 || gone == 0 ||
+					!profile.SessionExpired(gone, now.Unix(), uint32(b.profile.SessionExpirySeconds)) {
+					continue
+				}
+				b.server.ExpireClient(cl) // every hook hears of it: the storage hook removes it from disk too
+				b.log.Info("persistent session expired", zap.String("clientId", id), zap.Int("afterSeconds", b.profile.SessionExpirySeconds))
+			}
+		}
+	}
+}

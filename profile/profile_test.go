@@ -1,0 +1,33 @@
+package profile
+
+import "testing"
+
+func TestSessionExpiry(t *testing.T) {
+	iot, gg := profiles[IoTCore], profiles[Greengrass]
+	cases := []struct {
+		name      string
+		p         Profile
+		v5        bool
+		requested uint32
+		want      uint32
+	}{
+		{"3.1.1 on iot-core lives an hour", iot, false, 0, 3600},
+		{"3.1.1 on greengrass lives to the ceiling", gg, false, 0, 604800},
+		{"5 asks less than the ceiling", iot, true, 60, 60},
+		{"5 asks more than the ceiling", iot, true, 1 << 30, 604800},
+	}
+	for _, tc := range cases {
+		if got := tc.p.SessionExpiry(tc.v5, tc.requested, 604800); got != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		gone, now int64
+		expiry    uint32
+		want      bool
+	}{{100, 100, 0, false}, {100, 101, 0, true}, {100, 110, 10, false}, {100, 111, 10, true}} {
+		if got := SessionExpired(tc.gone, tc.now, tc.expiry); got != tc.want {
+			t.Errorf("SessionExpired(%d, %d, %d) = %v", tc.gone, tc.now, tc.expiry, got)
+		}
+	}
+}
