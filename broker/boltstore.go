@@ -13,6 +13,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/mochi-mqtt/server/v2/system"
 	"go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 	"go.uber.org/zap"
 )
 
@@ -160,7 +161,7 @@ func (b *boltStore) commit(batch []record) error {
 				err = bk.Put(rec.key, rec.value)
 			}
 			switch {
-			case errors.Is(err, bbolt.ErrKeyRequired), errors.Is(err, bbolt.ErrKeyTooLarge), errors.Is(err, bbolt.ErrValueTooLarge):
+			case errors.Is(err, berrors.ErrKeyRequired), errors.Is(err, berrors.ErrKeyTooLarge), errors.Is(err, berrors.ErrValueTooLarge):
 				// One record bbolt cannot hold (a 64 KB topic filter in a key) must not fail the others'
 				// commit: bbolt checks these before changing anything, so skip it.
 				b.log.Error("record not stored", zap.ByteString("key", rec.key[:min(len(rec.key), 200)]), zap.Error(err))

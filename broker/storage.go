@@ -19,6 +19,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/mochi-mqtt/server/v2/system"
 	"go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 	"go.uber.org/zap"
 )
 
@@ -73,7 +74,7 @@ func checkStore(path string) (hasSysInfo bool, err error) {
 		}
 	}()
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: lockTimeout, ReadOnly: true})
-	if errors.Is(err, bbolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return false, fmt.Errorf("persistence file %s is locked: is another ggbroker running on this state directory?", path)
 	}
 	if err != nil {
@@ -662,7 +663,7 @@ func (b *Broker) addOperationsHooks() error {
 		caps := b.server.Options.Capabilities
 		s.profile, s.maxExpiry = b.profile, caps.MaximumSessionExpiryInterval
 		if err := b.server.AddHook(s, nil); err != nil {
-			if errors.Is(err, bbolt.ErrTimeout) {
+			if errors.Is(err, berrors.ErrTimeout) {
 				return fmt.Errorf("persistence file %s is locked: is another ggbroker running on this state directory?", s.path)
 			}
 			return &CorruptStateError{Path: s.path, Err: err}

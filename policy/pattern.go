@@ -234,16 +234,6 @@ func (p *pattern) match(s subject, fold bool, c *Context, e *evalEnv) bool {
 	}
 }
 
-// resolvable reports whether every variable of p resolves in c.
-func (p *pattern) resolvable(c *Context, e *evalEnv) bool {
-	for _, r := range p.refs {
-		if _, ok := c.lookupVar(r, e); !ok {
-			return false
-		}
-	}
-	return true
-}
-
 // literalMatch matches a pattern without variables against a plain string;
 // it is used at compile time (actions against the known action names).
 func (p *pattern) literalMatch(s string, fold bool) bool {
