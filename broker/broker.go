@@ -23,6 +23,7 @@ import (
 
 	"github.com/ggbroker/ggbroker/auth"
 	"github.com/ggbroker/ggbroker/authz"
+	"github.com/ggbroker/ggbroker/broker/store"
 	"github.com/ggbroker/ggbroker/certs"
 	"github.com/ggbroker/ggbroker/config"
 	"github.com/ggbroker/ggbroker/profile"
@@ -50,7 +51,8 @@ type Broker struct {
 	disc    discoveryParts // discovery.go: connectivity, discovery certificate and listeners
 
 	// Durability and operations (storage.go, metrics.go, local_listener.go).
-	store    *store        // nil when persistence is off
+	persist  *persistence  // what openPersistence found, nil when persistence is off
+	store    *store.Hook   // the storage hook, nil when persistence is off
 	metrics  *metrics      // always collected; served on /metrics when the admin listener is on
 	localLn  net.Listener  // the loopback plain-TCP listener, nil when off
 	local    *localClients // its identity
@@ -252,7 +254,13 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 	if err := b.server.AddHook(&serviceHook{b: b}, nil); err != nil { // after authorization, before storage
 		return fmt.Errorf("add services hook: %w", err)
 	}
-	if err := b.addOperationsHooks(); err != nil { // after the auth hook: storage logs only accepted messages
+	if err := b.addLocalListener(); err != nil {
+		return err
+	}
+	if err := b.addStoreHook(); err != nil { // after authorization and the services: only accepted messages are logged
+		return err
+	}
+	if err := b.addFlowControl(); err != nil {
 		return err
 	}
 	l := newTLSListener(mqttListenerID, b.mqttLn, b.tlsConfig(), b.cfg.MQTT.TLSHandshakeTimeout, b.log)
@@ -271,7 +279,7 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("start MQTT server: %w", err)
 	}
 	if b.store != nil {
-		b.store.logRestored(time.Since(restoreStart))
+		b.store.LogRestored(time.Since(restoreStart))
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { b.rotator.Run(ctx) })
@@ -304,7 +312,7 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 		fields = append(fields, zap.String("local", b.localLn.Addr().String()))
 	}
 	if b.store != nil {
-		fields = append(fields, zap.String("persistence", b.store.path))
+		fields = append(fields, zap.String("persistence", b.store.Path()))
 	}
 	fields = append(fields, b.discoveryFields()...)
 	b.log.Info("ggbroker serving", fields...)
@@ -418,4 +426,15 @@ func (b *Broker) closeServer() {
 	case <-time.After(shutdownTimeout):
 		b.log.Error("shutdown did not finish in time; stopping anyway", zap.Duration("timeout", shutdownTimeout))
 	}
+}
+
+// Sessions is how many MQTT sessions the broker holds, connected or not.
+func (b *Broker) Sessions() int {
+	n := 0
+	for _, cl := range b.server.Clients.GetAll() {
+		if !cl.Net.Inline {
+			n++
+		}
+	}
+	return n
 }

@@ -229,3 +229,20 @@ func (b *Broker) LocalAddr() net.Addr {
 	}
 	return b.localLn.Addr()
 }
+
+// addLocalListener puts the local listener's identity and authorizer in front of the hook's (local
+// clients get the anonymous identity and its policy; every other client passes through) and adds its
+// mochi listener. Nothing when the local listener is off.
+func (b *Broker) addLocalListener() error {
+	if b.local == nil {
+		return nil
+	}
+	b.hook.local = b.local
+	b.local.authz.Authorizer = b.hook.authz
+	b.hook.authz = b.local.authz
+	l := newTLSListener(localListenerID, b.localLn, nil, b.cfg.MQTT.TLSHandshakeTimeout, b.log)
+	if err := b.server.AddListener(l); err != nil {
+		return fmt.Errorf("add local listener: %w", err)
+	}
+	return nil
+}

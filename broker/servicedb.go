@@ -8,6 +8,7 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"github.com/ggbroker/ggbroker/broker/store"
 	"github.com/ggbroker/ggbroker/internal/boltcommit"
 	"github.com/ggbroker/ggbroker/service"
 )
@@ -21,7 +22,7 @@ const serviceDBFile = "services.db"
 // cannot be taken by another broker; the timeout is a guard only.
 func openServiceDB(stateDir string) (*bbolt.DB, error) {
 	path := filepath.Join(stateDir, serviceDBFile)
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: lockTimeout})
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: store.LockTimeout})
 	if err != nil {
 		return nil, fmt.Errorf("service database %s: %w", path, err)
 	}

@@ -1,4 +1,7 @@
-package broker
+// Package store is ggbroker's storage hook for mochi: sessions, subscriptions, inflight and retained
+// messages in mochi's bolt layout, written with group commit, plus what ggbroker's durability promises
+// need on top (a publish log so that a PUBACK means "on disk", packet IDs, disconnect times). See Hook.
+package store
 
 import (
 	"bytes"
@@ -56,14 +59,14 @@ func (e *CorruptStateError) Error() string {
 
 func (e *CorruptStateError) Unwrap() error { return e.Err }
 
-// lockTimeout bounds the wait for the persistence file's lock: a second broker on the same state
+// LockTimeout bounds the wait for the persistence file's lock: a second broker on the same state
 // directory fails at once instead of hanging.
-const lockTimeout = 2 * time.Second
+const LockTimeout = 2 * time.Second
 
-// checkStore opens the persistence file read-only and reads every record back, so that a damaged file
+// Check opens the persistence file read-only and reads every record back, so that a damaged file
 // stops the start with a message naming it, before mochi's hook (which skips records it cannot decode)
 // would silently drop sessions. A missing file is fine: it is created.
-func checkStore(path string) (hasSysInfo bool, err error) {
+func Check(path string) (hasSysInfo bool, err error) {
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}
@@ -73,7 +76,7 @@ func checkStore(path string) (hasSysInfo bool, err error) {
 			err = &CorruptStateError{Path: path, Err: fmt.Errorf("%v", r)}
 		}
 	}()
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: lockTimeout, ReadOnly: true})
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: LockTimeout, ReadOnly: true})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return false, fmt.Errorf("persistence file %s is locked: is another ggbroker running on this state directory?", path)
 	}
@@ -121,9 +124,9 @@ func decodeRecord(k, v []byte) error {
 	return obj.UnmarshalBinary(v)
 }
 
-// recoverStore moves an unreadable persistence file aside (path.corrupt-TIMESTAMP) and returns the
+// Recover moves an unreadable persistence file aside (path.corrupt-TIMESTAMP) and returns the
 // new name; the broker then starts with no stored sessions. Nothing is deleted.
-func recoverStore(path string, now time.Time) (string, error) {
+func Recover(path string, now time.Time) (string, error) {
 	aside := path + ".corrupt-" + now.UTC().Format("20060102T150405Z")
 	if err := os.Rename(path, aside); err != nil {
 		return "", fmt.Errorf("move %s aside: %w", path, err)
@@ -131,7 +134,7 @@ func recoverStore(path string, now time.Time) (string, error) {
 	return aside, nil
 }
 
-// store is ggbroker's storage hook: mochi's records in mochi's layout (boltStore), written with group
+// Hook is ggbroker's storage hook: mochi's records in mochi's layout (boltStore), written with group
 // commit, and what ggbroker's guarantees need on top:
 //
 //   - A PUBACK means the message is on disk. mochi sends the PUBACK before it hands the message to the
@@ -152,14 +155,14 @@ func recoverStore(path string, now time.Time) (string, error) {
 //
 // Writes that a PUBACK, SUBACK or CONNACK may depend on return once committed (and fsynced); only the
 // removal of a delivered or dropped message is left to the next commit (see boltStore.writeLater).
-type store struct {
+type Hook struct {
 	mqtt.HookBase
 	db         *boltStore // set by Init
 	path       string
 	log        *zap.Logger
 	server     *mqtt.Server
 	canReceive func(cl *mqtt.Client, topic string) bool
-	dropped    func(reason string) // counts a refused message (metrics), nil in tests
+	dropped    func(reason string) // counts a refused message (metrics), nil counts nothing
 	// profile and maxExpiry decide how long a stored session lives (profile.SessionExpiry).
 	profile    profile.Profile
 	maxExpiry  uint32
@@ -186,15 +189,39 @@ type acceptedRecord struct {
 	packetID uint16
 }
 
-func newStore(path string, log *zap.Logger) *store {
-	s := &store{path: path, log: log}
+// Options configure a Hook.
+type Options struct {
+	// Path is the persistence file; Log the hook's logger.
+	Path string
+	Log  *zap.Logger
+	// Server is the mochi server the hook is added to (replaying the publish log reads its
+	// subscriptions and sessions).
+	Server *mqtt.Server
+	// CanReceive decides iot:Receive for a replayed copy; nil allows every copy.
+	CanReceive func(cl *mqtt.Client, topic string) bool
+	// Dropped counts a message refused because it could not be stored; nil counts nothing.
+	Dropped func(reason string)
+	// Profile and MaxExpiry decide how long a stored session lives (profile.SessionExpiry).
+	Profile   profile.Profile
+	MaxExpiry uint32
+	// HasSysInfo says the file already holds a $SYS record (from Check).
+	HasSysInfo bool
+}
+
+// New makes the hook; mochi opens the file when the hook is added (Init).
+func New(o Options) *Hook {
+	s := &Hook{path: o.Path, log: o.Log, server: o.Server, canReceive: o.CanReceive, dropped: o.Dropped,
+		profile: o.Profile, maxExpiry: o.MaxExpiry, hasSysInfo: o.HasSysInfo}
+	if s.log == nil {
+		s.log = zap.NewNop()
+	}
 	s.seq.Store(uint64(time.Now().UnixNano()))
 	return s
 }
 
-func (s *store) ID() string { return "ggbroker-store" }
+func (s *Hook) ID() string { return "ggbroker-store" }
 
-func (s *store) Provides(b byte) bool {
+func (s *Hook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnPublish, mqtt.OnPublished, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscribed,
 		mqtt.OnUnsubscribed, mqtt.OnRetainMessage, mqtt.OnWillSent, mqtt.OnQosPublish, mqtt.OnQosComplete,
@@ -206,8 +233,8 @@ func (s *store) Provides(b byte) bool {
 }
 
 // Init opens the file: a lock timeout, and bbolt's defaults otherwise (every commit is fsynced).
-func (s *store) Init(any) error {
-	db, err := openBoltStore(s.path, storeBucket, &bbolt.Options{Timeout: lockTimeout}, s.log)
+func (s *Hook) Init(any) error {
+	db, err := openBoltStore(s.path, storeBucket, &bbolt.Options{Timeout: LockTimeout}, s.log)
 	if err != nil {
 		return err
 	}
@@ -216,7 +243,7 @@ func (s *store) Init(any) error {
 }
 
 // Stop commits what is queued and closes the file.
-func (s *store) Stop() error {
+func (s *Hook) Stop() error {
 	if s.db == nil {
 		return nil
 	}
@@ -232,13 +259,13 @@ func persistent(cl *mqtt.Client) bool {
 	return !cl.Properties.Clean
 }
 
-func (s *store) write(recs ...record) {
+func (s *Hook) write(recs ...record) {
 	_ = s.db.write(recs...) // boltStore logs a failure
 }
 
 // OnPublish logs an accepted QoS 1/2 message before mochi acknowledges it. It runs after the
 // authorization hook, so a refused message is never logged.
-func (s *store) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+func (s *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline || pk.FixedHeader.Qos == 0 {
 		return pk, nil
 	}
@@ -271,7 +298,7 @@ func (s *store) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, e
 
 // OnPublished removes the log record: every subscriber's copy has been stored. Losing the removal in a
 // crash only replays the message (at least once).
-func (s *store) OnPublished(cl *mqtt.Client, pk packets.Packet) {
+func (s *Hook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 	if v, ok := s.accepting.LoadAndDelete(cl); ok {
 		s.db.writeLater(deleteRecord(v.(*acceptedRecord).key))
 	}
@@ -279,7 +306,7 @@ func (s *store) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 
 // OnQosPublish stores an inflight message, except the PUBACK mochi keeps for an instant while it
 // acknowledges an incoming QoS 1 message (the publish log covers that message).
-func (s *store) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, _ int) {
+func (s *Hook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, _ int) {
 	if pk.FixedHeader.Type == packets.Puback || !persistent(cl) {
 		return
 	}
@@ -288,7 +315,7 @@ func (s *store) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, _ i
 
 // OnQosComplete removes an inflight message; the instant PUBACK of an incoming QoS 1 message was never
 // stored (see OnQosPublish). The message was delivered: losing the removal in a crash only resends it.
-func (s *store) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+func (s *Hook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 	if !persistent(cl) {
 		return
 	}
@@ -301,12 +328,12 @@ func (s *store) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 }
 
 // OnQosDropped removes a dropped inflight message.
-func (s *store) OnQosDropped(cl *mqtt.Client, pk packets.Packet) { s.OnQosComplete(cl, pk) }
+func (s *Hook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) { s.OnQosComplete(cl, pk) }
 
 // OnSessionEstablished stores a persistent session, and forgets when it was last disconnected. A
 // session that ends with its connection is not stored, but it may replace a persistent one of the
 // same client ID (clean start), whose records then go.
-func (s *store) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+func (s *Hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	if !persistent(cl) {
 		if s.db.has(clientKey(cl.ID)) {
 			s.write(record{purge: cl.ID})
@@ -317,7 +344,7 @@ func (s *store) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 }
 
 // OnWillSent stores the session without its will message.
-func (s *store) OnWillSent(cl *mqtt.Client, _ packets.Packet) {
+func (s *Hook) OnWillSent(cl *mqtt.Client, _ packets.Packet) {
 	if persistent(cl) {
 		s.write(clientRecord(cl))
 	}
@@ -325,7 +352,7 @@ func (s *store) OnWillSent(cl *mqtt.Client, _ packets.Packet) {
 
 // OnDisconnect removes a session that ends with its connection; for one that outlives it, it records
 // when the connection was lost.
-func (s *store) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+func (s *Hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	if v, ok := s.accepting.LoadAndDelete(cl); ok {
 		s.db.writeLater(deleteRecord(v.(*acceptedRecord).key))
 	}
@@ -351,7 +378,7 @@ func (s *store) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 }
 
 // OnSubscribed stores a persistent session's subscriptions.
-func (s *store) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
+func (s *Hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
 	if !persistent(cl) {
 		return
 	}
@@ -365,7 +392,7 @@ func (s *store) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []b
 }
 
 // OnUnsubscribed removes a persistent session's subscriptions.
-func (s *store) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
+func (s *Hook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 	if !persistent(cl) || len(pk.Filters) == 0 {
 		return
 	}
@@ -377,7 +404,7 @@ func (s *store) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 }
 
 // OnRetainMessage stores or (r == -1) removes a topic's retained message.
-func (s *store) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
+func (s *Hook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
 	if r == -1 {
 		s.write(deleteRecord(retainedKey(pk.TopicName)))
 		return
@@ -386,24 +413,24 @@ func (s *store) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
 }
 
 // OnRetainedExpired removes an expired retained message.
-func (s *store) OnRetainedExpired(topic string) { s.write(deleteRecord(retainedKey(topic))) }
+func (s *Hook) OnRetainedExpired(topic string) { s.write(deleteRecord(retainedKey(topic))) }
 
 // OnSysInfoTick stores the $SYS counters, which mochi restores at start.
-func (s *store) OnSysInfoTick(sys *system.Info) { s.write(sysInfoRecord(sys)) }
+func (s *Hook) OnSysInfoTick(sys *system.Info) { s.write(sysInfoRecord(sys)) }
 
 // OnClientExpired removes an expired session with its subscriptions and messages (mochi's hook
 // removes the session record only), in one write.
-func (s *store) OnClientExpired(cl *mqtt.Client) {
+func (s *Hook) OnClientExpired(cl *mqtt.Client) {
 	s.write(record{purge: cl.ID})
 }
 
 // StoredRetainedMessages returns the retained messages.
-func (s *store) StoredRetainedMessages() ([]storage.Message, error) {
+func (s *Hook) StoredRetainedMessages() ([]storage.Message, error) {
 	return load[storage.Message](s.db, storage.RetainedKey)
 }
 
 // StoredSysInfo returns the $SYS counters stored last, or zeros.
-func (s *store) StoredSysInfo() (storage.SystemInfo, error) {
+func (s *Hook) StoredSysInfo() (storage.SystemInfo, error) {
 	var v storage.SystemInfo
 	err := s.db.db.View(func(tx *bbolt.Tx) error {
 		if raw := tx.Bucket([]byte(storeBucket)).Get([]byte(storage.SysInfoKey)); raw != nil {
@@ -416,7 +443,7 @@ func (s *store) StoredSysInfo() (storage.SystemInfo, error) {
 
 // StoredClients returns the stored sessions, without those that expired while the broker was
 // stopped. A v5 session's expiry is what remains of it.
-func (s *store) StoredClients() ([]storage.Client, error) {
+func (s *Hook) StoredClients() ([]storage.Client, error) {
 	all, err := load[storage.Client](s.db, storage.ClientKey)
 	if err != nil {
 		return nil, err
@@ -469,7 +496,7 @@ func (s *store) StoredClients() ([]storage.Client, error) {
 }
 
 // StoredSubscriptions returns the subscriptions of restored sessions and removes the others.
-func (s *store) StoredSubscriptions() ([]storage.Subscription, error) {
+func (s *Hook) StoredSubscriptions() ([]storage.Subscription, error) {
 	all, err := load[storage.Subscription](s.db, storage.SubscriptionKey)
 	if err != nil {
 		return nil, err
@@ -498,7 +525,7 @@ func (s *store) StoredSubscriptions() ([]storage.Subscription, error) {
 // every subscriber is stored for them now (a subscriber that already had it may get it twice, which
 // QoS 1 allows). mochi calls this after restoring sessions and subscriptions, and before the listeners
 // accept anything. The replayed copies and the removals are one write.
-func (s *store) StoredInflightMessages() ([]storage.Message, error) {
+func (s *Hook) StoredInflightMessages() ([]storage.Message, error) {
 	all, err := load[storage.Message](s.db, storage.InflightKey)
 	if err != nil {
 		return nil, err
@@ -547,7 +574,7 @@ func (s *store) StoredInflightMessages() ([]storage.Message, error) {
 // replay makes a logged message's copy for each restored session subscribed to its topic, as mochi's
 // delivery would have: iot:Receive checked, QoS the lower of message and subscription, no-local
 // honoured, one member of each shared subscription group. It returns the copies and their records.
-func (s *store) replay(m storage.Message, used map[string]map[uint16]bool) ([]storage.Message, []record) {
+func (s *Hook) replay(m storage.Message, used map[string]map[uint16]bool) ([]storage.Message, []record) {
 	pk := m.ToPacket()
 	subs := s.server.Topics.Subscribers(pk.TopicName)
 	subs.SelectShared()
@@ -608,8 +635,8 @@ func freePacketID(used map[uint16]bool) (uint16, bool) {
 	return 0, false
 }
 
-// logRestored writes one record of what the start restored.
-func (s *store) logRestored(took time.Duration) {
+// LogRestored writes one record of what the start restored.
+func (s *Hook) LogRestored(took time.Duration) {
 	s.mu.Lock()
 	st := s.stats
 	s.mu.Unlock()
@@ -620,104 +647,13 @@ func (s *store) logRestored(took time.Duration) {
 		zap.Duration("took", took))
 }
 
-// openPersistence checks the persistence file before anything uses it: an unreadable one stops the
-// start with a message naming it, or is moved aside with --recover.
-func (b *Broker) openPersistence() error {
-	if !b.cfg.Persistence.Enabled {
-		return nil
-	}
-	path := b.cfg.PersistenceFile()
-	hasSysInfo, err := checkStore(path)
-	var corrupt *CorruptStateError
-	switch {
-	case errors.As(err, &corrupt) && b.recover:
-		aside, rerr := recoverStore(path, time.Now())
-		if rerr != nil {
-			return fmt.Errorf("--recover: %w", rerr)
-		}
-		b.log.Warn("persistence file was unreadable: moved it aside and starting with no stored sessions (--recover)",
-			zap.String("file", path), zap.String("movedTo", aside), zap.Error(corrupt.Err))
-	case err != nil:
-		return err
-	case b.recover:
-		b.log.Info("--recover: the persistence file is readable; nothing to recover", zap.String("file", path))
-	}
-	b.store = newStore(path, b.log.Named("store"))
-	b.store.hasSysInfo = hasSysInfo
-	return nil
-}
+// Path is the persistence file.
+func (s *Hook) Path() string { return s.path }
 
-// addOperationsHooks adds what runs next to the auth hook: the local listener's identity and
-// authorizer, and the storage hook (after the auth hook, so only accepted messages are logged).
-func (b *Broker) addOperationsHooks() error {
-	if b.local != nil {
-		b.hook.local = b.local
-		b.local.authz.Authorizer = b.hook.authz
-		b.hook.authz = b.local.authz
+// AddedTo finishes the hook's start once mochi has opened the file: a plain mochi broker's bolt hook
+// logs an error when it finds no $SYS record, so one is written.
+func (s *Hook) AddedTo() {
+	if !s.hasSysInfo {
+		s.OnSysInfoTick(&system.Info{})
 	}
-	if b.store != nil {
-		s := b.store
-		s.server = b.server
-		s.dropped = b.events.Dropped
-		s.canReceive = func(cl *mqtt.Client, topic string) bool { return b.hook.OnACLCheck(cl, topic, false) }
-		caps := b.server.Options.Capabilities
-		s.profile, s.maxExpiry = b.profile, caps.MaximumSessionExpiryInterval
-		if err := b.server.AddHook(s, nil); err != nil {
-			if errors.Is(err, berrors.ErrTimeout) {
-				return fmt.Errorf("persistence file %s is locked: is another ggbroker running on this state directory?", s.path)
-			}
-			return &CorruptStateError{Path: s.path, Err: err}
-		}
-		if !s.hasSysInfo {
-			// A plain mochi broker's bolt hook logs an error when it finds no $SYS record: write one.
-			s.OnSysInfoTick(&system.Info{})
-		}
-	}
-	caps := b.server.Options.Capabilities
-	quota := max(min(caps.MaximumClientWritesPending/2, int32(caps.MaximumInflight)), 1)
-	if err := b.server.AddHook(&flowControl{quota: quota}, nil); err != nil {
-		return fmt.Errorf("add flow control hook: %w", err)
-	}
-	if b.localLn != nil {
-		l := newTLSListener(localListenerID, b.localLn, nil, b.cfg.MQTT.TLSHandshakeTimeout, b.log)
-		if err := b.server.AddListener(l); err != nil {
-			return fmt.Errorf("add local listener: %w", err)
-		}
-	}
-	return nil
-}
-
-// Sessions is how many MQTT sessions the broker holds, connected or not.
-func (b *Broker) Sessions() int {
-	n := 0
-	for _, cl := range b.server.Clients.GetAll() {
-		if !cl.Net.Inline {
-			n++
-		}
-	}
-	return n
-}
-
-// flowControl keeps QoS 1/2 messages for a connected subscriber out of the path where mochi drops
-// them. mochi queues every outgoing message in the client's pending writes (limits.maxPendingWrites)
-// and drops what does not fit, QoS 1 included, unless the client has a send quota (an MQTT 5 Receive
-// Maximum): then messages beyond the quota wait in the session's inflight store (on disk with
-// persistence) and go out as acknowledgements come back. MQTT 3.1.1 has no Receive Maximum, so this
-// gives every client a quota of at most half the pending writes: a slow subscriber's QoS 1 messages
-// wait instead of being dropped, and only QoS 0 is dropped when it stops reading.
-type flowControl struct {
-	mqtt.HookBase
-	quota int32
-}
-
-func (f *flowControl) ID() string { return "ggbroker-flow-control" }
-
-func (f *flowControl) Provides(b byte) bool { return b == mqtt.OnSessionEstablish }
-
-func (f *flowControl) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
-	q := f.quota
-	if rm := int32(cl.Properties.Props.ReceiveMaximum); rm > 0 && rm < q {
-		q = rm
-	}
-	cl.State.Inflight.ResetSendQuota(q)
 }

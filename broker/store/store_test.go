@@ -1,4 +1,4 @@
-package broker
+package store
 
 import (
 	"errors"
@@ -15,9 +15,9 @@ import (
 	"go.uber.org/zap"
 )
 
-func openTestStore(t *testing.T, path string) *store {
+func openTestStore(t *testing.T, path string) *Hook {
 	t.Helper()
-	s := newStore(path, zap.NewNop())
+	s := New(Options{Path: path, Log: zap.NewNop()})
 	if err := s.Init(nil); err != nil {
 		t.Fatal(err)
 	}
