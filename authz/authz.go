@@ -1,3 +1,7 @@
+// Package authz decides what an authenticated client may do: the Authorizer interface between the
+// broker's hooks (and the device services) and the policy engine, its Verdict, and the authorizers
+// (AWS IoT policies or Greengrass device groups, the local listener's one policy, allow-all). It
+// knows nothing of mochi.
 package authz
 
 import (
@@ -5,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/ggbroker/ggbroker/auth"
+	"github.com/ggbroker/ggbroker/policy"
 )
 
 // Session is what the broker knows of one authenticated client: built at CONNECT from the TLS state
@@ -28,17 +33,61 @@ type Session struct {
 }
 
 // Verdict is an Authorizer's answer. A denial carries what a log record needs: the action and
-// resource asked for, the decision and the reason (which policy statement decided).
+// resource asked for, the policy engine's decision and its Diagnostic (which policy and statement
+// decided), or, for a rule of the behaviour profile, Refused and the rule.
 type Verdict struct {
-	Allowed  bool
-	Action   string
-	Resource string
-	Decision string
-	Reason   string
+	Allowed    bool
+	Action     string
+	Resource   string
+	Decision   policy.Decision
+	Diagnostic policy.Diagnostic
+	// Refused marks a refusal by a rule of the behaviour profile (a topic too long), not by a policy.
+	Refused bool
+	// Reason is the sentence for a person: the diagnostic, with any note (missing policies), or the rule.
+	Reason string
 }
 
 // Allow is the verdict of an allowed request.
-var Allow = Verdict{Allowed: true}
+var Allow = Verdict{Allowed: true, Decision: policy.Allowed}
+
+// RefusedBy is the verdict of a rule of the behaviour profile.
+func RefusedBy(action, resource, rule string) Verdict {
+	return Verdict{Action: action, Resource: resource, Decision: policy.ImplicitDeny, Refused: true, Reason: rule}
+}
+
+// DecisionName is the decision as log records and TestAuthorization name it: ALLOWED,
+// EXPLICIT_DENY, IMPLICIT_DENY, or REFUSED for a profile rule.
+func (v Verdict) DecisionName() string {
+	if v.Refused {
+		return "REFUSED"
+	}
+	return v.Decision.String()
+}
+
+// evaluate is the one decision path of every policy-backed authorizer: the engine's answer for one
+// request, as a Verdict. note is appended to a denial's reason. It does not allocate when allowed.
+func evaluate(set *policy.Set, env policy.Env, ctx *policy.Context, action, kind, name, note string) Verdict {
+	d, diag := set.Evaluate(policy.Request{Action: action, Kind: kind, Name: name, Context: ctx})
+	if d == policy.Allowed {
+		return Allow
+	}
+	return Verdict{Action: action, Resource: expand(env, kind, name), Decision: d, Diagnostic: diag, Reason: diag.String() + note}
+}
+
+// unauthenticated is the verdict for a session the authorizer has no context for.
+func unauthenticated(action, kind, name, why string) Verdict {
+	return Verdict{Action: action, Resource: kind + "/" + name, Decision: policy.ImplicitDeny,
+		Diagnostic: policy.Diagnostic{Statement: -1, Reason: why}, Reason: why}
+}
+
+// expand is a resource's ARN, or kind/name when it does not expand.
+func expand(env policy.Env, kind, name string) string {
+	arn, err := policy.ExpandResource(env, kind+"/"+name)
+	if err != nil {
+		return kind + "/" + name
+	}
+	return arn
+}
 
 // Authorizer decides what an authenticated client may do: the seam between the broker's mochi hooks
 // and the policy engine. Receive is called for every message delivered to every subscriber, in the

@@ -43,6 +43,14 @@ type PolicyAuthorizer struct {
 	// settled is the fingerprint that needs no reload (seen or failed), read without the lock so that
 	// concurrent connects do not queue behind each other's file-system checks.
 	settled atomic.Pointer[string]
+	// reloadFailures counts reloads refused since start (a metric: an operator alerts on it).
+	reloadFailures atomic.Uint64
+}
+
+// Reloads reports the policy snapshot version in force (0 at start, +1 per successful reload) and
+// how many reloads were refused since start, for metrics.
+func (a *PolicyAuthorizer) Reloads() (version, failures uint64) {
+	return a.snap.Load().version, a.reloadFailures.Load()
 }
 
 // policySnapshot is one consistent version of everything decisions depend on.
@@ -171,6 +179,7 @@ func (a *PolicyAuthorizer) refresh() {
 		failed := a.fingerprint()
 		a.failed = failed
 		a.settled.Store(&failed)
+		a.reloadFailures.Add(1)
 		a.log.Error("policy reload refused; the last good policies stay in force", zap.Error(err))
 	} else {
 		a.log.Info("policies reloaded", zap.Uint64("version", snap.version), zap.String("mode", snap.mode))
@@ -327,23 +336,10 @@ func (a *PolicyAuthorizer) context(sa *sessionAuthz, snap *policySnapshot) *poli
 func (a *PolicyAuthorizer) decide(s *Session, action, kind, name string) Verdict {
 	sa, ok := s.Authz.(*sessionAuthz)
 	if !ok {
-		return Verdict{Action: action, Resource: kind + "/" + name, Decision: policy.ImplicitDeny.String(), Reason: "session has no authorization context"}
+		return unauthenticated(action, kind, name, "session has no authorization context")
 	}
 	v := a.view(sa)
-	d, diag := v.set.Evaluate(policy.Request{Action: action, Kind: kind, Name: name, Context: v.ctx})
-	if d == policy.Allowed {
-		return Allow
-	}
-	reason := diag.String() + a.missingNote(v.missing)
-	return Verdict{Action: action, Resource: a.arn(kind, name), Decision: d.String(), Reason: reason}
-}
-
-func (a *PolicyAuthorizer) arn(kind, name string) string {
-	arn, err := policy.ExpandResource(a.env, kind+"/"+name)
-	if err != nil {
-		return kind + "/" + name
-	}
-	return arn
+	return evaluate(v.set, a.env, v.ctx, action, kind, name, a.missingNote(v.missing))
 }
 
 // Connect decides iot:Connect on client/<clientId>, with iot:ConnectAttributes and iot:LastWillTopic.

@@ -2,7 +2,9 @@ package authz
 
 import (
 	"net/netip"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"github.com/ggbroker/ggbroker/auth"
 	"github.com/ggbroker/ggbroker/certs"
 	"github.com/ggbroker/ggbroker/config"
+	"github.com/ggbroker/ggbroker/policy"
 	"github.com/ggbroker/ggbroker/state"
 )
 
@@ -69,7 +72,7 @@ func TestPolicyAuthorizerDefaultPolicy(t *testing.T) {
 			t.Errorf("%s: %+v, want allowed=%v", tc.name, tc.verdict, tc.allowed)
 		}
 	}
-	if v := a.Publish(s, "$aws/x", false); v.Resource != "arn:aws:iot:us-east-1:123456789012:topic/$aws/x" || v.Decision != "IMPLICIT_DENY" || v.Action != "iot:Publish" {
+	if v := a.Publish(s, "$aws/x", false); v.Resource != "arn:aws:iot:us-east-1:123456789012:topic/$aws/x" || v.Decision != policy.ImplicitDeny || v.Action != "iot:Publish" {
 		t.Errorf("deny verdict %+v", v)
 	}
 }
@@ -102,5 +105,27 @@ func BenchmarkAllowAllReceive(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		a.Receive(s, "sensors/sensor-1/temperature")
+	}
+}
+
+// TestDenialCarriesTheDecidingStatement: a Deny statement's verdict names the policy, the statement
+// and its Sid as fields, not only in the sentence.
+func TestDenialCarriesTheDecidingStatement(t *testing.T) {
+	a, s := newTestAuthorizer(t)
+	deny := `{"Version":"2012-10-17","Statement":[{"Sid":"NoSecrets","Effect":"Deny","Action":"iot:Publish","Resource":"arn:aws:iot:*:*:topic/secret/*"}]}`
+	dir := a.PolicyDir()
+	if err := os.WriteFile(state.PolicyPath(dir, "no-secrets"), []byte(deny), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.registry.AttachPolicy(s.Identity.CertificateID, "no-secrets"); err != nil {
+		t.Fatal(err)
+	}
+	a.refresh()
+	v := a.Publish(s, "secret/x", false)
+	if v.Allowed || v.Decision != policy.ExplicitDeny || v.Diagnostic.Policy != "no-secrets" || v.Diagnostic.Sid != "NoSecrets" || v.Diagnostic.Statement != 0 {
+		t.Fatalf("verdict %+v", v)
+	}
+	if v.DecisionName() != "EXPLICIT_DENY" || !strings.Contains(v.Reason, "NoSecrets") {
+		t.Fatalf("decision %s, reason %q", v.DecisionName(), v.Reason)
 	}
 }

@@ -172,7 +172,7 @@ func (h *hook) refuse(cl *mqtt.Client, s *authz.Session, ip string, port int, r 
 		fields = append(fields, zap.String("principalId", s.Identity.CertificateID), zap.String("thingName", s.Identity.ClientID))
 	}
 	for _, v := range v {
-		fields = append(fields, zap.String("action", v.Action), zap.String("resource", v.Resource), zap.String("decision", v.Decision))
+		fields = append(fields, verdictFields(v)...)
 	}
 	h.log.Error("connection refused", fields...)
 	h.events.Refused(r.Reason)
@@ -315,7 +315,7 @@ func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 
 // refusedBy is the verdict of a rule of the profile (not a policy).
 func refusedBy(action, resource, reason string) authz.Verdict {
-	return authz.Verdict{Action: action, Resource: resource, Decision: "REFUSED", Reason: reason}
+	return authz.RefusedBy(action, resource, reason)
 }
 
 // OnSubscribed ends the SUBSCRIBE (from here on OnACLCheck(read) means a delivery) and logs one
@@ -540,13 +540,27 @@ func (h *hook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 func (h *hook) denied(cl *mqtt.Client, s *authz.Session, eventType, topic string, v authz.Verdict) {
 	if ce := h.log.Check(zap.ErrorLevel, "not authorized"); ce != nil {
 		reason := "AUTHORIZATION_FAILURE"
-		if v.Decision == "REFUSED" {
+		if v.Refused {
 			reason = "REFUSED_BY_PROFILE"
 		}
-		ce.Write(append(h.record(cl, s, eventType, "Failure"), zap.String("topicName", topic),
-			zap.String("reason", reason), zap.String("action", v.Action),
-			zap.String("resource", v.Resource), zap.String("decision", v.Decision), zap.String("details", v.Reason))...)
+		fields := append(h.record(cl, s, eventType, "Failure"), zap.String("topicName", topic), zap.String("reason", reason))
+		ce.Write(append(fields, verdictFields(v)...)...)
 	}
+}
+
+// verdictFields put a denial into a log record as fields, not text: the action and resource, the
+// decision, and the deciding policy and statement (policyName, statementIndex, sid; empty when no
+// statement decided: an implicit deny), with the sentence in details.
+func verdictFields(v authz.Verdict) []zap.Field {
+	f := []zap.Field{zap.String("action", v.Action), zap.String("resource", v.Resource),
+		zap.String("decision", v.DecisionName()), zap.String("details", v.Reason)}
+	if d := v.Diagnostic; d.Policy != "" {
+		f = append(f, zap.String("policyName", d.Policy), zap.Int("statementIndex", d.Statement), zap.String("sid", d.Sid))
+	}
+	if len(v.Diagnostic.Unresolved) > 0 {
+		f = append(f, zap.Strings("unresolvedVariables", v.Diagnostic.Unresolved))
+	}
+	return f
 }
 
 // record is the common part of a log record, with AWS IoT's field names (aws-iot-core/cwl-format.md).

@@ -20,6 +20,7 @@ import (
 	"github.com/ggbroker/ggbroker/auth"
 	"github.com/ggbroker/ggbroker/authz"
 	"github.com/ggbroker/ggbroker/internal/boltcommit"
+	"github.com/ggbroker/ggbroker/policy"
 	"github.com/ggbroker/ggbroker/service"
 )
 
@@ -330,7 +331,7 @@ func (h *host) Authorize(c *service.Client, action, resource string) authz.Verdi
 	}
 	s, ok := c.Session().(*authz.Session)
 	if !ok {
-		return authz.Verdict{Action: action, Resource: resource, Decision: "IMPLICIT_DENY", Reason: "the request has no authenticated identity"}
+		return authz.Verdict{Action: action, Resource: resource, Decision: policy.ImplicitDeny, Reason: "the request has no authenticated identity"}
 	}
 	return h.b.hook.authz.Decide(s, action, resource)
 }

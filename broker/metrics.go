@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/ggbroker/ggbroker/authz"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -99,11 +100,14 @@ var (
 	descCertExpiry  = prometheus.NewDesc(ns+"server_certificate_expiry_timestamp_seconds", "When the MQTT server certificate in use expires (Unix time).", nil, nil)
 	descCAExpiry    = prometheus.NewDesc(ns+"core_ca_expiry_timestamp_seconds", "When the core device CA expires (Unix time).", nil, nil)
 	descRotations   = prometheus.NewDesc(ns+"server_certificate_rotations_total", "Server certificates issued since start, the first one excluded.", nil, nil)
+	descPolicyVer   = prometheus.NewDesc(ns+"policy_version", "Version of the policies in force: 0 at start, +1 for each reload that was applied.", nil, nil)
+	descPolicyFail  = prometheus.NewDesc(ns+"policy_reload_failures_total", "Policy reloads refused (a broken policy file, registry or deviceGroups edit): the last good policies stay in force.", nil, nil)
 )
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnected, descSessions, descConnects, descRefusals, descDisconnects, descMsgIn, descMsgOut,
-		descBytesIn, descBytesOut, descDecisions, descDropped, descInflight, descRetained, descCertExpiry, descCAExpiry, descRotations} {
+		descBytesIn, descBytesOut, descDecisions, descDropped, descInflight, descRetained, descCertExpiry, descCAExpiry, descRotations,
+		descPolicyVer, descPolicyFail} {
 		ch <- d
 	}
 }
@@ -158,4 +162,9 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		gauge(descCertExpiry, float64(c.NotAfter.Unix()))
 	}
 	gauge(descCAExpiry, float64(m.b.state.CoreCA.Cert.NotAfter.Unix()))
+	if pa, ok := m.b.authz.(*authz.PolicyAuthorizer); ok {
+		version, failures := pa.Reloads()
+		gauge(descPolicyVer, float64(version))
+		counter(descPolicyFail, float64(failures))
+	}
 }

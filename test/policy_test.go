@@ -241,12 +241,17 @@ func TestHotReloadRevokesOnLiveConnection(t *testing.T) {
 	publishV3(t, pub, "news/2", 1, false, "after")
 	publishV3(t, pub, "news/3", 1, false, "still allowed")
 	expectMessage(t, got, "news/3 still allowed")
+	// The denial's record names the deciding policy as fields, not only in its details.
+	h.record(t, "not authorized", map[string]string{"eventType": "Publish-Out", "topicName": "news/2",
+		"decision": "EXPLICIT_DENY", "policyName": "live"})
 
 	// A broken edit: refused, logged, and the last good policy (with its Deny) stays in force.
 	if err := os.WriteFile(filepath.Join(h.broker.State().PolicyDir, "live.json"), []byte(`{"Version": "2012-10-17", "Statement": [{"Effect": "Maybe"}]}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	h.record(t, "policy reload refused; the last good policies stay in force", nil)
+	h.waitMetric("ggbroker_policy_reload_failures_total", func(v float64) bool { return v >= 1 })
+	h.waitMetric("ggbroker_policy_version", func(v float64) bool { return v >= 1 })
 	publishV3(t, pub, "news/2", 1, false, "after broken edit")
 	publishV3(t, pub, "news/4", 1, false, "fine")
 	expectMessage(t, got, "news/4 fine")
