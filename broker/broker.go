@@ -284,6 +284,7 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 	var wg sync.WaitGroup
 	wg.Go(func() { b.rotator.Run(ctx) })
 	wg.Go(func() { b.expireSessions(ctx) })
+	wg.Go(func() { b.watchRevocations(ctx) })
 	b.startDiscovery(ctx, &wg)
 	if pa, ok := b.authz.(*authz.PolicyAuthorizer); ok {
 		wg.Go(func() { pa.Watch(ctx) })

@@ -45,7 +45,8 @@ type hook struct {
 	conns sync.Map
 	// takenOver holds the connections a newer one with the same client ID replaces (*mqtt.Client -> true).
 	takenOver sync.Map
-	// kicked holds the connections a service closed (*mqtt.Client -> reason), for their Disconnect record.
+	// kicked holds the connections the broker or a service closed because their credentials no
+	// longer hold (*mqtt.Client -> details), for their Disconnect record and lifecycle event.
 	kicked sync.Map
 }
 
@@ -204,9 +205,15 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	if _, dup := h.takenOver.LoadAndDelete(cl); dup {
 		reason, status = "DUPLICATE_CLIENTID", "Failure"
 	}
+	why, kicked := h.kicked.LoadAndDelete(cl)
+	if kicked {
+		// AWS' AUTH_ERROR: "the client failed to authenticate or authorization failed"
+		// (aws-iot-core/life-cycle-events.md, disconnectReason).
+		reason, status = "AUTH_ERROR", "Failure"
+	}
 	fields := append(h.record(cl, v.(*authz.Session), "Disconnect", status), zap.String("disconnectReason", reason))
-	if why, ok := h.kicked.LoadAndDelete(cl); ok {
-		fields = append(fields, zap.String("reason", "FORBIDDEN_ACCESS"), zap.String("details", why.(string)))
+	if kicked {
+		fields = append(fields, zap.String("reason", "AUTH_ERROR"), zap.String("details", why.(string)))
 		err = nil // the details say why; not the error the close produced
 	}
 	if reason == "DUPLICATE_CLIENTID" {

@@ -445,10 +445,17 @@ func (h *host) Disconnect(c *service.Client, reason string) error {
 	if target == nil {
 		return service.ErrNotConnected
 	}
-	h.b.hook.kicked.Store(target, reason)
-	if target.Properties.ProtocolVersion == 5 {
-		return h.b.server.DisconnectClient(target, packets.ErrNotAuthorized)
+	return h.b.disconnectForCredentials(target, reason)
+}
+
+// disconnectForCredentials closes a connection whose credentials no longer hold (a certificate
+// revoked, deactivated or deleted): MQTT 5 gets DISCONNECT 0x87, MQTT 3.1.1 is closed. Its Disconnect
+// record says AUTH_ERROR with details.
+func (b *Broker) disconnectForCredentials(cl *mqtt.Client, details string) error {
+	b.hook.kicked.Store(cl, details)
+	if cl.Properties.ProtocolVersion == 5 {
+		return b.server.DisconnectClient(cl, packets.ErrNotAuthorized)
 	}
-	target.Stop(packets.ErrNotAuthorized)
+	cl.Stop(packets.ErrNotAuthorized)
 	return nil
 }

@@ -151,7 +151,8 @@ type Host interface {
 	HandleDevice(pattern string, h http.Handler) error
 	// Clients lists the connected MQTT clients (for a service that acts on them, like revocation).
 	Clients() []*Client
-	// Disconnect closes a client's connection, with a reason for its Disconnect record.
+	// Disconnect closes a client's connection because its credentials no longer hold (a certificate
+	// revoked through the API): its Disconnect record says AUTH_ERROR, with reason as details.
 	Disconnect(c *Client, reason string) error
 	// Metrics registers the service's collectors; they are served on /metrics.
 	Metrics() prometheus.Registerer
