@@ -1,18 +1,26 @@
 package broker
 
 import (
+	"crypto/subtle"
 	"crypto/x509"
 	"encoding/json"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
+	"github.com/ggbroker/ggbroker/state"
 	"go.uber.org/zap"
 )
 
 // adminHandler serves the operator endpoints. The listener only binds loopback addresses (config
-// validation refuses others) and every request is checked again here, because POST /rotate changes state.
+// validation refuses others) and every request is checked again here, with its Host and Origin (a web
+// page the operator has open must not reach it: DNS rebinding, cross-site POSTs). POST /rotate changes
+// state and needs the state directory's admin token; the read-only endpoints do not, so that health
+// checks and Prometheus need no secret.
 func (b *Broker) adminHandler() http.Handler {
+	token := b.adminToken
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -32,6 +40,11 @@ func (b *Broker) adminHandler() http.Handler {
 	})
 	mux.Handle("GET /metrics", b.metrics.handler())
 	mux.HandleFunc("POST /rotate", func(w http.ResponseWriter, r *http.Request) {
+		if !bearer(r, token) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="ggbroker admin"`)
+			http.Error(w, "POST /rotate needs the admin token: Authorization: Bearer <contents of "+state.AdminTokenFile+" in the state directory>", http.StatusUnauthorized)
+			return
+		}
 		if err := b.Rotate("forced"); err != nil {
 			b.log.Error("forced rotation failed", zap.Error(err))
 			http.Error(w, "rotation failed: "+err.Error(), http.StatusInternalServerError)
@@ -44,6 +57,26 @@ func (b *Broker) adminHandler() http.Handler {
 		})
 	})
 	return loopbackOnly(mux)
+}
+
+// bearer reports whether the request carries the token, compared in constant time.
+func bearer(r *http.Request, token string) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(token)) == 1
+}
+
+// localHost reports whether a Host header or an Origin's host names this machine's loopback.
+func localHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // readyMargin is how long the CA and the server certificate must still be valid for /readyz: less
@@ -88,6 +121,16 @@ func loopbackOnly(next http.Handler) http.Handler {
 		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
 			http.Error(w, "admin endpoints answer loopback clients only", http.StatusForbidden)
 			return
+		}
+		if !localHost(r.Host) {
+			http.Error(w, "admin endpoints answer requests for localhost only (Host "+r.Host+")", http.StatusForbidden)
+			return
+		}
+		if o := r.Header.Get("Origin"); o != "" {
+			if u, err := url.Parse(o); err != nil || !localHost(u.Host) {
+				http.Error(w, "admin endpoints refuse cross-origin requests (Origin "+o+")", http.StatusForbidden)
+				return
+			}
 		}
 		next.ServeHTTP(w, r)
 	})

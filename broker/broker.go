@@ -48,7 +48,9 @@ type Broker struct {
 	mqttLn  net.Listener
 	adminLn net.Listener
 	admin   *http.Server
-	disc    discoveryParts // discovery.go: connectivity, discovery certificate and listeners
+	// adminToken is what POST /rotate must carry (state.AdminTokenFile).
+	adminToken string
+	disc       discoveryParts // discovery.go: connectivity, discovery certificate and listeners
 
 	// Durability and operations (storage.go, metrics.go, local_listener.go).
 	persist  *persistence  // what openPersistence found, nil when persistence is off
@@ -151,6 +153,9 @@ func (b *Broker) open() error {
 		return fmt.Errorf("mqtt.listen %s: %w", cfg.MQTT.Listen, err)
 	}
 	if cfg.Admin.Enabled {
+		if b.adminToken, err = st.AdminToken(); err != nil {
+			return err
+		}
 		if b.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
 			return fmt.Errorf("admin.listen %s: %w", cfg.Admin.Listen, err)
 		}

@@ -102,11 +102,9 @@ func TestAdminReadyAndMetrics(t *testing.T) {
 	if v := h.metric("ggbroker_server_certificate_rotations_total"); v != 0 {
 		t.Fatalf("rotations before any: %v", v)
 	}
-	resp, err := http.Post("http://"+h.broker.AdminAddr().String()+"/rotate", "", nil)
-	if err != nil {
-		t.Fatal(err)
+	if resp := h.adminPost(t, "/rotate", nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /rotate: %s", resp.Status)
 	}
-	resp.Body.Close()
 	h.waitMetric("ggbroker_server_certificate_rotations_total", func(v float64) bool { return v == 1 })
 	if v := h.metric("ggbroker_server_certificate_expiry_timestamp_seconds"); v != float64(h.broker.ServerCertificate().NotAfter.Unix()) {
 		t.Fatalf("certificate expiry metric %v after rotation", v)

@@ -30,11 +30,7 @@ func TestHotRotationKeepsConnections(t *testing.T) {
 		t.Fatalf("handshake saw serial %s, broker serves %s", first, h.broker.ServerCertificate().SerialNumber.Text(16))
 	}
 
-	resp, err := http.Post("http://"+h.broker.AdminAddr().String()+"/rotate", "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp := h.adminPost(t, "/rotate", nil)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("POST /rotate: %s", resp.Status)
 	}

@@ -20,7 +20,8 @@ func newServeCommand(g *globalFlags) *cobra.Command {
 		Short: "Run the broker",
 		Long: `Run the MQTT broker on the mutual TLS listener (default :8883) until SIGINT or SIGTERM, then shut down
 gracefully. On first start it creates the core device CA, the device CA and the registry in the state
-directory. SIGUSR1 (or POST http://127.0.0.1:9883/rotate) rotates the server certificate now.
+directory. SIGUSR1 (or POST http://127.0.0.1:9883/rotate with the bearer token in <stateDir>/admin.token) rotates the
+server certificate now.
 
 Sessions, queued QoS 1/2 messages and retained messages are kept in <stateDir>/sessions.db. If that file
 is unreadable the broker refuses to start and says so; --recover moves it aside and starts empty.`,
