@@ -1,6 +1,8 @@
 package state
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -55,5 +57,36 @@ func TestOpenStateWaitsForAnotherOpener(t *testing.T) {
 	}
 	if time.Since(start) < 200*time.Millisecond {
 		t.Fatal("OpenState returned before the lock was released")
+	}
+}
+
+// TestWritableByOthersIsRefused (issue 17): a state directory, or a file in it, that other users may
+// write is refused, naming it; fixed, it opens.
+func TestWritableByOthersIsRefused(t *testing.T) {
+	cfg, err := config.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.StateDir = filepath.Join(t.TempDir(), "state")
+	if _, err := OpenState(cfg); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{cfg.StateDir, filepath.Join(cfg.StateDir, registryFile), filepath.Join(cfg.StateDir, coreCADir, coreCAKeyFile)} {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, fi.Mode().Perm()|0o002); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := OpenState(cfg); err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "chmod go-w") {
+			t.Fatalf("%s world-writable: %v", path, err)
+		}
+		if err := os.Chmod(path, fi.Mode().Perm()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := OpenState(cfg); err != nil {
+		t.Fatalf("after the fix: %v", err)
 	}
 }

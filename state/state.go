@@ -56,6 +56,9 @@ func OpenState(cfg *config.Config) (*State, error) {
 	if err := os.MkdirAll(filepath.Join(dir, coreCADir), 0o700); err != nil {
 		return nil, fmt.Errorf("state directory %s: %w", dir, err)
 	}
+	if err := checkPermissions(dir); err != nil {
+		return nil, err
+	}
 	unlock, err := lockInit(dir)
 	if err != nil {
 		return nil, err
