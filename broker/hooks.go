@@ -130,6 +130,12 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	if v := h.authz.Connect(s); !v.Allowed {
 		return h.refuse(cl, s, ip, port, &auth.Refusal{Reason: "AUTHORIZATION_FAILURE", Details: v.Reason}, packets.ErrNotAuthorized, v)
 	}
+	if holder, mine := h.holderOf(cl.ID), h.identityKey(id); holder != "" && holder != mine {
+		// Identities never share a session: a local-listener client (or another device) must not take
+		// over a device's persistent session, its queued messages, or kick its live connection.
+		return h.refuse(cl, s, ip, port, &auth.Refusal{Reason: "CLIENT_ID_IN_USE",
+			Details: fmt.Sprintf("client ID %q belongs to the session of %s; this connection is %s", cl.ID, holder, mine)}, packets.ErrNotAuthorized)
+	}
 	// The certificate ID goes where mochi's storage hooks persist it (the session's username: ggbroker
 	// authenticates by certificate, never by username), so a session restored after a restart can be
 	// given its identity back; see restore.
@@ -146,6 +152,37 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	h.sessions.Store(cl.ID, &sessionEntry{client: cl, session: s})
 	h.events.Connected()
 	return nil
+}
+
+// identityKey names an identity for the one-identity-per-session rule: a device by its thing (a
+// device whose certificate was replaced is still the same device), a certificate attached to no thing
+// by its ID, the local listener's clients by the anonymous identity.
+func (h *hook) identityKey(id *auth.Identity) string {
+	switch {
+	case h.local != nil && id.Record == h.local.record:
+		return "the local listener's anonymous identity " + h.local.name
+	case id.Thing != nil && id.Thing.Name != "":
+		return "thing " + id.Thing.Name
+	default:
+		return "certificate " + id.CertificateID
+	}
+}
+
+// holderOf is the identity key of the session a client ID has now, live or persistent (also one
+// restored from storage that nothing has touched yet), or "" when it has none.
+func (h *hook) holderOf(clientID string) string {
+	if e, ok := h.sessions.Load(clientID); ok {
+		return h.identityKey(e.(*sessionEntry).session.Identity)
+	}
+	cl, ok := h.server.Clients.Get(clientID)
+	if !ok || cl.Net.Inline || len(cl.Properties.Username) == 0 {
+		return ""
+	}
+	certID := string(cl.Properties.Username)
+	if id, err := h.authn.Restore(certID, clientID); err == nil {
+		return h.identityKey(id)
+	}
+	return "certificate " + certID
 }
 
 // refuse sends the CONNACK for a refused connection (code, as MQTT 5 says it) and logs one record
