@@ -24,11 +24,13 @@ import (
 // It knows nothing of certificates or policies itself.
 type hook struct {
 	mqtt.HookBase
-	server *mqtt.Server
-	authn  *auth.Authenticator
-	authz  authz.Authorizer
-	events Events
-	log    *zap.Logger
+	// denials keeps repeated denials (one client, one event type, one topic) to one record a second.
+	denials denialLog
+	server  *mqtt.Server
+	authn   *auth.Authenticator
+	authz   authz.Authorizer
+	events  Events
+	log     *zap.Logger
 	// local is the loopback plain-TCP listener's identity, nil when it is off (issue 6 seam, local_listener.go).
 	local *localClients
 	// profile is the AWS behaviour profile; accountID goes into every log record, as in AWS IoT's.
@@ -580,16 +582,63 @@ func (h *hook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 	return mqtt.Will{}, nil // no topic: the patched mochi does not send it (third_party/mochi-server/PATCHES.md)
 }
 
-// denied logs one authorization failure.
+// denied logs an authorization failure: the first of a run of identical ones (same client, event
+// type and topic) at once, then at most one a second with how many were not logged in between, so a
+// device subscribed to a busy topic it may not receive cannot flood the log (every denial is still
+// counted in ggbroker_policy_decisions_total).
 func (h *hook) denied(cl *mqtt.Client, s *authz.Session, eventType, topic string, v authz.Verdict) {
-	if ce := h.log.Check(zap.ErrorLevel, "not authorized"); ce != nil {
-		reason := "AUTHORIZATION_FAILURE"
-		if v.Refused {
-			reason = "REFUSED_BY_PROFILE"
-		}
-		fields := append(h.record(cl, s, eventType, "Failure"), zap.String("topicName", topic), zap.String("reason", reason))
-		ce.Write(append(fields, verdictFields(v)...)...)
+	ce := h.log.Check(zap.ErrorLevel, "not authorized")
+	if ce == nil {
+		return
 	}
+	log, suppressed := h.denials.allow(cl.ID+"\x00"+eventType+"\x00"+topic, time.Now().Unix())
+	if !log {
+		return
+	}
+	reason := "AUTHORIZATION_FAILURE"
+	if v.Refused {
+		reason = "REFUSED_BY_PROFILE"
+	}
+	fields := append(h.record(cl, s, eventType, "Failure"), zap.String("topicName", topic), zap.String("reason", reason))
+	if suppressed > 0 {
+		fields = append(fields, zap.Int("suppressedSinceLastRecord", suppressed))
+	}
+	ce.Write(append(fields, verdictFields(v)...)...)
+}
+
+// denialLog rate-limits identical denial records.
+type denialLog struct {
+	mu   sync.Mutex
+	runs map[string]*denialRun
+}
+
+type denialRun struct {
+	second     int64 // when the last record of the run was written
+	suppressed int
+}
+
+// maxDenialRuns bounds the memory of denialLog; past it the map starts over.
+const maxDenialRuns = 10000
+
+// allow says whether to write a record for key now, and how many were suppressed since the last.
+func (d *denialLog) allow(key string, now int64) (bool, int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.runs == nil || len(d.runs) >= maxDenialRuns {
+		d.runs = map[string]*denialRun{}
+	}
+	r, ok := d.runs[key]
+	if !ok {
+		d.runs[key] = &denialRun{second: now}
+		return true, 0
+	}
+	if r.second == now {
+		r.suppressed++
+		return false, 0
+	}
+	n := r.suppressed
+	r.second, r.suppressed = now, 0
+	return true, n
 }
 
 // verdictFields put a denial into a log record as fields, not text: the action and resource, the
