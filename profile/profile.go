@@ -75,6 +75,11 @@ var profiles = map[string]Profile{
 		MaxPayloadBytes: 128 * kib, MaxPacketBytes: 128*kib + packetOverhead,
 		MaxQoS:          2,
 		LifecycleEvents: true,
+		// Not AWS rules but bounds one device must not exceed on a gateway (issue 17): 180,000
+		// subscriptions from one session took 620 MB, and a 20,000-level filter seconds of CPU per
+		// matching publish. Far above what any Greengrass client device uses.
+		MaxSubscriptionsPerConnection: 1000,
+		MaxTopicSlashes:               127,
 	},
 	IoTCore: {
 		Name:            IoTCore,
