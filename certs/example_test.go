@@ -22,6 +22,6 @@ func Example() {
 		return
 	}
 	_, err = leaf.Leaf.Verify(x509.VerifyOptions{Roots: ca.Pool(), DNSName: "localhost"})
-	fmt.Println("verified:", err == nil, "valid for", leaf.Leaf.NotAfter.Sub(time.Now()).Round(24*time.Hour))
+	fmt.Println("verified:", err == nil, "valid for", time.Until(leaf.Leaf.NotAfter).Round(24*time.Hour))
 	// Output: verified: true valid for 168h0m0s
 }

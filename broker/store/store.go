@@ -5,8 +5,11 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -76,7 +79,13 @@ func Check(path string) (hasSysInfo bool, err error) {
 			err = &CorruptStateError{Path: path, Err: fmt.Errorf("%v", r)}
 		}
 	}()
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: LockTimeout, ReadOnly: true})
+	if err := checkMeta(path); err != nil {
+		return false, &CorruptStateError{Path: path, Err: err}
+	}
+	// PreLoadFreelist reads the freelist here, in this goroutine, where a panic on a damaged page is
+	// recovered; bbolt's own tx.Check would read it in a goroutine of its own, where a panic kills
+	// the process (issue 17: a truncated sessions.db crashed the broker, --recover or not).
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: LockTimeout, ReadOnly: true, PreLoadFreelist: true})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return false, fmt.Errorf("persistence file %s is locked: is another ggbroker running on this state directory?", path)
 	}
@@ -85,8 +94,8 @@ func Check(path string) (hasSysInfo bool, err error) {
 	}
 	defer db.Close()
 	err = db.View(func(tx *bbolt.Tx) error {
-		for cerr := range tx.Check() {
-			return cerr
+		if err := walk(tx); err != nil {
+			return err
 		}
 		b := tx.Bucket([]byte(storeBucket))
 		if b == nil {
@@ -104,6 +113,74 @@ func Check(path string) (hasSysInfo bool, err error) {
 		return false, &CorruptStateError{Path: path, Err: err}
 	}
 	return hasSysInfo, nil
+}
+
+// checkMeta reads bbolt's two meta pages and refuses a file shorter than either valid meta says it
+// is: bbolt maps the file and would touch pages past its end, and the SIGBUS that follows cannot be
+// recovered (a truncated file killed the broker). Layout: go.etcd.io/bbolt internal/common (page
+// header of 16 bytes, then magic, version, pageSize, flags, root bucket, freelist, pgid, txid,
+// checksum: an FNV-64a of the fields before it).
+func checkMeta(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	const metaMagic = 0xED0CDAED
+	head := make([]byte, 4096)
+	if _, err := io.ReadFull(f, head); err != nil {
+		return fmt.Errorf("file too short for a bbolt header (%d bytes)", fi.Size())
+	}
+	pageSize := int64(binary.LittleEndian.Uint32(head[16+8:]))
+	if pageSize < 512 || pageSize > 1<<20 || pageSize&(pageSize-1) != 0 {
+		return fmt.Errorf("implausible page size %d", pageSize)
+	}
+	valid := 0
+	for i := int64(0); i < 2; i++ {
+		page := make([]byte, 80)
+		if _, err := f.ReadAt(page, i*pageSize); err != nil {
+			continue
+		}
+		m := page[16:]
+		h := fnv.New64a()
+		h.Write(m[:56])
+		if binary.LittleEndian.Uint32(m[0:]) != metaMagic || binary.LittleEndian.Uint64(m[56:]) != h.Sum64() {
+			continue
+		}
+		freelist, pgid := binary.LittleEndian.Uint64(m[32:]), binary.LittleEndian.Uint64(m[40:])
+		if int64(pgid)*pageSize > fi.Size() {
+			return fmt.Errorf("file is %d bytes but its meta page %d says %d pages of %d bytes: truncated", fi.Size(), i, pgid, pageSize)
+		}
+		if freelist != ^uint64(0) && freelist >= pgid {
+			return fmt.Errorf("meta page %d points its freelist past the end of the file", i)
+		}
+		valid++
+	}
+	if valid == 0 {
+		return errors.New("neither bbolt meta page is valid")
+	}
+	return nil
+}
+
+// walk reads every bucket and key of the file, touching every branch and leaf page reachable, so that
+// a damaged page fails (or panics, recovered by Check) here rather than later in mochi's hook.
+func walk(tx *bbolt.Tx) error {
+	var visit func(b *bbolt.Bucket) error
+	visit = func(b *bbolt.Bucket) error {
+		return b.ForEach(func(k, v []byte) error {
+			if v == nil {
+				if nb := b.Bucket(k); nb != nil {
+					return visit(nb)
+				}
+			}
+			return nil
+		})
+	}
+	return tx.ForEach(func(_ []byte, b *bbolt.Bucket) error { return visit(b) })
 }
 
 // decodeRecord decodes one record as mochi's hook will.
