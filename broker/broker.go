@@ -61,7 +61,8 @@ type Broker struct {
 	recover  bool          // move an unreadable persistence file aside instead of refusing to start
 	stopping atomic.Bool   // set when shutdown starts: /readyz answers 503 from then on
 
-	svc services // the device services and their seam (host.go)
+	svc       services       // the device services and their seam (host.go)
+	listeners []*tlsListener // the MQTT listeners, for their pending-connection count
 
 	lock      *state.ServeLock // this broker's hold on the state directory
 	ready     chan struct{}
@@ -222,6 +223,21 @@ func (b *Broker) Rotate(reason string) error {
 	return errors.Join(b.rotator.Rotate(reason), b.rotateDiscovery(reason))
 }
 
+// listenerOptions are what the MQTT listeners share.
+func (b *Broker) listenerOptions() listenerOptions {
+	return listenerOptions{handshakeTimeout: b.cfg.MQTT.TLSHandshakeTimeout, maxPending: b.cfg.Limits.MaxPendingConnections,
+		log: b.log, events: b.events}
+}
+
+// connectRead releases a connection's pending place once its CONNECT is read (the hook calls it).
+func (b *Broker) connectRead(conn net.Conn) {
+	for _, l := range b.listeners {
+		if l.connected(conn) {
+			return
+		}
+	}
+}
+
 // tlsConfig asks every client for a certificate but leaves judging it to the CONNECT hook, which
 // checks it against the registry and answers with a CONNACK reason and a log record a person can act
 // on, instead of a bare TLS alert.
@@ -248,7 +264,7 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 	})
 	applyProfile(b.profile, b.server.Options.Capabilities)
 	applyLimits(b.cfg.Limits, b.server.Options.Capabilities)
-	b.hook = &hook{server: b.server, authn: auth.NewAuthenticator(b.state.Registry, b.state.TrustedDeviceCAs, nil), authz: b.authz, events: b.events, log: b.log,
+	b.hook = &hook{server: b.server, authn: auth.NewAuthenticator(b.state.Registry, b.state.TrustedDeviceCAs, nil), authz: b.authz, events: b.events, log: b.log, connectRead: b.connectRead,
 		profile: b.profile, accountID: b.cfg.Core.AccountID}
 	if b.profile.LifecycleEvents {
 		b.hook.lifecycle = &lifecycle{server: b.server, log: b.log, accountID: b.cfg.Core.AccountID}
@@ -268,7 +284,8 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 	if err := b.addFlowControl(); err != nil {
 		return err
 	}
-	l := newTLSListener(mqttListenerID, b.mqttLn, b.tlsConfig(), b.cfg.MQTT.TLSHandshakeTimeout, b.log)
+	l := newTLSListener(mqttListenerID, b.mqttLn, b.tlsConfig(), b.listenerOptions())
+	b.listeners = append(b.listeners, l)
 	if err := b.server.AddListener(l); err != nil {
 		return fmt.Errorf("add MQTT listener: %w", err)
 	}

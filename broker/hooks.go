@@ -26,11 +26,13 @@ type hook struct {
 	mqtt.HookBase
 	// denials keeps repeated denials (one client, one event type, one topic) to one record a second.
 	denials denialLog
-	server  *mqtt.Server
-	authn   *auth.Authenticator
-	authz   authz.Authorizer
-	events  Events
-	log     *zap.Logger
+	// connectRead releases the connection's place among those waiting for CONNECT (listener.go).
+	connectRead func(net.Conn)
+	server      *mqtt.Server
+	authn       *auth.Authenticator
+	authz       authz.Authorizer
+	events      Events
+	log         *zap.Logger
 	// local is the loopback plain-TCP listener's identity, nil when it is off (issue 6 seam, local_listener.go).
 	local *localClients
 	// profile is the AWS behaviour profile; accountID goes into every log record, as in AWS IoT's.
@@ -97,6 +99,9 @@ func (h *hook) Provides(b byte) bool {
 // iot:Connect. A refusal gets its CONNACK here: returning an error from OnConnect makes mochi close the
 // connection without one.
 func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	if h.connectRead != nil {
+		h.connectRead(cl.Net.Conn)
+	}
 	ip, port := splitAddr(remoteAddr(cl))
 	if why := h.profile.CheckClientID(cl.ID); why != "" {
 		return h.refuse(cl, nil, ip, port, &auth.Refusal{Reason: "CLIENT_ID_NOT_VALID", Details: why}, packets.ErrClientIdentifierNotValid)

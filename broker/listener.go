@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"go.uber.org/zap"
 )
 
@@ -25,6 +26,13 @@ type tlsListener struct {
 	tlsConfig        *tls.Config
 	handshakeTimeout time.Duration
 	log              *zap.Logger
+	events           Events
+	// maxPending caps the connections between accept and CONNECT; pending holds them (the conn given
+	// to mochi -> struct{}) until the hook's OnConnect or the end of the connection releases them.
+	maxPending   int64
+	pending      sync.Map
+	pendingCount atomic.Int64
+	refusedAt    sync.Map // reason -> *atomic.Int64: unix second of its last refusal record (one a second at most)
 
 	closed atomic.Bool
 	once   sync.Once
@@ -32,8 +40,17 @@ type tlsListener struct {
 
 var _ listeners.Listener = (*tlsListener)(nil)
 
-func newTLSListener(id string, ln net.Listener, cfg *tls.Config, handshakeTimeout time.Duration, log *zap.Logger) *tlsListener {
-	return &tlsListener{id: id, ln: ln, tlsConfig: cfg, handshakeTimeout: handshakeTimeout, log: log}
+// listenerOptions are what every tlsListener shares.
+type listenerOptions struct {
+	handshakeTimeout time.Duration
+	maxPending       int64
+	log              *zap.Logger
+	events           Events
+}
+
+func newTLSListener(id string, ln net.Listener, cfg *tls.Config, o listenerOptions) *tlsListener {
+	return &tlsListener{id: id, ln: ln, tlsConfig: cfg, handshakeTimeout: o.handshakeTimeout, log: o.log,
+		events: o.events, maxPending: o.maxPending}
 }
 
 func (l *tlsListener) ID() string      { return l.id }
@@ -62,24 +79,60 @@ func (l *tlsListener) Serve(establish listeners.EstablishFn) {
 			continue
 		}
 		backoff = 0
+		if l.pendingCount.Load() >= l.maxPending {
+			l.refuse(conn, "TOO_MANY_PENDING", "limits.maxPendingConnections reached: too many connections have not finished TLS and CONNECT")
+			continue
+		}
+		l.pendingCount.Add(1)
 		go l.handle(conn, establish)
 	}
 }
 
+// refuse closes a connection the broker cannot take, counts it, and logs at most one record a second.
+func (l *tlsListener) refuse(conn net.Conn, reason, details string) {
+	_ = conn.Close()
+	l.refused(conn, reason, details)
+}
+
+// refused counts a refused connection and logs at most one record a second.
+func (l *tlsListener) refused(conn net.Conn, reason, details string) {
+	l.events.Refused(reason)
+	at, _ := l.refusedAt.LoadOrStore(reason, new(atomic.Int64))
+	if now := time.Now().Unix(); at.(*atomic.Int64).Swap(now) != now {
+		ip, port := splitAddr(conn.RemoteAddr())
+		l.log.Warn("connection refused", zap.String("eventType", "Connect"), zap.String("status", "Failure"),
+			zap.String("listener", l.id), zap.String("sourceIp", ip), zap.Int("sourcePort", port),
+			zap.String("reason", reason), zap.String("details", details))
+	}
+}
+
+// connected releases a connection's pending place: its CONNECT has been read. It reports whether conn
+// was this listener's.
+func (l *tlsListener) connected(conn net.Conn) bool {
+	if _, ok := l.pending.LoadAndDelete(conn); ok {
+		l.pendingCount.Add(-1)
+		return true
+	}
+	return false
+}
+
 func (l *tlsListener) handle(raw net.Conn, establish listeners.EstablishFn) {
+	conn := raw
+	if l.tlsConfig != nil {
+		conn = tls.Server(raw, l.tlsConfig)
+	}
+	l.pending.Store(conn, struct{}{})
+	defer l.connected(conn) // a connection that ends before its CONNECT releases its place too
 	if l.tlsConfig == nil {
 		// The local listener: plain TCP, with the same deadline for CONNECT.
 		_ = raw.SetDeadline(time.Now().Add(l.handshakeTimeout))
-		if err := establish(l.id, raw); err != nil {
-			l.log.Debug("connection ended", zap.String("listener", l.id), zap.String("remote", raw.RemoteAddr().String()), zap.Error(err))
-		}
+		l.establish(establish, raw, raw)
 		return
 	}
-	conn := tls.Server(raw, l.tlsConfig)
 	// One deadline covers the handshake and the CONNECT packet: mochi replaces it with the keep-alive
 	// deadline once CONNECT is read, and without it a socket that sends nothing would stay open forever.
 	_ = raw.SetDeadline(time.Now().Add(l.handshakeTimeout))
-	if err := conn.Handshake(); err != nil {
+	if err := conn.(*tls.Conn).Handshake(); err != nil {
 		ip, port := splitAddr(raw.RemoteAddr())
 		l.log.Warn("TLS handshake failed",
 			zap.String("eventType", "Connect"), zap.String("status", "Failure"),
@@ -88,7 +141,17 @@ func (l *tlsListener) handle(raw net.Conn, establish listeners.EstablishFn) {
 		_ = raw.Close()
 		return
 	}
-	if err := establish(l.id, conn); err != nil {
+	l.establish(establish, conn, raw)
+}
+
+// establish hands the connection to mochi for its life. A refusal at limits.maxConnections (mochi
+// answers CONNACK "server busy" itself, with no hook) is logged and counted here.
+func (l *tlsListener) establish(establish listeners.EstablishFn, conn, raw net.Conn) {
+	err := establish(l.id, conn)
+	switch {
+	case errors.Is(err, packets.ErrServerBusy):
+		l.refused(raw, "SERVER_BUSY", "limits.maxConnections reached")
+	case err != nil:
 		l.log.Debug("connection ended", zap.String("listener", l.id), zap.String("remote", raw.RemoteAddr().String()), zap.Error(err))
 	}
 }

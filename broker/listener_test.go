@@ -39,7 +39,7 @@ func (l *flakyListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 
 func TestListenerSurvivesAcceptErrors(t *testing.T) {
 	fl := &flakyListener{conns: make(chan net.Conn, 1), closed: make(chan struct{})}
 	fl.failures.Store(5)
-	l := newTLSListener("t", fl, nil, time.Second, zap.NewNop())
+	l := newTLSListener("t", fl, nil, listenerOptions{handshakeTimeout: time.Second, maxPending: 10, log: zap.NewNop(), events: &metrics{}})
 	established := make(chan string, 1)
 	go l.Serve(func(id string, c net.Conn) error { established <- id; return c.Close() })
 	defer l.Close(func(string) {})
@@ -65,7 +65,7 @@ var _ listeners.Listener = (*tlsListener)(nil)
 // TestListenerStopsOnClose: Close ends Serve (a closed listener is not retried).
 func TestListenerStopsOnClose(t *testing.T) {
 	fl := &flakyListener{conns: make(chan net.Conn), closed: make(chan struct{})}
-	l := newTLSListener("t", fl, nil, time.Second, zap.NewNop())
+	l := newTLSListener("t", fl, nil, listenerOptions{handshakeTimeout: time.Second, maxPending: 10, log: zap.NewNop(), events: &metrics{}})
 	done := make(chan struct{})
 	go func() { l.Serve(func(string, net.Conn) error { return errors.New("unused") }); close(done) }()
 	l.Close(func(string) {})

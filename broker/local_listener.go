@@ -90,7 +90,8 @@ func (b *Broker) addLocalListener() error {
 	}
 	b.hook.local = b.local
 	b.hook.authz = b.local.authz
-	l := newTLSListener(localListenerID, b.localLn, nil, b.cfg.MQTT.TLSHandshakeTimeout, b.log)
+	l := newTLSListener(localListenerID, b.localLn, nil, b.listenerOptions())
+	b.listeners = append(b.listeners, l)
 	if err := b.server.AddListener(l); err != nil {
 		return fmt.Errorf("add local listener: %w", err)
 	}

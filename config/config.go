@@ -198,10 +198,12 @@ func (c *Config) PersistenceFile() string { return c.inStateDir(c.Persistence.Fi
 // Limits bound what clients can make the broker hold: connections, queued writes, stored messages,
 // and packet sizes. (How long a disconnected session is kept is the behaviour profile's.)
 type Limits struct {
-	MaxConnections   int64  `mapstructure:"maxConnections"`
-	MaxPendingWrites int32  `mapstructure:"maxPendingWrites"`
-	MaxInflight      uint16 `mapstructure:"maxInflight"`
-	MaxPacketSize    uint32 `mapstructure:"maxPacketSize"`
+	MaxConnections int64 `mapstructure:"maxConnections"`
+	// MaxPendingConnections caps the connections between accept and CONNECT (see configs/ggbroker.yaml).
+	MaxPendingConnections int64  `mapstructure:"maxPendingConnections"`
+	MaxPendingWrites      int32  `mapstructure:"maxPendingWrites"`
+	MaxInflight           uint16 `mapstructure:"maxInflight"`
+	MaxPacketSize         uint32 `mapstructure:"maxPacketSize"`
 }
 
 // LocalListener configures the optional plain-TCP listener for local tools, bound to loopback only.
@@ -479,6 +481,9 @@ func (c *Config) validateOperations(bad func(key, format string, args ...any)) {
 	l := c.Limits
 	if l.MaxConnections < 1 {
 		bad("limits.maxConnections", "must be at least 1, got %d", l.MaxConnections)
+	}
+	if l.MaxPendingConnections < 1 {
+		bad("limits.maxPendingConnections", "must be at least 1, got %d", l.MaxPendingConnections)
 	}
 	if l.MaxPendingWrites < 1 {
 		bad("limits.maxPendingWrites", "must be at least 1, got %d", l.MaxPendingWrites)
