@@ -283,8 +283,14 @@ func (st *statement) applies(sub *subjects, c *Context, e *evalEnv) bool {
 
 // ExpandResource turns the short forms client/ID, topic/T, topicfilter/F
 // and thing/NAME into full ARNs in env, as `ggbroker policy check
-// --resource` accepts them. A full ARN (arn:...) passes through unchanged.
+// --resource` accepts them. A full ARN (arn:...) passes through unchanged,
+// and so does "*", the resource of actions such as iot:ListRetainedMessages
+// ("The resource ARN specified for this action must be *",
+// aws-iot-core/iot-policy-actions.md).
 func ExpandResource(env Env, s string) (string, error) {
+	if s == "*" {
+		return s, nil
+	}
 	if strings.HasPrefix(s, "arn:") {
 		if len(splitARN(s, false)) != 6 {
 			return "", fmt.Errorf("resource %q: an ARN has six colon-separated parts (arn:aws:iot:region:account:kind/name)", s)
