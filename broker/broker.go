@@ -119,6 +119,9 @@ func (b *Broker) open() error {
 	for _, n := range st.Notes {
 		log.Info(n)
 	}
+	for _, w := range st.Warnings {
+		log.Warn(w, zap.String("stateDir", st.Dir))
+	}
 	st.Registry.OnReloadError = func(err error) { log.Error("registry reload failed", zap.Error(err)) }
 	if b.authz, err = newAuthorizer(cfg, st, log); err != nil {
 		return err

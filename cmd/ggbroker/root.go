@@ -50,7 +50,34 @@ Configuration comes from the embedded defaults, a YAML file (--config), GGBROKER
 	root.AddCommand(newServeCommand(g), newDeviceCommand(g), newCACommand(g), newPolicyCommand(g), newVersionCommand())
 	root.AddCommand(newDiscoverCommand(g))
 	root.AddCommand(newHealthCommand(g))
+	refuseUnknownSubcommands(root)
 	return root
+}
+
+// refuseUnknownSubcommands makes every command group (device, policy ...) refuse a subcommand it does
+// not have. cobra checks unknown commands only at the root: `ggbroker device crate x` printed the
+// device help and exited 0, so a script with a typo went on as if the device had been created.
+func refuseUnknownSubcommands(cmd *cobra.Command) {
+	for _, c := range cmd.Commands() {
+		refuseUnknownSubcommands(c)
+	}
+	if !cmd.HasSubCommands() || cmd.Run != nil || cmd.RunE != nil || !cmd.HasParent() {
+		return
+	}
+	cmd.Args = cobra.ArbitraryArgs
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return c.Help()
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
+		if c.SuggestionsMinimumDistance <= 0 {
+			c.SuggestionsMinimumDistance = 2
+		}
+		if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += fmt.Sprintf(" (did you mean %q?)", s[0])
+		}
+		return &exitError{code: 2, err: fmt.Errorf("%s; run '%s --help' for its commands", msg, c.CommandPath())}
+	}
 }
 
 // bind declares a string flag bound to a config key. Its default is empty: an unset flag never
