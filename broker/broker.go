@@ -271,7 +271,7 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 	if err := b.addFlowControl(); err != nil {
 		return err
 	}
-	l := newTLSListener(mqttListenerID, b.mqttLn, b.tlsConfig(), b.cfg.MQTT.TLSHandshakeTimeout, b.log)
+	l := newTLSListener(mqttListenerID, b.mqttLn, b.tlsConfig(), b.cfg.MQTT.TLSHandshakeTimeout, b.log, withHandshakeFailures(b.metrics.handshakeFailed))
 	if err := b.server.AddListener(l); err != nil {
 		return fmt.Errorf("add MQTT listener: %w", err)
 	}
