@@ -135,7 +135,11 @@ func (p *Policy) lint(actions [][]string) {
 			case !ok && !strings.ContainsAny(vendor, "*?"):
 				p.warnings = append(p.warnings, fmt.Sprintf("%s: action %q: AWS IoT policies know no %q actions (iot:, iotjobsdata:, greengrass:); this entry never matches", where, a, vendor+":"))
 			case ok && !matchesAny(a, known):
-				p.warnings = append(p.warnings, fmt.Sprintf("%s: action %q is not an AWS IoT policy action%s; this entry never matches", where, a, suggestion(a)))
+				hint := suggestion(a)
+				if hint == "" {
+					hint = fmt.Sprintf(" (known %s: actions: %s)", vendor, strings.Join(known, ", "))
+				}
+				p.warnings = append(p.warnings, fmt.Sprintf("%s: action %q is not an AWS IoT policy action%s; this entry never matches", where, a, hint))
 			}
 		}
 		if greengrass && st.thingVars {

@@ -45,6 +45,7 @@ func TestPolicyWarnings(t *testing.T) {
 		{"typo", `{"Effect": "Allow", "Action": "iot:Publsh", "Resource": "*"}`, []string{`"iot:Publsh" is not an AWS IoT policy action (did you mean iot:Publish?)`}},
 		{"unknown greengrass action", `{"Effect": "Allow", "Action": "greengrass:Discovery", "Resource": "*"}`, []string{"greengrass:Discovery", "did you mean greengrass:Discover?"}},
 		{"wildcard matching nothing", `{"Effect": "Allow", "Action": "iot:Pulp*", "Resource": "*"}`, []string{"iot:Pulp*"}},
+		{"far from any action: the known ones listed", `{"Effect": "Allow", "Action": "iot:CreateThing", "Resource": "*"}`, []string{"known iot: actions: iot:Connect,", "iot:AssumeRoleWithCertificate"}},
 		{"unknown vendor", `{"Effect": "Allow", "Action": "foo:bar", "Resource": "*"}`, []string{`"foo:"`}},
 		{"thing variable for greengrass:Discover", `{"Effect": "Allow", "Action": "greengrass:Discover", "Resource": "arn:aws:iot:*:*:thing/${iot:Connection.Thing.ThingName}"}`,
 			[]string{"thing policy variables", "wildcard"}},
