@@ -3,12 +3,15 @@ package test
 import (
 	"errors"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"go.uber.org/zap/zapcore"
 
 	"github.com/ggbroker/ggbroker/config"
 )
@@ -144,4 +147,22 @@ func copyFile(from, to string) error {
 		return err
 	}
 	return out.Close()
+}
+
+// TestTLSProbeIsCounted: a TCP connection closed before any TLS record (a health check, a port scan)
+// is counted in ggbroker_tls_handshake_failures_total{kind="probe"} and logged at debug, not warn.
+func TestTLSProbeIsCounted(t *testing.T) {
+	h := startBroker(t, func(c *config.Config) { c.Persistence.Enabled = false })
+	c, err := net.Dial("tcp", h.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	h.waitMetric(`ggbroker_tls_handshake_failures_total{kind="probe"}`, func(v float64) bool { return v == 1 })
+	rec := h.record(t, "TLS handshake failed", map[string]string{"failure": "probe"})
+	for _, e := range h.logs.FilterMessage("TLS handshake failed").All() {
+		if e.Level != zapcore.DebugLevel {
+			t.Fatalf("a probe logged at %s: %v", e.Level, rec)
+		}
+	}
 }
