@@ -1,6 +1,7 @@
 package test
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -10,7 +11,10 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/eclipse/paho.golang/packets"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/ggbroker/ggbroker/config"
@@ -163,6 +167,53 @@ func TestTLSProbeIsCounted(t *testing.T) {
 	for _, e := range h.logs.FilterMessage("TLS handshake failed").All() {
 		if e.Level != zapcore.DebugLevel {
 			t.Fatalf("a probe logged at %s: %v", e.Level, rec)
+		}
+	}
+}
+
+// TestRefusedPacketLogsNoPayload: an MQTT 5 PUBLISH the broker refuses with a protocol error (QoS 2
+// where the iot-core profile advertised Maximum QoS 1: DISCONNECT 0x9B) makes no log record that
+// carries its payload or grows with it (issue 18: one 177,553-character line, mochi's "error processing
+// packet" record with the whole packet in it).
+func TestRefusedPacketLogsNoPayload(t *testing.T) {
+	h := startBroker(t, func(c *config.Config) { c.Persistence.Enabled = false; c.Behaviour.Profile = "iot-core" })
+	d := h.createDevice("big-1")
+	conn, err := tls.Dial("tcp", h.addr(), h.tlsConfig(d, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(waitFor))
+	connect := packets.NewControlPacket(packets.CONNECT)
+	cc := connect.Content.(*packets.Connect)
+	cc.ClientID, cc.KeepAlive, cc.CleanStart = "big-1", 30, true
+	if _, err := connect.WriteTo(conn); err != nil {
+		t.Fatal(err)
+	}
+	if ack, err := packets.ReadPacket(conn); err != nil || ack.Content.(*packets.Connack).ReasonCode != 0 {
+		t.Fatalf("CONNACK %v, %v", ack, err)
+	}
+	payload := strings.Repeat("PAYLOAD-", 12000) // 96,000 bytes, under the profile's 128 KiB
+	pub := packets.NewControlPacket(packets.PUBLISH)
+	pc := pub.Content.(*packets.Publish)
+	pc.Topic, pc.QoS, pc.PacketID, pc.Payload = "big-1/t", 2, 1, []byte(payload)
+	_, _ = pub.WriteTo(conn) // the broker may close before all of it is written
+	for {                    // the broker refuses it (DISCONNECT 0x9B) and closes
+		if _, err := packets.ReadPacket(conn); err != nil {
+			break
+		}
+	}
+	h.record(t, "client disconnected", map[string]string{"clientId": "big-1"})
+	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
+	for _, e := range h.logs.All() {
+		buf, err := enc.EncodeEntry(e.Entry, e.Context)
+		if err != nil {
+			t.Fatal(err)
+		}
+		line := buf.String()
+		buf.Free()
+		if strings.Contains(line, "PAYLOAD-PAYLOAD-") || len(line) > 4096 {
+			t.Fatalf("a %d-byte record carries the payload: %.400s", len(line), line)
 		}
 	}
 }
