@@ -3,6 +3,7 @@ package test
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -197,4 +198,28 @@ func TestPolicyCheckAsTestAuthorization(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestWrongCAFileIsNamed: mosquitto_pub given a CA file that is not the core device CA fails the TLS
+// handshake in a way Go reports as "bad record MAC"; the broker's record says what it means (issue 18).
+func TestWrongCAFileIsNamed(t *testing.T) {
+	if _, err := exec.LookPath("mosquitto_pub"); err != nil {
+		t.Skip("mosquitto_pub not installed (apt-get install mosquitto-clients)")
+	}
+	dir := t.TempDir()
+	run(t, dir, "device", "create", "sensor-1", "--out", "devices/sensor-1")
+	run(t, dir, "--state-dir", "other-state", "device", "create", "sensor-9", "--out", "devices/other")
+	s := serve(t, dir)
+	port := s.mqtt[strings.LastIndex(s.mqtt, ":")+1:]
+	pub := exec.Command("mosquitto_pub", "--cafile", "devices/other/core-ca.pem", "--cert", "devices/sensor-1/device.pem.crt",
+		"--key", "devices/sensor-1/private.pem.key", "-i", "sensor-1", "-h", "localhost", "-p", port, "-t", "sensor-1/t", "-m", "x")
+	pub.Dir = dir
+	if out, err := pub.CombinedOutput(); err == nil {
+		t.Fatalf("published with the wrong CA file: %s", out)
+	}
+	s.waitLog(t, `"failure":"server-certificate-not-trusted"`)
+	if !strings.Contains(s.stderr.String(), "the client does not trust this server's certificate") {
+		t.Fatalf("the record does not say what went wrong:\n%s", s.stderr.String())
+	}
+	s.terminate(t)
 }
