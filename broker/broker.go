@@ -120,6 +120,9 @@ func (b *Broker) open() error {
 	for _, n := range st.Notes {
 		log.Info(n)
 	}
+	for _, w := range st.Warnings {
+		log.Warn(w, zap.String("stateDir", st.Dir))
+	}
 	st.Registry.OnReloadError = func(err error) { log.Error("registry reload failed", zap.Error(err)) }
 	if b.authz, err = newAuthorizer(cfg, st, log); err != nil {
 		return err
@@ -226,7 +229,7 @@ func (b *Broker) Rotate(reason string) error {
 // listenerOptions are what the MQTT listeners share.
 func (b *Broker) listenerOptions() listenerOptions {
 	return listenerOptions{handshakeTimeout: b.cfg.MQTT.TLSHandshakeTimeout, maxPending: b.cfg.Limits.MaxPendingConnections,
-		log: b.log, events: b.events}
+		log: b.log, events: b.events, handshakeFailed: b.metrics.handshakeFailed}
 }
 
 // connectRead releases a connection's pending place once its CONNECT is read (the hook calls it).

@@ -393,12 +393,19 @@ func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
 	}
 }
 
-// OnUnsubscribed logs one Unsubscribe record.
+// OnUnsubscribed logs one Unsubscribe record for an UNSUBSCRIBE packet. mochi also calls it when a
+// session ends, with a made-up packet (packet ID 0, which no UNSUBSCRIBE has: [MQTT-2.3.1-1]) listing
+// the session's filters, after OnDisconnect has forgotten the connection: that is not an Unsubscribe,
+// and logging it gave every clean disconnect a record with no address ("invalid IP", port 0).
 func (h *hook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
-	e, ok := h.entry(cl)
+	if pk.PacketID == 0 || cl.Net.Inline {
+		return
+	}
+	v, ok := h.sessions.Load(cl.ID)
 	if !ok {
 		return
 	}
+	e := v.(*sessionEntry)
 	if ce := h.log.Check(zap.InfoLevel, "unsubscribed"); ce != nil {
 		filters := make([]string, len(pk.Filters))
 		for i, f := range pk.Filters {

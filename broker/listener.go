@@ -3,10 +3,13 @@ package broker
 import (
 	"crypto/tls"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -27,6 +30,8 @@ type tlsListener struct {
 	handshakeTimeout time.Duration
 	log              *zap.Logger
 	events           Events
+	// handshakeFailed counts a failed TLS handshake by kind (handshakeFailure); nil counts nothing.
+	handshakeFailed func(kind string)
 	// maxPending caps the connections between accept and CONNECT; pending holds them (the conn given
 	// to mochi -> struct{}) until the hook's OnConnect or the end of the connection releases them.
 	maxPending   int64
@@ -46,11 +51,13 @@ type listenerOptions struct {
 	maxPending       int64
 	log              *zap.Logger
 	events           Events
+	// handshakeFailed counts a failed TLS handshake by kind; nil counts nothing.
+	handshakeFailed func(kind string)
 }
 
 func newTLSListener(id string, ln net.Listener, cfg *tls.Config, o listenerOptions) *tlsListener {
 	return &tlsListener{id: id, ln: ln, tlsConfig: cfg, handshakeTimeout: o.handshakeTimeout, log: o.log,
-		events: o.events, maxPending: o.maxPending}
+		events: o.events, maxPending: o.maxPending, handshakeFailed: o.handshakeFailed}
 }
 
 func (l *tlsListener) ID() string      { return l.id }
@@ -133,11 +140,20 @@ func (l *tlsListener) handle(raw net.Conn, establish listeners.EstablishFn) {
 	// deadline once CONNECT is read, and without it a socket that sends nothing would stay open forever.
 	_ = raw.SetDeadline(time.Now().Add(l.handshakeTimeout))
 	if err := conn.(*tls.Conn).Handshake(); err != nil {
-		ip, port := splitAddr(raw.RemoteAddr())
-		l.log.Warn("TLS handshake failed",
-			zap.String("eventType", "Connect"), zap.String("status", "Failure"),
-			zap.String("sourceIp", ip), zap.Int("sourcePort", port),
-			zap.String("reason", "TLS_HANDSHAKE_FAILED"), zap.String("details", err.Error()))
+		kind, details := handshakeFailure(err)
+		if l.handshakeFailed != nil {
+			l.handshakeFailed(kind)
+		}
+		level := zap.WarnLevel
+		if kind == failureProbe {
+			level = zap.DebugLevel // health checks and port scanners: counted, not logged at warn
+		}
+		if ce := l.log.Check(level, "TLS handshake failed"); ce != nil {
+			ip, port := splitAddr(raw.RemoteAddr())
+			ce.Write(zap.String("eventType", "Connect"), zap.String("status", "Failure"),
+				zap.String("sourceIp", ip), zap.Int("sourcePort", port),
+				zap.String("reason", "TLS_HANDSHAKE_FAILED"), zap.String("details", details), zap.String("failure", kind))
+		}
 		_ = raw.Close()
 		return
 	}
@@ -154,6 +170,49 @@ func (l *tlsListener) establish(establish listeners.EstablishFn, conn, raw net.C
 	case err != nil:
 		l.log.Debug("connection ended", zap.String("listener", l.id), zap.String("remote", raw.RemoteAddr().String()), zap.Error(err))
 	}
+}
+
+// Kinds of failed TLS handshakes, the label of ggbroker_tls_handshake_failures_total.
+const (
+	// failureProbe: the peer closed (or reset) the connection without sending a TLS record: a TCP
+	// health check or a port scan.
+	failureProbe = "probe"
+	// failureServerNotTrusted: the client refused the server's certificate, which it does when its CA
+	// file is not the core device CA, or when it dialled a name the certificate does not carry.
+	failureServerNotTrusted = "server-certificate-not-trusted"
+	// failureNoClientCert: the client sent no certificate.
+	failureNoClientCert = "no-client-certificate"
+	// failureClientCert: the client's certificate was refused (untrusted, expired, not registered).
+	failureClientCert = "client-certificate-refused"
+	// failureTimeout: the handshake did not finish within mqtt.tlsHandshakeTimeout.
+	failureTimeout = "timeout"
+	// failureOther: anything else (not TLS, no common version or cipher suite ...).
+	failureOther = "other"
+)
+
+// handshakeFailure sorts a handshake error into a kind and a sentence an operator can act on. A client
+// that does not trust the server says so with an alert (bad_certificate, unknown_ca,
+// certificate_unknown); OpenSSL-based clients (mosquitto_pub, paho-mqtt in Python) given the wrong CA
+// file end TLS 1.3 handshakes in a way Go reports as "bad record MAC", which otherwise means a
+// corrupted record, so that case is named for what it most likely is.
+func handshakeFailure(err error) (kind, details string) {
+	msg := err.Error()
+	var netErr net.Error
+	var verr *tls.CertificateVerificationError
+	switch {
+	case errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET):
+		return failureProbe, "the connection closed before the TLS handshake began (" + msg + "): a TCP health check or port scan, or a client that gave up"
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return failureTimeout, "the TLS handshake did not finish within mqtt.tlsHandshakeTimeout (" + msg + ")"
+	case strings.Contains(msg, "bad certificate"), strings.Contains(msg, "unknown certificate authority"),
+		strings.Contains(msg, "certificate unknown"), strings.Contains(msg, "bad record MAC"):
+		return failureServerNotTrusted, "the client does not trust this server's certificate: give it the core device CA (core-ca.pem, `ggbroker ca show`) as its CA file, and connect to a name the server certificate carries (connectivity.hostAddresses) (" + msg + ")"
+	case strings.Contains(msg, "didn't provide a certificate"):
+		return failureNoClientCert, "the client sent no certificate: MQTT devices connect with their device certificate and key (" + msg + ")"
+	case errors.As(err, &verr), strings.Contains(msg, "x509:"):
+		return failureClientCert, "the client's certificate was refused: " + msg
+	}
+	return failureOther, msg
 }
 
 // Close stops accepting and asks mochi to close this listener's clients.

@@ -27,6 +27,7 @@ type metrics struct {
 	decisions      [len(hotActions)][2]atomic.Int64 // [action][denied=0, allowed=1]
 	otherDecisions counterSet                       // action + "\x00" + result
 	dropped        counterSet                       // reason
+	handshakes     counterSet                       // failed TLS handshakes, by kind (listener.go)
 }
 
 // counterSet is a set of named counters, safe for concurrent use without locks once a name exists.
@@ -68,6 +69,9 @@ func (m *metrics) Decision(action string, allowed bool) {
 	m.otherDecisions.inc(action + "\x00" + [...]string{"denied", "allowed"}[result])
 }
 
+// handshakeFailed counts a failed TLS handshake on the MQTT listener by kind (probe, timeout ...).
+func (m *metrics) handshakeFailed(kind string) { m.handshakes.inc(kind) }
+
 // rotated counts a server certificate rotation (onRotate).
 func (m *metrics) rotated() { m.rotations.Add(1) }
 
@@ -96,18 +100,19 @@ var (
 	descDecisions   = prometheus.NewDesc(ns+"policy_decisions_total", "Authorization decisions, by action (iot:Publish ...) and result (allowed, denied).", []string{"action", "result"}, nil)
 	descDropped     = prometheus.NewDesc(ns+"messages_dropped_total", "Messages not accepted or not delivered, by reason: not-authorized; slow-subscriber (the client's pending writes were full: limits.maxPendingWrites); inflight-full (the session's stored QoS 1/2 messages were full: limits.maxInflight); and the behaviour profile's reasons.", []string{"reason"}, nil)
 	descInflight    = prometheus.NewDesc(ns+"inflight_messages", "QoS 1/2 messages stored and not yet acknowledged, all sessions.", nil, nil)
-	descRetained    = prometheus.NewDesc(ns+"retained_messages", "Retained messages held.", nil, nil)
+	descRetained    = prometheus.NewDesc(ns+"retained_messages", "Retained messages held, not counting the broker's own $SYS topics.", nil, nil)
 	descCertExpiry  = prometheus.NewDesc(ns+"server_certificate_expiry_timestamp_seconds", "When the MQTT server certificate in use expires (Unix time).", nil, nil)
 	descCAExpiry    = prometheus.NewDesc(ns+"core_ca_expiry_timestamp_seconds", "When the core device CA expires (Unix time).", nil, nil)
 	descRotations   = prometheus.NewDesc(ns+"server_certificate_rotations_total", "Server certificates issued since start, the first one excluded.", nil, nil)
 	descPolicyVer   = prometheus.NewDesc(ns+"policy_version", "Version of the policies in force: 0 at start, +1 for each reload that was applied.", nil, nil)
 	descPolicyFail  = prometheus.NewDesc(ns+"policy_reload_failures_total", "Policy reloads refused (a broken policy file, registry or deviceGroups edit): the last good policies stay in force.", nil, nil)
+	descHandshakes  = prometheus.NewDesc(ns+"tls_handshake_failures_total", "Failed TLS handshakes on the MQTT listener, by kind: probe (closed before the handshake: health checks, port scans), server-certificate-not-trusted, no-client-certificate, client-certificate-refused, timeout, other.", []string{"kind"}, nil)
 )
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnected, descSessions, descConnects, descRefusals, descDisconnects, descMsgIn, descMsgOut,
 		descBytesIn, descBytesOut, descDecisions, descDropped, descInflight, descRetained, descCertExpiry, descCAExpiry, descRotations,
-		descPolicyVer, descPolicyFail} {
+		descPolicyVer, descPolicyFail, descHandshakes} {
 		ch <- d
 	}
 }
@@ -123,6 +128,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(descRotations, float64(m.rotations.Load()))
 	m.refusals.each(func(r string, n int64) { counter(descRefusals, float64(n), r) })
 	m.disconns.each(func(r string, n int64) { counter(descDisconnects, float64(n), r) })
+	m.handshakes.each(func(k string, n int64) { counter(descHandshakes, float64(n), k) })
 	for i, a := range hotActions {
 		for result, name := range [...]string{"denied", "allowed"} {
 			if n := m.decisions[i][result].Load(); n > 0 {
@@ -148,7 +154,9 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(descBytesIn, float64(atomic.LoadInt64(&info.BytesReceived)))
 		counter(descBytesOut, float64(atomic.LoadInt64(&info.BytesSent)))
 		gauge(descInflight, float64(atomic.LoadInt64(&info.Inflight)))
-		gauge(descRetained, float64(atomic.LoadInt64(&info.Retained)))
+		// mochi's count includes the $SYS topics it publishes retained (about twenty); the metric
+		// counts what clients retained.
+		gauge(descRetained, float64(s.Topics.Retained.Len()-len(s.Topics.Messages("$SYS/#"))))
 		slow, inflightFull = atomic.LoadInt64(&info.MessagesDropped), atomic.LoadInt64(&info.InflightDropped)
 	}
 	counter(descDropped, float64(slow), "slow-subscriber")

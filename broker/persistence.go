@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -60,6 +61,9 @@ func (b *Broker) addStoreHook() error {
 	if err := b.server.AddHook(s, nil); err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
 			return fmt.Errorf("persistence file %s is locked: is another ggbroker running on this state directory?", s.Path())
+		}
+		if errors.Is(err, fs.ErrPermission) {
+			return store.AccessError(s.Path(), err)
 		}
 		return &store.CorruptStateError{Path: s.Path(), Err: err}
 	}

@@ -78,8 +78,10 @@ type Log struct {
 
 // MQTT configures the MQTT over mutual TLS listener.
 type MQTT struct {
-	Listen              string        `mapstructure:"listen"`
-	TLSHandshakeTimeout time.Duration `mapstructure:"tlsHandshakeTimeout"`
+	Listen string `mapstructure:"listen"`
+	// TLSHandshakeTimeout bounds the handshake and the CONNECT; below 100ms a TLS 1.2 RSA handshake
+	// over a slow link cannot finish, so every client would fail.
+	TLSHandshakeTimeout time.Duration `mapstructure:"tlsHandshakeTimeout" minDuration:"100ms"`
 }
 
 // Admin configures the loopback-only operator HTTP listener.
@@ -285,7 +287,7 @@ func Load(path string, flags map[string]*pflag.Flag, sections ...Section) (*Conf
 	err := v.Unmarshal(&c, func(dc *mapstructure.DecoderConfig) {
 		dc.ErrorUnused = true
 		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
-			mapstructure.StringToTimeDurationHookFunc(),
+			durationHook,
 			stringListHook,
 			mapstructure.StringToSliceHookFunc(","),
 		)
@@ -328,7 +330,7 @@ func (c *Config) Decode(key string, out any) error {
 		ErrorUnused:      true,
 		WeaklyTypedInput: true, // environment variables and flags arrive as strings, as in viper's Unmarshal
 		DecodeHook: mapstructure.ComposeDecodeHookFunc(
-			mapstructure.StringToTimeDurationHookFunc(),
+			durationHook,
 			stringListHook,
 			mapstructure.StringToSliceHookFunc(","),
 		),
@@ -338,6 +340,9 @@ func (c *Config) Decode(key string, out any) error {
 	}
 	if err := dec.Decode(raw); err != nil {
 		return fmt.Errorf("config %s: %s: %w", c.Source, key, err)
+	}
+	if errs := checkDurations(key, reflect.ValueOf(out)); len(errs) > 0 {
+		return fmt.Errorf("config %s: %w", c.Source, errors.Join(errs...))
 	}
 	return nil
 }
@@ -399,9 +404,7 @@ func (c *Config) validate() error {
 	if _, _, err := net.SplitHostPort(c.MQTT.Listen); err != nil {
 		bad("mqtt.listen", "%q is not host:port: %v", c.MQTT.Listen, err)
 	}
-	if c.MQTT.TLSHandshakeTimeout <= 0 {
-		bad("mqtt.tlsHandshakeTimeout", "must be positive, got %s", c.MQTT.TLSHandshakeTimeout)
-	}
+	errs = append(errs, checkDurations("", reflect.ValueOf(c).Elem())...)
 	if c.Core.ThingName == "" {
 		bad("core.thingName", "must not be empty")
 	}

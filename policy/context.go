@@ -217,6 +217,15 @@ type ref struct {
 	list  bool   // .List suffix: all values
 }
 
+// isThing reports whether the reference is a thing policy variable or key (iot:Connection.Thing.*).
+func (r *ref) isThing() bool {
+	switch r.id {
+	case keyThingName, keyThingTypeName, keyThingAttr, keyThingIsAttached:
+		return true
+	}
+	return false
+}
+
 // multi reports whether the key has a list of values, which IAM's set
 // operators ForAnyValue/ForAllValues compare, and which cannot be a policy
 // variable.
@@ -304,6 +313,11 @@ func parseRef(name, text string) ref {
 type evalEnv struct {
 	set *Set
 	now time.Time
+	// noThing: the action is a greengrass: action, for which thing policy variables
+	// (iot:Connection.Thing.*) do not resolve: "Thing policy variables (iot:Connection.Thing.*) aren't
+	// supported for in AWS IoT policies for core devices or Greengrass data plane operations"
+	// (seeds/greengrass-device-authentication-and-authorization.txt; greengrass-v2/device-auth.md).
+	noThing bool
 }
 
 func (e *evalEnv) time() time.Time {
@@ -317,6 +331,9 @@ func (e *evalEnv) time() time.Time {
 // are not single values and never resolve here, as IAM refuses multivalued
 // keys as policy variables.
 func (c *Context) lookup(r *ref, e *evalEnv) (string, bool) {
+	if e != nil && e.noThing && r.isThing() {
+		return "", false
+	}
 	switch r.id {
 	case keyClientID:
 		return c.ClientID, c.ClientID != ""

@@ -15,6 +15,7 @@ type Policy struct {
 	name       string
 	greengrass bool
 	statements []*statement
+	warnings   []string // see Warnings
 }
 
 // Name is the name the policy was parsed with.
@@ -64,9 +65,10 @@ type statement struct {
 	deny       bool
 	greengrass bool
 
-	notAction  bool
-	actions    []pattern // lower case
-	actionMask uint64    // known actions the Action/NotAction list names
+	notAction   bool
+	actionNames []string  // as written, for Policy.Warnings
+	actions     []pattern // lower case
+	actionMask  uint64    // known actions the Action/NotAction list names
 
 	notResource bool
 	anyResource bool
@@ -75,6 +77,9 @@ type statement struct {
 
 	conds    []condition
 	condRefs []*ref // variables of the condition values
+	// thingVars: a Resource, NotResource or Condition uses a thing policy variable or key
+	// (iot:Connection.Thing.*), which AWS does not resolve for greengrass: actions.
+	thingVars bool
 
 	desc  string     // `statement 2 (Sid "X") of policy "P"`
 	allow Diagnostic // prebuilt, so that an allow does not allocate
@@ -176,6 +181,10 @@ func (st *statement) finish() {
 	}
 	for i := range st.conds {
 		st.condRefs = append(st.condRefs, st.conds[i].refs...)
+		st.thingVars = st.thingVars || st.conds[i].key.isThing()
+	}
+	for _, r := range append(append([]*ref(nil), st.resRefs...), st.condRefs...) {
+		st.thingVars = st.thingVars || r.isThing()
 	}
 	st.allow = Diagnostic{Policy: st.policy.name, Statement: st.index, Sid: st.sid, Reason: st.desc + " allows it"}
 }
@@ -239,13 +248,16 @@ func ParseDocument(name string, data []byte) (*Policy, error) {
 	if len(stmts) == 0 {
 		return fail(-1, "", "Statement: empty list")
 	}
+	actions := make([][]string, 0, len(stmts))
 	for i, sraw := range stmts {
 		st, sid, err := parseStatement(p, i, sraw, vars)
 		if err != nil {
 			return fail(i, sid, "%s", err.Error())
 		}
 		p.statements = append(p.statements, st)
+		actions = append(actions, st.actionNames)
 	}
+	p.lint(actions)
 	return p, nil
 }
 
@@ -310,6 +322,7 @@ func parseStatement(p *Policy, i int, raw json.RawMessage, vars bool) (*statemen
 	if err := st.setActions(actions, hasNotAct); err != nil {
 		return nil, st.sid, fmt.Errorf("%s: %v", field, err)
 	}
+	st.actionNames = actions
 
 	res, hasRes := m["Resource"]
 	notRes, hasNotRes := m["NotResource"]

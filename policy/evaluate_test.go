@@ -315,6 +315,7 @@ func TestExpandResource(t *testing.T) {
 		{"topicfilter/a/+/#", arnPrefix + "topicfilter/a/+/#", ""},
 		{"thing/t1", arnPrefix + "thing/t1", ""},
 		{"arn:aws:iot:eu-west-1:1:topic/x", "arn:aws:iot:eu-west-1:1:topic/x", ""},
+		{"*", "*", ""}, // iot:ListRetainedMessages' resource
 		{"arn:aws:iot", "", "six"},
 		{"queue/x", "", "want an ARN"},
 		{"topic/", "", "empty"},

@@ -168,7 +168,7 @@ func (s *Set) Evaluate(req Request) (Decision, Diagnostic) {
 		list = s.byAction[ai]
 	}
 	sub := s.subjects(&req)
-	e := evalEnv{set: s, now: req.Now}
+	e := evalEnv{set: s, now: req.Now, noThing: isGreengrassAction(req.Action)}
 	for _, st := range list {
 		if ai < 0 && !st.actionApplies(req.Action) {
 			continue
@@ -201,14 +201,25 @@ func (s *Set) implicitDeny(list []*statement, ai int, req *Request, c *Context, 
 			}
 		}
 	}
+	thingVars := false
 	for _, st := range list {
 		if ai < 0 && !st.actionApplies(req.Action) {
 			continue
 		}
 		add(st.resRefs)
 		add(st.condRefs)
+		thingVars = thingVars || st.thingVars
+	}
+	if e.noThing && thingVars {
+		d.Reason = reasonNoStatement + ": thing policy variables (iot:Connection.Thing.*) are not supported for greengrass: actions, so the statements that use them do not match, as in AWS; use a wildcard such as thing/MyGreengrassDevice*"
 	}
 	return d
+}
+
+// isGreengrassAction reports whether the action is in the greengrass: namespace, without allocating.
+func isGreengrassAction(a string) bool {
+	const prefix = "greengrass:"
+	return len(a) > len(prefix) && strings.EqualFold(a[:len(prefix)], prefix)
 }
 
 // applies reports whether the statement matches the resource and its
@@ -219,6 +230,9 @@ func (s *Set) implicitDeny(list []*statement, ai int, req *Request, c *Context, 
 // cannot resolve a variable, this might cause the entire statement to be
 // invalid").
 func (st *statement) applies(sub *subjects, c *Context, e *evalEnv) bool {
+	if e.noThing && st.thingVars {
+		return false // the statement does not match, as in AWS (see evalEnv.noThing)
+	}
 	if !st.anyResource {
 		s := sub.iot
 		if st.greengrass {
@@ -269,8 +283,14 @@ func (st *statement) applies(sub *subjects, c *Context, e *evalEnv) bool {
 
 // ExpandResource turns the short forms client/ID, topic/T, topicfilter/F
 // and thing/NAME into full ARNs in env, as `ggbroker policy check
-// --resource` accepts them. A full ARN (arn:...) passes through unchanged.
+// --resource` accepts them. A full ARN (arn:...) passes through unchanged,
+// and so does "*", the resource of actions such as iot:ListRetainedMessages
+// ("The resource ARN specified for this action must be *",
+// aws-iot-core/iot-policy-actions.md).
 func ExpandResource(env Env, s string) (string, error) {
+	if s == "*" {
+		return s, nil
+	}
 	if strings.HasPrefix(s, "arn:") {
 		if len(splitARN(s, false)) != 6 {
 			return "", fmt.Errorf("resource %q: an ARN has six colon-separated parts (arn:aws:iot:region:account:kind/name)", s)

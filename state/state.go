@@ -6,9 +6,11 @@ package state
 
 import (
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/ggbroker/ggbroker/auth"
@@ -46,8 +48,12 @@ type State struct {
 	// request names none.
 	PolicyDir     string
 	DefaultPolicy string
-	// Notes are things worth logging about how the state was opened (a CA created, a key type kept).
+	// Notes are things worth logging about how the state was opened (a key type kept, a policy
+	// created).
 	Notes []string
+	// Warnings are things to log at warn level: a new CA or registry created, with its path. Creating
+	// an identity is worth an operator's attention, because devices provisioned before trust none of it.
+	Warnings []string
 }
 
 // OpenState opens (creating on first use) the state directory that cfg names.
@@ -67,6 +73,9 @@ func OpenState(cfg *config.Config) (*State, error) {
 	s := &State{Dir: dir}
 
 	caCfg := cfg.ClientDeviceAuth.CertificateAuthority
+	if err := checkIdentity(dir, caCfg.CertificateURI != ""); err != nil {
+		return nil, err
+	}
 	caType, err := certs.ParseKeyType(caCfg.CAType.First())
 	if err != nil {
 		return nil, fmt.Errorf("clientDeviceAuth.certificateAuthority.caType: %w", err)
@@ -88,7 +97,7 @@ func OpenState(cfg *config.Config) (*State, error) {
 		}
 		s.CoreCA = ca
 		if created {
-			s.Notes = append(s.Notes, fmt.Sprintf("created core device CA %s (%s)", s.CoreCAPath, caType))
+			s.Warnings = append(s.Warnings, fmt.Sprintf("created a new core device CA %s (%s): devices verify the broker with it (the core-ca.pem `device create` writes)", s.CoreCAPath, caType))
 		} else if kt := KeyTypeOf(ca.Cert); kt != caType {
 			s.Notes = append(s.Notes, fmt.Sprintf("core device CA %s is %s, not the configured %s: keeping it, because devices trust it (move the ca directory aside to make a new one)", s.CoreCAPath, kt, caType))
 		}
@@ -101,7 +110,7 @@ func OpenState(cfg *config.Config) (*State, error) {
 		return nil, fmt.Errorf("device CA: %w", err)
 	}
 	if created {
-		s.Notes = append(s.Notes, "created device CA "+filepath.Join(dir, coreCADir, devCACertFile))
+		s.Warnings = append(s.Warnings, "created a new device CA "+filepath.Join(dir, coreCADir, devCACertFile)+": it signs the device certificates `device create` makes")
 	}
 	s.DeviceCA = devCA
 	s.TrustedDeviceCAs = devCA.Pool()
@@ -119,9 +128,14 @@ func OpenState(cfg *config.Config) (*State, error) {
 		}
 	}
 
-	s.Registry, err = auth.OpenRegistry(filepath.Join(dir, registryFile))
+	regPath := filepath.Join(dir, registryFile)
+	_, statErr := os.Stat(regPath)
+	s.Registry, err = auth.OpenRegistry(regPath)
 	if err != nil {
 		return nil, err
+	}
+	if errors.Is(statErr, os.ErrNotExist) {
+		s.Warnings = append(s.Warnings, "created a new, empty registry of things and certificates "+regPath)
 	}
 	s.PolicyDir, s.DefaultPolicy = cfg.PolicyDir(), cfg.Authorization.DefaultDevicePolicy
 	if s.DefaultPolicy != "" {
@@ -137,17 +151,153 @@ func OpenState(cfg *config.Config) (*State, error) {
 }
 
 // CreateDevice provisions a device as `ggbroker device create` does: with the policies the request
-// names, or the default device policy when it names none. Named policies must exist.
+// names, or the default device policy when it names none. Named policies must exist. It writes no
+// files (ProvisionDevice does).
 func (s *State) CreateDevice(req auth.NewDevice) (*auth.Device, error) {
-	if len(req.Policies) == 0 && s.DefaultPolicy != "" {
-		req.Policies = []string{s.DefaultPolicy}
+	var err error
+	if req.Policies, err = s.devicePolicies(req.Policies, nil); err != nil {
+		return nil, err
 	}
-	for _, p := range req.Policies {
+	return auth.CreateDevice(s.Registry, s.DeviceCA, req)
+}
+
+// ProvisionDevice is `device create` (existing: auth.RefuseExisting, or auth.ReplaceExisting with
+// --force) and `device add-cert` (auth.RequireExisting): see auth.ProvisionDevice. Without named
+// policies, a new thing gets the default device policy and add-cert gives the new certificate the
+// policies of the thing's other certificates (the default device policy if they have none), so that
+// the device can do with its new certificate what it did with the old one.
+func (s *State) ProvisionDevice(req auth.NewDevice, existing auth.Existing, dirFor func(certID string) string) (*auth.Device, string, error) {
+	var inherited []string
+	if existing == auth.RequireExisting && len(req.Policies) == 0 {
+		cs, err := s.Registry.CertificatesOf(req.Thing.Name)
+		if err != nil {
+			return nil, "", err
+		}
+		for _, c := range cs {
+			for _, p := range c.Policies {
+				if !slices.Contains(inherited, p) {
+					inherited = append(inherited, p)
+				}
+			}
+		}
+	}
+	var err error
+	if req.Policies, err = s.devicePolicies(req.Policies, inherited); err != nil {
+		return nil, "", err
+	}
+	return auth.ProvisionDevice(s.Registry, s.DeviceCA, req, existing, dirFor, s.CoreCA.CertPEM())
+}
+
+// RegisterDevice is `device register`: an existing certificate registered for a thing, with the
+// policies named or else the default device policy, as CreateDevice does (a certificate with no
+// policy is refused at CONNECT).
+func (s *State) RegisterDevice(thing auth.Thing, cert *x509.Certificate, policies []string) (*auth.Certificate, error) {
+	ps, err := s.devicePolicies(policies, nil)
+	if err != nil {
+		return nil, err
+	}
+	return auth.RegisterDevice(s.Registry, thing, cert, ps)
+}
+
+// devicePolicies are the policies a new certificate gets: those named, else fallback, else the
+// default device policy. Each must exist.
+func (s *State) devicePolicies(named, fallback []string) ([]string, error) {
+	ps := named
+	if len(ps) == 0 {
+		ps = fallback
+	}
+	if len(ps) == 0 && s.DefaultPolicy != "" {
+		ps = []string{s.DefaultPolicy}
+	}
+	for _, p := range ps {
 		if _, err := os.Stat(PolicyPath(s.PolicyDir, p)); err != nil {
 			return nil, fmt.Errorf("policy %q: no file %s (create it with `ggbroker policy create`)", p, PolicyPath(s.PolicyDir, p))
 		}
 	}
-	return auth.CreateDevice(s.Registry, s.DeviceCA, req)
+	return ps, nil
+}
+
+// checkIdentity refuses a state directory that holds part of an identity: what is there was made with
+// what is missing, and making the missing part anew would silently break it. A new core device CA makes
+// every device's core-ca.pem useless; a new device CA no longer verifies the device certificates the
+// registry holds; an empty registry refuses every device the CAs were set up for. A directory that
+// holds none of them is a first start, and one that holds all of them is a restart.
+func checkIdentity(dir string, coreCABrought bool) error {
+	rel := func(parts ...string) string { return filepath.Join(parts...) }
+	coreCA := []string{rel(coreCADir, coreCACertFile), rel(coreCADir, coreCAKeyFile)}
+	devCA := []string{rel(coreCADir, devCACertFile), rel(coreCADir, devCAKeyFile)}
+	server := rel(serverDir, serverCertFile)
+	exists := func(name string) (bool, error) {
+		_, err := os.Lstat(filepath.Join(dir, name))
+		switch {
+		case err == nil:
+			return true, nil
+		case errors.Is(err, os.ErrNotExist):
+			return false, nil
+		}
+		return false, fmt.Errorf("state directory %s: %w", dir, err)
+	}
+	anyOf := func(names ...string) (bool, error) {
+		for _, n := range names {
+			if ok, err := exists(n); ok || err != nil {
+				return ok, err
+			}
+		}
+		return false, nil
+	}
+	hasCore, err := anyOf(coreCA...)
+	if err != nil {
+		return err
+	}
+	hasDev, err := anyOf(devCA...)
+	if err != nil {
+		return err
+	}
+	hasServer, err := exists(server)
+	if err != nil {
+		return err
+	}
+	hasRegistry, err := exists(registryFile)
+	if err != nil {
+		return err
+	}
+	certCount := 0
+	if hasRegistry {
+		if raw, err := os.ReadFile(filepath.Join(dir, registryFile)); err == nil {
+			if d, err := auth.ParseData(raw); err == nil {
+				certCount = len(d.Certificates)
+			}
+		} // an unreadable registry is reported by OpenRegistry, with its reason
+	}
+
+	var held, missing []string
+	if hasDev {
+		held = append(held, "the device CA ("+devCA[0]+")")
+	}
+	if hasServer {
+		held = append(held, "a server certificate ("+server+")")
+	}
+	if certCount > 0 {
+		held = append(held, fmt.Sprintf("a registry with %d certificate(s) (%s)", certCount, registryFile))
+	}
+	if hasCore {
+		held = append([]string{"the core device CA (" + coreCA[0] + ")"}, held...)
+	}
+	if !hasCore && !coreCABrought && len(held) > 0 {
+		missing = append(missing, "the core device CA ("+coreCA[0]+" and "+coreCA[1]+"): a new one would make every device's core-ca.pem useless")
+	}
+	if !hasDev && certCount > 0 {
+		missing = append(missing, "the device CA ("+devCA[0]+" and "+devCA[1]+"): a new one would not verify the registered device certificates")
+	}
+	if !hasRegistry && (hasCore || hasDev) {
+		missing = append(missing, "the registry ("+registryFile+"): without it every device is refused (CERTIFICATE_NOT_REGISTERED); "+
+			"to start with no devices on purpose and keep the CAs, create an empty one: echo '{}' > "+filepath.Join(dir, registryFile))
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("state directory %s holds part of an identity: it has %s, but not %s. Nothing was created. Restore what is missing from a backup, or move the whole directory aside to start over (every device must then be provisioned again)",
+		dir, strings.Join(held, ", "), strings.Join(missing, "; nor "))
 }
 
 // ServerCertPaths are where the MQTT listener's current server certificate and key are kept between

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -235,36 +236,94 @@ func TestBinaryRefusesBadConfig(t *testing.T) {
 	}
 }
 
-// TestQuickStartWithMosquitto is the README's quick start, with the built binary and the Mosquitto
-// command-line clients a newcomer would use.
+// TestQuickStartWithMosquitto is the README's quick start, run as written: the commands of its
+// "Quick start" section, read from README.md, in the README's order, with the built binary for `go run
+// ./cmd/ggbroker` and the Mosquitto command-line clients a newcomer would use. Only the port is the
+// test broker's. The broker runs first, as the README's set-up says.
 func TestQuickStartWithMosquitto(t *testing.T) {
-	sub, err1 := exec.LookPath("mosquitto_sub")
-	pub, err2 := exec.LookPath("mosquitto_pub")
-	if err1 != nil || err2 != nil {
+	if _, err := exec.LookPath("mosquitto_sub"); err != nil {
 		t.Skip("mosquitto_sub/mosquitto_pub not installed (apt-get install mosquitto-clients; .ci/run installs them): skipping the quick-start test with Mosquitto clients")
 	}
+	if _, err := exec.LookPath("mosquitto_pub"); err != nil {
+		t.Skip("mosquitto_pub not installed: skipping the quick-start test")
+	}
+	cmds := readmeSection(t, "## Quick start")
+	if len(cmds) < 3 {
+		t.Fatalf("the README's quick start has %d commands: %q", len(cmds), cmds)
+	}
 	dir := t.TempDir()
-	run(t, dir, "device", "create", "sensor-1", "--out", "./devices/sensor-1")
 	s := serve(t, dir)
 	port := s.mqtt[strings.LastIndex(s.mqtt, ":")+1:]
-	files := func(name string) []string {
-		d := filepath.Join(dir, "devices", name)
-		return []string{"--cafile", filepath.Join(d, "core-ca.pem"), "--cert", filepath.Join(d, "device.pem.crt"),
-			"--key", filepath.Join(d, "private.pem.key"), "-i", name, "-h", "localhost", "-p", port}
+	withPort := func(words []string) []string {
+		out := append([]string(nil), words[1:]...)
+		for i := 0; i+1 < len(out); i++ {
+			if out[i] == "-p" {
+				out[i+1] = port
+			}
+		}
+		return out
 	}
-	// Retained, so the subscriber gets it whenever its SUBSCRIBE lands: no race, no sleep.
-	if out, err := exec.Command(pub, append(files("sensor-1"), "-t", "sensor-1/temperature", "-m", "21.5", "-q", "1", "-r")...).CombinedOutput(); err != nil {
-		t.Fatalf("mosquitto_pub: %v\n%s\n%s", err, out, s.stderr.String())
+
+	mosquitto := func(words []string) *exec.Cmd {
+		c := exec.Command(words[0], withPort(words)...)
+		c.Dir = dir // the README's relative paths: devices/sensor-1/...
+		return c
 	}
-	out, err := exec.Command(sub, append(files("sensor-1"), "-t", "sensor-1/#", "-C", "1", "-W", "10", "-v")...).CombinedOutput()
-	if err != nil || strings.TrimSpace(string(out)) != "sensor-1/temperature 21.5" {
-		t.Fatalf("mosquitto_sub: %v: %q\n%s", err, out, s.stderr.String())
+	var subOut *lockedBuffer
+	var want string // what the subscriber must print
+	var pubIDs []string
+	for _, words := range cmds {
+		switch {
+		case len(words) > 2 && words[0] == "go" && words[1] == "run" && words[2] == "./cmd/ggbroker":
+			run(t, dir, words[3:]...)
+		case words[0] == "mosquitto_sub":
+			if subOut != nil {
+				t.Fatal("the quick start has two subscribers; this test follows one")
+			}
+			sub := mosquitto(words)
+			subOut = &lockedBuffer{}
+			sub.Stdout, sub.Stderr = subOut, subOut
+			if err := sub.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = sub.Process.Kill(); _ = sub.Wait() })
+			// The README's reader starts the publisher after the subscriber is up: wait for the
+			// broker's Subscribe record of that client, not for a time.
+			s.waitLog(t, `"eventType":"Subscribe","status":"Success","protocol":"MQTT","clientId":"`+flagValue(words, "-i")+`"`)
+			if flagValue(words, "-i") == "" {
+				t.Fatal("the README's mosquitto_sub sets no client ID")
+			}
+			if slices.Contains(words, "-v") {
+				want = "%topic% "
+			}
+		case words[0] == "mosquitto_pub":
+			if out, err := mosquitto(words).CombinedOutput(); err != nil {
+				t.Fatalf("%s: %v\n%s\n%s", strings.Join(words, " "), err, out, s.stderr.String())
+			}
+			want = strings.ReplaceAll(want, "%topic%", flagValue(words, "-t")) + flagValue(words, "-m")
+			pubIDs = append(pubIDs, flagValue(words, "-i"))
+		default:
+			t.Fatalf("the quick start runs %q, which this test does not know how to run", words[0])
+		}
+	}
+	if subOut == nil || want == "" {
+		t.Fatal("the quick start has no subscriber and publisher")
+	}
+	deadline := time.Now().Add(waitFor)
+	for !strings.Contains(subOut.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the subscriber printed %q, want %q\n%s", subOut.String(), want, s.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if strings.Contains(s.stderr.String(), "DUPLICATE_CLIENT") {
+		t.Fatalf("the quick start's clients took over each other's sessions:\n%s", s.stderr.String())
 	}
 
 	// Revoked while the broker runs: refused from the next connect on.
-	run(t, dir, "device", "revoke", "sensor-1")
-	out, err = exec.Command(pub, append(files("sensor-1"), "-t", "sensor-1/temperature", "-m", "x")...).CombinedOutput()
-	if err == nil {
+	last := cmds[len(cmds)-1]
+	run(t, dir, "device", "revoke", pubIDs[len(pubIDs)-1])
+	if out, err := mosquitto(last).CombinedOutput(); err == nil {
 		t.Fatalf("revoked device published: %s", out)
 	}
 	s.waitLog(t, `"reason":"CERTIFICATE_REVOKED"`)
@@ -332,7 +391,7 @@ func TestBinaryPolicyCommands(t *testing.T) {
 		{"thing attribute from the flag", []string{"--action", "iot:Publish", "--resource", "topic/garage/x", "--client-id", "sensor-1", "--thing-attr", "room=garage"}, 0, "ALLOWED"},
 		{"document from a file", []string{"--action", "iot:Publish", "--resource", "topic/kitchen/x", "--client-id", "other", "--policy", doc, "--thing", "other", "--thing-attr", "room=kitchen"}, 0, "ALLOWED"},
 		{"bad resource", []string{"--action", "iot:Publish", "--resource", "nonsense", "--client-id", "sensor-1"}, 2, ""},
-		{"missing client ID", []string{"--action", "iot:Publish", "--resource", "topic/a"}, 2, ""},
+		{"no client ID and no policies to evaluate", []string{"--action", "iot:Publish", "--resource", "topic/a"}, 2, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -62,6 +63,12 @@ func (e *CorruptStateError) Error() string {
 
 func (e *CorruptStateError) Unwrap() error { return e.Err }
 
+// AccessError says that the persistence file may not be read or written by this process (err is a
+// permission error), naming the user, so that the fix is a chmod or chown rather than --recover.
+func AccessError(path string, err error) error {
+	return fmt.Errorf("persistence file %s: permission denied for uid %d (%w): the file is not damaged; give this user read and write access to it (chown/chmod), or run ggbroker as its owner", path, os.Geteuid(), err)
+}
+
 // LockTimeout bounds the wait for the persistence file's lock: a second broker on the same state
 // directory fails at once instead of hanging.
 const LockTimeout = 2 * time.Second
@@ -79,6 +86,13 @@ func Check(path string) (hasSysInfo bool, err error) {
 			err = &CorruptStateError{Path: path, Err: fmt.Errorf("%v", r)}
 		}
 	}()
+	// The broker writes the file: one it may not write is a permission problem, not damage, and
+	// --recover must not move it aside.
+	if f, err := os.OpenFile(path, os.O_RDWR, 0); errors.Is(err, fs.ErrPermission) {
+		return false, AccessError(path, err)
+	} else if err == nil {
+		f.Close()
+	}
 	if err := checkMeta(path); err != nil {
 		return false, &CorruptStateError{Path: path, Err: err}
 	}

@@ -24,7 +24,7 @@ func newDeviceCommand(g *globalFlags) *cobra.Command {
 		Long: `Manage the registry of things and device certificates in the state directory. A running broker sees
 every change from the next connect on: no restart is needed.`,
 	}
-	cmd.AddCommand(newDeviceCreateCommand(g), newDeviceRegisterCommand(g), newDeviceListCommand(g),
+	cmd.AddCommand(newDeviceCreateCommand(g), newDeviceAddCertCommand(g), newDeviceRegisterCommand(g), newDeviceListCommand(g),
 		newDeviceStatusCommand(g, "revoke", auth.StatusRevoked, "Revoke a device's certificate(s): they are refused from the next connect on"),
 		newDeviceStatusCommand(g, "deactivate", auth.StatusInactive, "Deactivate a device's certificate(s) (INACTIVE): refused until activated again"),
 		newDeviceStatusCommand(g, "activate", auth.StatusActive, "Activate a device's certificate(s) again (ACTIVE)"))
@@ -43,6 +43,9 @@ func openState(g *globalFlags) (*state.State, *configView, error) {
 	}
 	for _, n := range st.Notes {
 		fmt.Fprintln(os.Stderr, "ggbroker:", n)
+	}
+	for _, w := range st.Warnings {
+		fmt.Fprintln(os.Stderr, "ggbroker: warning:", w)
 	}
 	kt, err := certs.ParseKeyType(cfg.Devices.KeyType)
 	if err != nil {
@@ -87,15 +90,20 @@ func newDeviceCreateCommand(g *globalFlags) *cobra.Command {
 	var tf thingFlags
 	var out string
 	var policies []string
+	var force bool
 	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Make a key and certificate for a new device, register it, and write its files",
-		Long: `Make a key and a certificate signed by the local device CA, register the thing NAME and the certificate
-(ACTIVE, attached to NAME, with the --policy policies or else the default device policy), and write into --out:
+		Long: `Make a key and a certificate signed by the local device CA, write into --out:
   device.pem.crt   the device certificate
   private.pem.key  its private key (mode 0600)
   core-ca.pem      the core device CA, which the device uses to verify the broker
-The device connects with client ID NAME.`,
+and then register the thing NAME and the certificate (ACTIVE, attached to NAME, with the --policy policies
+or else the default device policy). The device connects with client ID NAME.
+
+A thing that exists is refused: use 'ggbroker device add-cert NAME' to give it another certificate, or
+--force to register it again with a new one. Files are never overwritten: if --out holds any of the three,
+nothing is written and nothing is registered.`,
 		Example: `  ggbroker device create sensor-1 --out ./devices/sensor-1 --attr floor=2 --type TempSensor`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -111,31 +119,82 @@ The device connects with client ID NAME.`,
 			if out == "" {
 				out = filepath.Join("devices", name)
 			}
-			dev, err := st.CreateDevice(auth.NewDevice{Thing: thing, KeyType: cv.deviceKeyType, Validity: cv.deviceValidity, Policies: policies})
+			existing := auth.RefuseExisting
+			if force {
+				existing = auth.ReplaceExisting
+			}
+			dev, dir, err := st.ProvisionDevice(auth.NewDevice{Thing: thing, KeyType: cv.deviceKeyType, Validity: cv.deviceValidity, Policies: policies},
+				existing, func(string) string { return out })
 			if err != nil {
 				return err
 			}
-			if err := dev.WriteFiles(out, st.CoreCA.CertPEM()); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "created thing %s\n  certificate %s (ACTIVE)\n  files in %s: %s, %s (0600), %s\n",
-				name, dev.Certificate.ID, out, auth.DeviceCertFile, auth.DeviceKeyFile, auth.CoreCAFile)
+			printProvisioned(cmd, "created thing "+name, dev, dir)
 			return nil
 		},
 	}
 	tf.add(cmd)
 	cmd.Flags().StringVarP(&out, "out", "o", "", "directory to write the device's files into (default ./devices/NAME)")
 	cmd.Flags().StringArrayVar(&policies, "policy", nil, "attach this policy (repeatable; default: authorization.defaultDevicePolicy)")
+	cmd.Flags().BoolVar(&force, "force", false, "register NAME again if it exists, with a new certificate (its other certificates stay ACTIVE)")
 	return cmd
+}
+
+func newDeviceAddCertCommand(g *globalFlags) *cobra.Command {
+	var out string
+	var policies []string
+	cmd := &cobra.Command{
+		Use:   "add-cert THING",
+		Short: "Give a registered thing one more certificate (a new key), and write its files",
+		Long: `Make a key and a certificate signed by the local device CA for the registered thing THING, write
+device.pem.crt, private.pem.key (0600) and core-ca.pem into --out (never overwriting a file), then register
+the certificate, ACTIVE and attached to THING, with the --policy policies or else the policies of THING's
+other certificates. The thing's other certificates are not changed: revoke an old one with
+'ggbroker device revoke CERTIFICATE_ID' once the device uses the new one.`,
+		Example: `  ggbroker device add-cert sensor-1 --out ./devices/sensor-1-new`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			st, cv, err := openState(g)
+			if err != nil {
+				return err
+			}
+			dirFor := func(id string) string {
+				if out != "" {
+					return out
+				}
+				return filepath.Join("devices", name+"-"+id[:8])
+			}
+			dev, dir, err := st.ProvisionDevice(auth.NewDevice{Thing: auth.Thing{Name: name}, KeyType: cv.deviceKeyType, Validity: cv.deviceValidity, Policies: policies},
+				auth.RequireExisting, dirFor)
+			if err != nil {
+				return err
+			}
+			printProvisioned(cmd, "added a certificate to thing "+name, dev, dir)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&out, "out", "o", "", "directory to write the files into (default ./devices/THING-<first 8 characters of the certificate ID>)")
+	cmd.Flags().StringArrayVar(&policies, "policy", nil, "attach this policy (repeatable; default: the policies of the thing's other certificates)")
+	return cmd
+}
+
+func printProvisioned(cmd *cobra.Command, what string, dev *auth.Device, dir string) {
+	fmt.Fprintf(cmd.OutOrStdout(), "%s\n  certificate %s (ACTIVE), policies %s\n  files in %s: %s, %s (0600), %s\n",
+		what, dev.Certificate.ID, strings.Join(dev.Certificate.Policies, ", "), dir, auth.DeviceCertFile, auth.DeviceKeyFile, auth.CoreCAFile)
 }
 
 func newDeviceRegisterCommand(g *globalFlags) *cobra.Command {
 	var tf thingFlags
 	var certFile string
+	var policies []string
 	cmd := &cobra.Command{
 		Use:   "register NAME --cert FILE",
 		Short: "Register an existing device certificate (from a trusted CA, or self-signed) for thing NAME",
-		Args:  cobra.ExactArgs(1),
+		Long: `Register the certificate in --cert (issued by a CA in devices.trustedCAs, or self-signed, as AWS IoT
+allows) for the thing NAME: ACTIVE, attached to NAME, with the --policy policies or else the default device
+policy (authorization.defaultDevicePolicy), as 'device create' does. Without a policy the device would be
+refused at CONNECT.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			thing, err := tf.thing(args[0])
 			if err != nil {
@@ -153,16 +212,17 @@ func newDeviceRegisterCommand(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rec, err := auth.RegisterDevice(st.Registry, thing, parsed[0], nil)
+			rec, err := st.RegisterDevice(thing, parsed[0], policies)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "registered certificate %s (ACTIVE) for thing %s\n", rec.ID, args[0])
+			fmt.Fprintf(cmd.OutOrStdout(), "registered certificate %s (ACTIVE) for thing %s, policies %s\n", rec.ID, args[0], strings.Join(rec.Policies, ", "))
 			return nil
 		},
 	}
 	tf.add(cmd)
 	cmd.Flags().StringVar(&certFile, "cert", "", "PEM file of the device certificate")
+	cmd.Flags().StringArrayVar(&policies, "policy", nil, "attach this policy (repeatable; default: authorization.defaultDevicePolicy)")
 	_ = cmd.MarkFlagRequired("cert")
 	return cmd
 }

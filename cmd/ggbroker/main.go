@@ -19,6 +19,9 @@ var (
 type exitError struct {
 	code int
 	err  error
+	// logged: the error is in the log already (serve's fatal start errors), so main does not print it
+	// a second time.
+	logged bool
 }
 
 func (e *exitError) Error() string { return e.err.Error() }
@@ -32,6 +35,9 @@ func main() {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		code = ee.code
+		if ee.logged {
+			os.Exit(code)
+		}
 	}
 	if msg := err.Error(); msg != "" {
 		fmt.Fprintln(os.Stderr, "ggbroker:", msg)

@@ -94,7 +94,11 @@ func newPolicyCreateCommand(g *globalFlags) *cobra.Command {
 		Short: "Check a policy document and store it as policy NAME",
 		Long: `Parse FILE as an AWS IoT policy document (refusing it, with the statement and the reason, if it is
 malformed) and store it in the policy directory as NAME. --force replaces an existing policy, which every
-certificate it is attached to gets at its next decision.`,
+certificate it is attached to gets at its next decision.
+
+It warns (and stores the document, as AWS IoT does) about actions AWS IoT never checks, such as
+iot:Publsh or foo:bar, and about thing policy variables (iot:Connection.Thing.*) in statements about
+greengrass: actions, which AWS does not resolve: use a wildcard such as thing/MyDevice* there.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name, file := args[0], args[1]
@@ -105,8 +109,14 @@ certificate it is attached to gets at its next decision.`,
 			if err != nil {
 				return err
 			}
-			if _, err := policy.ParseDocument(name, raw); err != nil {
+			p, err := policy.ParseDocument(name, raw)
+			if err != nil {
 				return fmt.Errorf("%s: %w", file, err)
+			}
+			// AWS IoT stores these too; they are warnings, not refusals, so a document that works in
+			// the cloud is never refused here.
+			for _, w := range p.Warnings() {
+				fmt.Fprintf(cmd.ErrOrStderr(), "ggbroker: warning: %s: %s\n", file, w)
 			}
 			st, _, err := openState(g)
 			if err != nil {
@@ -202,15 +212,18 @@ type checkResult struct {
 func newPolicyCheckCommand(g *globalFlags) *cobra.Command {
 	var f checkFlags
 	cmd := &cobra.Command{
-		Use:   "check --action ACTION --resource RESOURCE --client-id ID [flags]",
+		Use:   "check --action ACTION --resource RESOURCE [--client-id ID] [flags]",
 		Short: "Evaluate policies offline, like AWS IoT's TestAuthorization",
 		Long: `Evaluate an action on a resource for a client, and print ALLOWED, EXPLICIT_DENY or IMPLICIT_DENY with the
 deciding policy and statement. The policies are the --policy files, or else those attached in the registry to
 the certificate (--cert or --cert-id; by default the one certificate of the thing named by --thing or the client
 ID), or, when the config uses Greengrass device groups, the policies of the thing's groups.
 
---resource takes a full ARN or a short form (client/ID, topic/T, topicfilter/F, thing/NAME), expanded with
-core.region and core.accountId. Exit status: 0 ALLOWED, 1 denied, 2 bad input.`,
+--action must be an action AWS IoT checks (iot:Publish, iot:ListRetainedMessages, iotjobsdata:UpdateJobExecution,
+greengrass:Discover ...): a misspelt one is refused, not answered IMPLICIT_DENY. --resource takes a full ARN,
+* (for actions whose resource is *, such as iot:ListRetainedMessages), or a short form (client/ID, topic/T,
+topicfilter/F, thing/NAME), expanded with core.region and core.accountId. --client-id is optional, as in
+TestAuthorization: without it ${iot:ClientId} does not resolve. Exit status: 0 ALLOWED, 1 denied, 2 bad input.`,
 		Example: `  ggbroker policy check --action iot:Publish --resource topic/sensors/sensor-1/temp --client-id sensor-1
   ggbroker policy check --action iot:Subscribe --resource topicfilter/a/+/b --client-id c1 --policy my-policy.json --json`,
 		Args: cobra.NoArgs,
@@ -238,8 +251,8 @@ core.region and core.accountId. Exit status: 0 ALLOWED, 1 denied, 2 bad input.`,
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{code: 2, err: err} })
 	fs := cmd.Flags()
 	fs.StringVar(&f.action, "action", "", "action, e.g. iot:Publish (required)")
-	fs.StringVar(&f.resource, "resource", "", "resource ARN or short form topic/T, topicfilter/F, client/ID, thing/NAME (required)")
-	fs.StringVar(&f.clientID, "client-id", "", "MQTT client ID (required)")
+	fs.StringVar(&f.resource, "resource", "", "resource ARN, *, or short form topic/T, topicfilter/F, client/ID, thing/NAME (required)")
+	fs.StringVar(&f.clientID, "client-id", "", "MQTT client ID (optional: actions such as iot:ListRetainedMessages have none)")
 	fs.StringArrayVar(&f.policyFiles, "policy", nil, "policy document file to evaluate (repeatable; default: the registry's)")
 	fs.StringVar(&f.certFile, "cert", "", "device certificate PEM (Certificate.* variables; its attached policies)")
 	fs.StringVar(&f.certID, "cert-id", "", "registered certificate ID (or unique prefix)")
@@ -255,10 +268,13 @@ core.region and core.accountId. Exit status: 0 ALLOWED, 1 denied, 2 bad input.`,
 
 // runPolicyCheck gathers the policies and context and evaluates; errors are bad input (exit 2).
 func runPolicyCheck(g *globalFlags, f *checkFlags) (*checkResult, error) {
-	for flag, v := range map[string]string{"--action": f.action, "--resource": f.resource, "--client-id": f.clientID} {
+	for flag, v := range map[string]string{"--action": f.action, "--resource": f.resource} {
 		if v == "" {
 			return nil, fmt.Errorf("%s is required", flag)
 		}
+	}
+	if err := policy.CheckAction(f.action); err != nil {
+		return nil, fmt.Errorf("--action: %w", err)
 	}
 	cfg, err := g.load()
 	if err != nil {

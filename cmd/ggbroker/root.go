@@ -30,11 +30,14 @@ func newRootCommand() *cobra.Command {
 AWS IoT Greengrass V2 core device: devices connect over mutual TLS with X.509 certificates, the client ID is
 the thing name, and a local core device CA issues the broker's 7-day server certificate and rotates it.
 
-Quick start:
+Quick start (two devices: one client ID per connection):
   ggbroker serve                                          # embedded defaults, no config file needed
   ggbroker device create sensor-1 --out ./devices/sensor-1
+  ggbroker device create sensor-2 --out ./devices/sensor-2
   mosquitto_sub --cafile devices/sensor-1/core-ca.pem --cert devices/sensor-1/device.pem.crt \
-    --key devices/sensor-1/private.pem.key -i sensor-1 -h localhost -p 8883 -t 'sensor-1/#'
+    --key devices/sensor-1/private.pem.key -i sensor-1 -h localhost -p 8883 -t 'sensors/#' -v
+  mosquitto_pub --cafile devices/sensor-2/core-ca.pem --cert devices/sensor-2/device.pem.crt \
+    --key devices/sensor-2/private.pem.key -i sensor-2 -h localhost -p 8883 -t sensors/sensor-2/temperature -m 21.5
 
 Configuration comes from the embedded defaults, a YAML file (--config), GGBROKER_* environment variables
 (GGBROKER_MQTT_LISTEN=":18883" sets mqtt.listen) and flags, each overriding the one before.`,
@@ -50,7 +53,34 @@ Configuration comes from the embedded defaults, a YAML file (--config), GGBROKER
 	root.AddCommand(newServeCommand(g), newDeviceCommand(g), newCACommand(g), newPolicyCommand(g), newVersionCommand())
 	root.AddCommand(newDiscoverCommand(g))
 	root.AddCommand(newHealthCommand(g))
+	refuseUnknownSubcommands(root)
 	return root
+}
+
+// refuseUnknownSubcommands makes every command group (device, policy ...) refuse a subcommand it does
+// not have. cobra checks unknown commands only at the root: `ggbroker device crate x` printed the
+// device help and exited 0, so a script with a typo went on as if the device had been created.
+func refuseUnknownSubcommands(cmd *cobra.Command) {
+	for _, c := range cmd.Commands() {
+		refuseUnknownSubcommands(c)
+	}
+	if !cmd.HasSubCommands() || cmd.Run != nil || cmd.RunE != nil || !cmd.HasParent() {
+		return
+	}
+	cmd.Args = cobra.ArbitraryArgs
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return c.Help()
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
+		if c.SuggestionsMinimumDistance <= 0 {
+			c.SuggestionsMinimumDistance = 2
+		}
+		if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += fmt.Sprintf(" (did you mean %q?)", s[0])
+		}
+		return &exitError{code: 2, err: fmt.Errorf("%s; run '%s --help' for its commands", msg, c.CommandPath())}
+	}
 }
 
 // bind declares a string flag bound to a config key. Its default is empty: an unset flag never

@@ -43,7 +43,7 @@ is unreadable the broker refuses to start and says so; --recover moves it aside 
 			b, err := app.New(cfg, log, opts...)
 			if err != nil {
 				log.Error("cannot start", zap.Error(err))
-				return err
+				return &exitError{code: 1, err: err, logged: true}
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -52,7 +52,11 @@ is unreadable the broker refuses to start and says so; --recover moves it aside 
 			signal.Notify(usr1, syscall.SIGUSR1)
 			defer signal.Stop(usr1)
 			go rotateOnSignal(ctx, usr1, b, log)
-			return b.Run(ctx)
+			if err := b.Run(ctx); err != nil {
+				log.Error("cannot start", zap.Error(err))
+				return &exitError{code: 1, err: err, logged: true}
+			}
+			return nil
 		},
 	}
 	fs := cmd.Flags()
