@@ -262,7 +262,7 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 	}()
 	b.server = mqtt.New(&mqtt.Options{
 		Logger:                 slog.New(newSlogHandler(b.log.Named("mochi"))),
-		SysTopicResendInterval: 10,
+		SysTopicResendInterval: sysTopicInterval(b.profile),
 		InlineClient:           true, // lifecycle events and the services publish through it
 	})
 	applyProfile(b.profile, b.server.Options.Capabilities)
@@ -433,6 +433,15 @@ func applyLimits(l config.Limits, caps *mqtt.Capabilities) {
 	if caps.MaximumPacketSize == 0 || caps.MaximumPacketSize > l.MaxPacketSize {
 		caps.MaximumPacketSize = l.MaxPacketSize
 	}
+}
+
+// sysTopicInterval is how often mochi refreshes its $SYS topics: every 10 s when clients may read them
+// (behaviour.sysTopics), and as good as never when they may not.
+func sysTopicInterval(p profile.Profile) int64 {
+	if p.SysTopics {
+		return 10
+	}
+	return 365 * 24 * 3600
 }
 
 // shutdownTimeout bounds the last step of a graceful shutdown: closing the listeners, disconnecting

@@ -118,6 +118,7 @@ type Behaviour struct {
 	MaxSessionExpirySeconds       string `mapstructure:"maxSessionExpirySeconds"`
 	PublishesPerSecond            string `mapstructure:"publishesPerSecond"`
 	LifecycleEvents               string `mapstructure:"lifecycleEvents"`
+	SysTopics                     string `mapstructure:"sysTopics"`
 }
 
 // Authorization modes.

@@ -51,6 +51,9 @@ type Profile struct {
 	PublishesPerSecond int
 	// LifecycleEvents publishes $aws/events/presence/connected|disconnected/<clientId>.
 	LifecycleEvents bool
+	// SysTopics lets clients subscribe to mochi's $SYS statistics. AWS IoT has no $SYS, and they tell
+	// every device how many clients the gateway has: off in both profiles unless configured.
+	SysTopics bool
 }
 
 // Profile names.
@@ -142,6 +145,7 @@ func FromConfig(b config.Behaviour) (Profile, error) {
 		{"reservedTopics", b.ReservedTopics, &p.ReservedTopics},
 		{"disconnectUnauthorized", b.DisconnectUnauthorized, &p.DisconnectUnauthorized},
 		{"lifecycleEvents", b.LifecycleEvents, &p.LifecycleEvents},
+		{"sysTopics", b.SysTopics, &p.SysTopics},
 	}
 	for _, o := range bools {
 		if isProfileDefault(o.raw) {
@@ -226,9 +230,26 @@ var (
 	reservedSubscribe = append([]string{"$aws/events/", "$aws/sitewise/"}, reservedBoth...)
 )
 
+// brokerOnly are the topics only the broker publishes to, in every profile and whatever a policy
+// allows: its lifecycle events and $SYS (a device must not be able to spoof another's presence).
+var brokerOnly = []string{"$aws/events/", "$SYS/"}
+
 // CheckReserved returns why a $ topic may not be used for this operation, or "".
 func (p Profile) CheckReserved(topic string, subscribe bool) string {
-	if !p.ReservedTopics || !strings.HasPrefix(topic, "$") {
+	if !strings.HasPrefix(topic, "$") {
+		return ""
+	}
+	if !subscribe {
+		for _, prefix := range brokerOnly {
+			if strings.HasPrefix(topic, prefix) {
+				return fmt.Sprintf("%s is a topic only the broker publishes to", topic)
+			}
+		}
+	}
+	if subscribe && !p.SysTopics && (topic == "$SYS" || strings.HasPrefix(topic, "$SYS/")) {
+		return fmt.Sprintf("%s: the $SYS topics are off (behaviour.sysTopics; AWS IoT has none)", topic)
+	}
+	if !p.ReservedTopics {
 		return ""
 	}
 	allowed := reservedPublish

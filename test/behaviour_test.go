@@ -295,8 +295,22 @@ func TestReservedTopics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if codes := subscribeV5(t, cg, "$SYS/#"); codes[0] != 1 {
-		t.Fatalf("greengrass: $SYS/# SUBACK %#x (the policy allows it)", codes[0])
+	// $SYS is off in both profiles (issue 17): the policy allows it, the profile does not.
+	if codes := subscribeV5(t, cg, "$SYS/#"); codes[0] != 0x87 {
+		t.Fatalf("greengrass: $SYS/# SUBACK %#x, want 0x87 (behaviour.sysTopics is off)", codes[0])
+	}
+	// Only the broker publishes lifecycle events, whatever the policy: a device cannot spoof them.
+	if rc := publishV5(t, cg, "$aws/events/presence/connected/someone-else", 1, "{}"); rc != 0x87 {
+		t.Fatalf("greengrass: publish to a lifecycle topic: PUBACK %#x, want 0x87", rc)
+	}
+	on := profileBroker(t, "greengrass", func(b *config.Behaviour) { b.SysTopics = "true" })
+	don := on.createDevice("res-on", "everything")
+	_, con, _, err := on.v5(t, don, paho.Connect{ClientID: don.name, CleanStart: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if codes := subscribeV5(t, con, "$SYS/#"); codes[0] != 1 {
+		t.Fatalf("greengrass with behaviour.sysTopics true: $SYS/# SUBACK %#x", codes[0])
 	}
 }
 
