@@ -204,9 +204,27 @@ func (p Profile) CheckClientID(id string) string {
 // toward the topic limits.
 const basicIngestPrefix = "$aws/rules/"
 
+// sharePrefix starts a shared subscription's filter: $share/<ShareName>/<filter>.
+const sharePrefix = "$share/"
+
+// SharedFilter splits a shared subscription's filter into its share name and the filter it shares;
+// ok is false for an ordinary filter.
+func SharedFilter(filter string) (share, inner string, ok bool) {
+	rest, ok := strings.CutPrefix(filter, sharePrefix)
+	if !ok {
+		return "", "", false
+	}
+	share, inner, _ = strings.Cut(rest, "/")
+	return share, inner, true
+}
+
 // CheckTopic returns why a topic name (publish) or filter (subscribe) breaks the size limits, or "".
+// A shared subscription's limits are those of the filter it shares.
 func (p Profile) CheckTopic(topic string) string {
 	t := topic
+	if _, inner, ok := SharedFilter(t); ok {
+		t = inner
+	}
 	if strings.HasPrefix(t, basicIngestPrefix) {
 		if i := strings.IndexByte(t[len(basicIngestPrefix):], '/'); i >= 0 {
 			t = t[len(basicIngestPrefix)+i+1:]
@@ -245,6 +263,14 @@ func (p Profile) CheckReserved(topic string, subscribe bool) string {
 				return fmt.Sprintf("%s is a topic only the broker publishes to", topic)
 			}
 		}
+	}
+	if share, inner, ok := SharedFilter(topic); ok && subscribe {
+		// AWS IoT Core supports shared subscriptions ($share/<ShareName>/<filter>, MQTT 3.1.1 and 5);
+		// the filter they share follows the rules of any filter.
+		if share == "" || strings.ContainsAny(share, "+#") {
+			return fmt.Sprintf("%s: a shared subscription needs a share name without + or #", topic)
+		}
+		return p.CheckReserved(inner, true)
 	}
 	if subscribe && !p.SysTopics && (topic == "$SYS" || strings.HasPrefix(topic, "$SYS/")) {
 		return fmt.Sprintf("%s: the $SYS topics are off (behaviour.sysTopics; AWS IoT has none)", topic)

@@ -31,3 +31,25 @@ func TestSessionExpiry(t *testing.T) {
 		}
 	}
 }
+
+func TestSharedSubscriptions(t *testing.T) {
+	iot := profiles[IoTCore]
+	for _, tc := range []struct {
+		filter  string
+		refused bool
+	}{
+		{"$share/g/sensors/#", false},
+		{"$share/g/$aws/things/t/shadow/update/accepted", false},
+		{"$share/g/$custom/x", true},
+		{"$share//sensors/#", true},
+		{"$share/g+/x", true},
+		{"$custom/x", true},
+	} {
+		if got := iot.CheckReserved(tc.filter, true) != ""; got != tc.refused {
+			t.Errorf("iot-core subscribe %q: refused %v, want %v", tc.filter, got, tc.refused)
+		}
+	}
+	if why := iot.CheckTopic("$share/group/a/b/c/d/e/f/g/h"); why != "" {
+		t.Errorf("the share prefix counted toward the levels: %s", why)
+	}
+}
