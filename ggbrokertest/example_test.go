@@ -1,0 +1,44 @@
+package ggbrokertest_test
+
+import (
+	"fmt"
+	"testing"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/ggbroker/ggbroker/ggbrokertest"
+)
+
+// A test of firmware logic against a real broker over mutual TLS, with the paho MQTT client. In your
+// own code this is the body of a func TestSomething(t *testing.T).
+func Example() {
+	var t *testing.T // your test's t
+
+	srv := ggbrokertest.Start(t, ggbrokertest.WithProfile("iot-core"))
+	dev := srv.CreateDevice(t, "sensor-1")
+
+	opts := mqtt.NewClientOptions().AddBroker("ssl://" + srv.MQTTAddr()).SetClientID(dev.Thing).SetTLSConfig(dev.TLSConfig())
+	c := mqtt.NewClient(opts)
+	if tok := c.Connect(); tok.Wait() && tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer c.Disconnect(250)
+	c.Publish("sensor-1/temperature", 1, false, "21.5").Wait()
+
+	// Assert on what the broker decided, as AWS IoT's logs would say it.
+	srv.WaitRecord(t, "client connected", map[string]string{"clientId": "sensor-1", "status": "Success"})
+	fmt.Println(len(srv.Records()) > 0)
+}
+
+// Restart keeps the state directory and the addresses: a persistent session and its queued messages
+// survive, as across a gateway reboot.
+func ExampleServer_Restart() {
+	var t *testing.T // your test's t
+
+	srv := ggbrokertest.Start(t, ggbrokertest.WithPersistence(true))
+	dev := srv.CreateDevice(t, "sensor-1")
+	// ... connect with clean session false, subscribe, disconnect, have another device publish ...
+	srv.Restart(t)
+	// ... reconnect dev: the session and the queued message are there.
+	_ = dev
+}
