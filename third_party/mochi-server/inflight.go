@@ -15,11 +15,17 @@ import (
 // Inflight is a map of InflightMessage keyed on packet id.
 type Inflight struct {
 	sync.RWMutex
-	internal            map[uint16]packets.Packet // internal contains the inflight packets
-	receiveQuota        int32                     // remaining inbound qos quota for flow control
-	sendQuota           int32                     // remaining outbound qos quota for flow control
-	maximumReceiveQuota int32                     // maximum allowed receive quota
-	maximumSendQuota    int32                     // maximum allowed send quota
+	internal map[uint16]packets.Packet // internal contains the inflight packets
+	// inbound holds the acknowledgements (PUBACK, PUBREC, PUBCOMP) of QoS 1/2 messages the client
+	// sent, keyed on the client's packet IDs. ggbroker patch: upstream kept them in internal, with the
+	// server's outgoing messages, but the client and the server choose their packet IDs independently
+	// (MQTT 5 section 2.2.1, 3.1.1 section 2.3.1): a client's PUBLISH with ID N deleted the
+	// unacknowledged outgoing message N, and its SUBSCRIBE with ID N was refused with 0x91.
+	inbound             map[uint16]packets.Packet
+	receiveQuota        int32 // remaining inbound qos quota for flow control
+	sendQuota           int32 // remaining outbound qos quota for flow control
+	maximumReceiveQuota int32 // maximum allowed receive quota
+	maximumSendQuota    int32 // maximum allowed send quota
 
 	// waiting holds, in arrival order, the packet IDs of messages set with Expiry < 0 (waiting for send
 	// quota), from waiting[head] on. ggbroker patch: NextImmediate takes the oldest from here instead of
@@ -33,13 +39,31 @@ type Inflight struct {
 func NewInflights() *Inflight {
 	return &Inflight{
 		internal: map[uint16]packets.Packet{},
+		inbound:  map[uint16]packets.Packet{},
 	}
 }
 
-// Set adds or updates an inflight packet by packet id.
+// isInbound says whether an inflight packet belongs to a flow the client started (the server's
+// acknowledgement of a client's PUBLISH or PUBREL), and so to the client's packet ID space.
+func isInbound(m packets.Packet) bool {
+	switch m.FixedHeader.Type {
+	case packets.Puback, packets.Pubrec, packets.Pubcomp:
+		return true
+	}
+	return false
+}
+
+// Set adds or updates an inflight packet by packet id: an acknowledgement of a client's message in
+// the client's ID space (see GetInbound), anything else in the server's.
 func (i *Inflight) Set(m packets.Packet) bool {
 	i.Lock()
 	defer i.Unlock()
+
+	if isInbound(m) {
+		_, ok := i.inbound[m.PacketID]
+		i.inbound[m.PacketID] = m
+		return !ok
+	}
 
 	_, ok := i.internal[m.PacketID]
 	i.internal[m.PacketID] = m
@@ -49,7 +73,32 @@ func (i *Inflight) Set(m packets.Packet) bool {
 	return !ok
 }
 
-// Get returns an inflight packet by packet id.
+// GetInbound returns the acknowledgement kept for the client's QoS 1/2 message with this packet id.
+func (i *Inflight) GetInbound(id uint16) (packets.Packet, bool) {
+	i.RLock()
+	defer i.RUnlock()
+	m, ok := i.inbound[id]
+	return m, ok
+}
+
+// DeleteInbound removes the acknowledgement kept for the client's message with this packet id.
+func (i *Inflight) DeleteInbound(id uint16) bool {
+	i.Lock()
+	defer i.Unlock()
+	_, ok := i.inbound[id]
+	delete(i.inbound, id)
+	return ok
+}
+
+// Remove removes an inflight packet from the ID space it belongs to (see Set).
+func (i *Inflight) Remove(m packets.Packet) bool {
+	if isInbound(m) {
+		return i.DeleteInbound(m.PacketID)
+	}
+	return i.Delete(m.PacketID)
+}
+
+// Get returns an inflight packet (an outgoing message, in the server's packet ID space) by packet id.
 func (i *Inflight) Get(id uint16) (packets.Packet, bool) {
 	i.RLock()
 	defer i.RUnlock()
@@ -65,7 +114,7 @@ func (i *Inflight) Get(id uint16) (packets.Packet, bool) {
 func (i *Inflight) Len() int {
 	i.RLock()
 	defer i.RUnlock()
-	return len(i.internal)
+	return len(i.internal) + len(i.inbound)
 }
 
 // Clone returns a new instance of Inflight with the same message data.
@@ -76,6 +125,9 @@ func (i *Inflight) Clone() *Inflight {
 	defer i.RUnlock()
 	for k, v := range i.internal {
 		c.internal[k] = v
+	}
+	for k, v := range i.inbound {
+		c.inbound[k] = v
 	}
 	c.waiting = append(c.waiting, i.waiting[i.head:]...)
 	return c
@@ -96,6 +148,12 @@ func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 	sort.Slice(m, func(i, j int) bool {
 		return uint16(m[i].Created) < uint16(m[j].Created)
 	})
+
+	for _, v := range i.inbound {
+		if !immediate {
+			m = append(m, v)
+		}
+	}
 
 	return m
 }
@@ -131,7 +189,8 @@ func (i *Inflight) compact() {
 	}
 }
 
-// Delete removes an in-flight message from the map. Returns true if the message existed.
+// Delete removes an in-flight message (in the server's packet ID space) from the map. Returns true if
+// the message existed.
 func (i *Inflight) Delete(id uint16) bool {
 	i.Lock()
 	defer i.Unlock()

@@ -1,0 +1,63 @@
+package test
+
+import (
+	"encoding/binary"
+	"slices"
+	"testing"
+)
+
+// TestClientPacketIDsAreTheirOwn (issue 17): the client and the server choose packet IDs
+// independently. mochi kept both directions in one table, so a device's QoS 1 PUBLISH with ID N
+// deleted the broker's unacknowledged message N to it (lost on reconnect), and a SUBSCRIBE with
+// such an ID was answered 0x91 (not even a 3.1.1 code).
+func TestClientPacketIDsAreTheirOwn(t *testing.T) {
+	h := startLocalBroker(t, allowAllPolicy)
+	pub := h.dialRaw(4)
+	pub.mustConnect("ids-pub", true)
+	sub := h.dialRaw(4)
+	sub.mustConnect("ids-sub", false)
+	if ack := sub.subscribe(100, nil, subFilter{"ids/t", 1}, subFilter{"ids/marker", 0}); ack.body[2] != 1 {
+		t.Fatalf("SUBACK %v", ack)
+	}
+	for _, m := range []string{"m1", "m2", "m3"} {
+		pub.send(publishPacket(4, 1, false, "ids/t", 7, m))
+		pub.expect(pPuback)
+	}
+	pub.send(publishPacket(4, 0, false, "ids/marker", 0, ""))
+	got := sub.collectUntil("ids/marker")
+	if len(got) != 4 {
+		t.Fatalf("received %d messages, want 3 and the marker: %v", len(got)-1, got)
+	}
+	// Not acknowledged: the broker's IDs got[0..2].id are in flight. The device now uses the same
+	// IDs for its own PUBLISH and SUBSCRIBE, as a device that restarted its counter does.
+	sub.send(publishPacket(4, 1, false, "ids/own", got[0].id, "own"))
+	if ack := sub.expect(pPuback); binary.BigEndian.Uint16(ack.body) != got[0].id {
+		t.Fatalf("PUBACK %v, want ID %d", ack, got[0].id)
+	}
+	ack := sub.subscribe(got[1].id, nil, subFilter{"ids/u", 1})
+	if binary.BigEndian.Uint16(ack.body) != got[1].id || ack.body[2] != 1 {
+		t.Fatalf("SUBACK %v: want ID %d granted QoS 1", ack, got[1].id)
+	}
+
+	// Reconnect: every unacknowledged message comes again, marked DUP (their order is
+	// TestQueuedMessagesKeepTheirOrder's).
+	sub.c.Close()
+	again := h.dialRaw(4)
+	if ca := again.connect("ids-sub", false); ca.body[0] != 1 || ca.body[1] != 0 {
+		t.Fatalf("CONNACK %v: want session present", ca)
+	}
+	// The broker resends before it reads the new connection's first packet: all of it is in before
+	// the PINGRESP.
+	var payloads []string
+	for _, p := range again.ping() {
+		m := parsePublish(t, 4, p)
+		if !m.dup {
+			t.Errorf("resent %q without DUP", m.payload)
+		}
+		payloads = append(payloads, m.payload)
+	}
+	slices.Sort(payloads)
+	if !slices.Equal(payloads, []string{"m1", "m2", "m3"}) {
+		t.Fatalf("resent %v, want [m1 m2 m3]", payloads)
+	}
+}
