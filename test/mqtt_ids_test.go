@@ -2,6 +2,7 @@ package test
 
 import (
 	"encoding/binary"
+	"fmt"
 	"slices"
 	"testing"
 )
@@ -59,5 +60,44 @@ func TestClientPacketIDsAreTheirOwn(t *testing.T) {
 	slices.Sort(payloads)
 	if !slices.Equal(payloads, []string{"m1", "m2", "m3"}) {
 		t.Fatalf("resent %v, want [m1 m2 m3]", payloads)
+	}
+}
+
+// TestQueuedMessagesKeepTheirOrder (issue 17): QoS 1 messages queued for an offline persistent
+// session come in publish order when it reconnects ([MQTT-4.6.0-6]), after a restart too. mochi
+// sorted them by their creation second cast to uint16 with an unstable sort (shuffled on every
+// reconnect), and the persistence file hands them back by key (packet ID 10 before 9).
+func TestQueuedMessagesKeepTheirOrder(t *testing.T) {
+	for _, restart := range []bool{false, true} {
+		t.Run(map[bool]string{false: "reconnect", true: "restart"}[restart], func(t *testing.T) {
+			h := startLocalBroker(t, allowAllPolicy)
+			sub := h.dialRaw(4)
+			sub.mustConnect("order-sub", false)
+			sub.subscribe(1, nil, subFilter{"order/t", 1})
+			sub.c.Close()
+			pub := h.dialRaw(4)
+			pub.mustConnect("order-pub", true)
+			var want []string
+			for i := range 40 {
+				want = append(want, fmt.Sprint("m", i))
+				pub.send(publishPacket(4, 1, false, "order/t", uint16(i+1), want[i]))
+				pub.expect(pPuback)
+			}
+			if restart {
+				h.stop()
+				h = startWith(t, h.cfg)
+			}
+			again := h.dialRaw(4)
+			if ca := again.connect("order-sub", false); ca.body[0] != 1 || ca.body[1] != 0 {
+				t.Fatalf("CONNACK %v: want session present", ca)
+			}
+			var got []string
+			for _, p := range again.ping() { // resent before the new connection's first packet is read
+				got = append(got, parsePublish(t, 4, p).payload)
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("resent\n%v\nwant\n%v", got, want)
+			}
+		})
 	}
 }

@@ -21,7 +21,14 @@ type Inflight struct {
 	// server's outgoing messages, but the client and the server choose their packet IDs independently
 	// (MQTT 5 section 2.2.1, 3.1.1 section 2.3.1): a client's PUBLISH with ID N deleted the
 	// unacknowledged outgoing message N, and its SUBSCRIBE with ID N was refused with 0x91.
-	inbound             map[uint16]packets.Packet
+	inbound map[uint16]packets.Packet
+	// order is when each packet ID of internal and inbound was first set, from next. ggbroker patch:
+	// GetAll returns messages in this order (publish order, for a session's queue); upstream sorted by
+	// uint16(Created), the creation second truncated to 16 bits, with an unstable sort, so queued
+	// messages were resent shuffled on every reconnect.
+	order               map[uint16]uint64
+	orderIn             map[uint16]uint64
+	next                uint64
 	receiveQuota        int32 // remaining inbound qos quota for flow control
 	sendQuota           int32 // remaining outbound qos quota for flow control
 	maximumReceiveQuota int32 // maximum allowed receive quota
@@ -40,6 +47,8 @@ func NewInflights() *Inflight {
 	return &Inflight{
 		internal: map[uint16]packets.Packet{},
 		inbound:  map[uint16]packets.Packet{},
+		order:    map[uint16]uint64{},
+		orderIn:  map[uint16]uint64{},
 	}
 }
 
@@ -62,11 +71,19 @@ func (i *Inflight) Set(m packets.Packet) bool {
 	if isInbound(m) {
 		_, ok := i.inbound[m.PacketID]
 		i.inbound[m.PacketID] = m
+		if !ok {
+			i.next++
+			i.orderIn[m.PacketID] = i.next
+		}
 		return !ok
 	}
 
 	_, ok := i.internal[m.PacketID]
 	i.internal[m.PacketID] = m
+	if !ok {
+		i.next++
+		i.order[m.PacketID] = i.next
+	}
 	if m.Expiry < 0 {
 		i.waiting = append(i.waiting, m.PacketID)
 	}
@@ -87,6 +104,7 @@ func (i *Inflight) DeleteInbound(id uint16) bool {
 	defer i.Unlock()
 	_, ok := i.inbound[id]
 	delete(i.inbound, id)
+	delete(i.orderIn, id)
 	return ok
 }
 
@@ -129,6 +147,13 @@ func (i *Inflight) Clone() *Inflight {
 	for k, v := range i.inbound {
 		c.inbound[k] = v
 	}
+	for k, v := range i.order {
+		c.order[k] = v
+	}
+	for k, v := range i.orderIn {
+		c.orderIn[k] = v
+	}
+	c.next = i.next
 	c.waiting = append(c.waiting, i.waiting[i.head:]...)
 	return c
 }
@@ -145,14 +170,19 @@ func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 		}
 	}
 
-	sort.Slice(m, func(i, j int) bool {
-		return uint16(m[i].Created) < uint16(m[j].Created)
+	sort.Slice(m, func(a, b int) bool {
+		return i.order[m[a].PacketID] < i.order[m[b].PacketID]
 	})
 
-	for _, v := range i.inbound {
-		if !immediate {
+	if !immediate {
+		n := len(m)
+		for _, v := range i.inbound {
 			m = append(m, v)
 		}
+		in := m[n:]
+		sort.Slice(in, func(a, b int) bool {
+			return i.orderIn[in[a].PacketID] < i.orderIn[in[b].PacketID]
+		})
 	}
 
 	return m
@@ -197,6 +227,7 @@ func (i *Inflight) Delete(id uint16) bool {
 
 	_, ok := i.internal[id]
 	delete(i.internal, id)
+	delete(i.order, id)
 
 	return ok
 }

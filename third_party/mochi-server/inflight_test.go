@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -32,5 +33,26 @@ func TestInflightIDSpaces(t *testing.T) {
 	}
 	if !i.Remove(out) || i.Len() != 0 {
 		t.Fatalf("Remove: %d left", i.Len())
+	}
+}
+
+// TestInflightOrder (patch 8): GetAll returns messages in the order their packet IDs were first set
+// (a session's publish order), whatever their IDs and creation times; replacing a message (PUBLISH
+// by its PUBREL, or a waiting message by the sent one) keeps its place, and a clone keeps the order.
+func TestInflightOrder(t *testing.T) {
+	i := NewInflights()
+	ids := []uint16{65534, 65535, 1, 2, 9, 10, 3}
+	for n, id := range ids {
+		i.Set(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: id, Created: int64(1000 - n%2)})
+	}
+	i.Set(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: 1})
+	for _, in := range []*Inflight{i, i.Clone()} {
+		var got []uint16
+		for _, m := range in.GetAll(false) {
+			got = append(got, m.PacketID)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(ids) {
+			t.Fatalf("GetAll order %v, want %v", got, ids)
+		}
 	}
 }
