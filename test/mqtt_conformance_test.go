@@ -1,6 +1,7 @@
 package test
 
 import (
+	"encoding/binary"
 	"fmt"
 	"sync"
 	"testing"
@@ -63,4 +64,35 @@ func TestSubscribeWindowChecksReceive(t *testing.T) {
 		}
 	}
 	h.record(t, "not authorized", map[string]string{"clientId": "window-sub", "action": "iot:Receive"})
+}
+
+// TestPublishAckIsPlain (issue 18 #1, mochi #474): the PUBACK of a QoS 1 PUBLISH with User Properties
+// had reason code 0x01 (not a PUBACK code, [MQTT-3.4.2-1]) and echoed the properties, which crashed
+// paho-mqtt 1.6's network loop. PUBREC (QoS 2) likewise.
+func TestPublishAckIsPlain(t *testing.T) {
+	h := startLocalBroker(t, allowAllPolicy)
+	c := h.dialRaw(5)
+	c.mustConnect("ack-plain", true)
+	for _, tc := range []struct {
+		qos byte
+		ack byte
+	}{{1, pPuback}, {2, pPubrec}} {
+		c.send(publishPacket(5, tc.qos, false, "ack/t", 9, "x", propUser("k", "v"), propByte(0x01, 1)))
+		ack := c.expect(tc.ack)
+		if binary.BigEndian.Uint16(ack.body) != 9 {
+			t.Fatalf("QoS %d: ack %v for another ID", tc.qos, ack)
+		}
+		if len(ack.body) > 2 && ack.body[2] != 0x00 {
+			t.Errorf("QoS %d: reason code %#x, want 0x00", tc.qos, ack.body[2])
+		}
+		if len(ack.body) > 3 {
+			if ps, _, err := parseProps(ack.body[3:]); err != nil || len(ps) > 0 {
+				t.Errorf("QoS %d: acknowledgement carries properties %v (%v)", tc.qos, ps, err)
+			}
+		}
+		if tc.qos == 2 {
+			c.send(packet(pPubrel<<4|0x02, u16(9)))
+			c.expect(pPubcomp)
+		}
+	}
 }

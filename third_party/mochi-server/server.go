@@ -881,7 +881,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 			ackType = packets.Pubrec
 		}
 
-		ack := s.buildAck(pk.PacketID, ackType, 0, pk.Properties, packets.ErrNotAuthorized)
+		ack := s.buildAck(pk.PacketID, ackType, 0, packets.Properties{}, packets.ErrNotAuthorized)
 		return cl.WritePacket(ack)
 	}
 
@@ -896,7 +896,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	if !cl.Net.Inline {
 		if pki, ok := cl.State.Inflight.GetInbound(pk.PacketID); ok { // ggbroker patch: the client's ID space
 			if pki.FixedHeader.Type == packets.Pubrec { // [MQTT-4.3.3-10]
-				ack := s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.ErrPacketIdentifierInUse)
+				ack := s.buildAck(pk.PacketID, packets.Pubrec, 0, packets.Properties{}, packets.ErrPacketIdentifierInUse)
 				return cl.WritePacket(ack)
 			}
 			if ok := cl.State.Inflight.DeleteInbound(pk.PacketID); ok { // [MQTT-4.3.2-5]
@@ -921,7 +921,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	} else if errors.Is(err, packets.CodeSuccessIgnore) {
 		pk.Ignore = true
 	} else if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 && errors.As(err, new(packets.Code)) {
-		err = cl.WritePacket(s.buildAck(pk.PacketID, packets.Puback, 0, pk.Properties, err.(packets.Code)))
+		err = cl.WritePacket(s.buildAck(pk.PacketID, packets.Puback, 0, packets.Properties{}, err.(packets.Code)))
 		if err != nil {
 			return err
 		}
@@ -942,9 +942,12 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	}
 
 	cl.State.Inflight.DecreaseReceiveQuota()
-	ack := s.buildAck(pk.PacketID, packets.Puback, 0, pk.Properties, packets.QosCodes[pk.FixedHeader.Qos]) // [MQTT-4.3.2-4]
+	// ggbroker patch (upstream #474): the acknowledgement of a PUBLISH carries reason code 0x00, not
+	// the granted-QoS code 0x01 (not a PUBACK code, [MQTT-3.4.2-1]), and none of the PUBLISH's
+	// properties: its User Properties belong to the message, not to the acknowledgement.
+	ack := s.buildAck(pk.PacketID, packets.Puback, 0, packets.Properties{}, packets.CodeSuccess) // [MQTT-4.3.2-4]
 	if pk.FixedHeader.Qos == 2 {
-		ack = s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.CodeSuccess) // [MQTT-3.3.4-1] [MQTT-4.3.3-8]
+		ack = s.buildAck(pk.PacketID, packets.Pubrec, 0, packets.Properties{}, packets.CodeSuccess) // [MQTT-3.3.4-1] [MQTT-4.3.3-8]
 	}
 
 	if ok := cl.State.Inflight.Set(ack); ok {
