@@ -96,3 +96,38 @@ func TestPublishAckIsPlain(t *testing.T) {
 		}
 	}
 }
+
+// TestNoExpiryUnlessPublisherSetOne (issue 18 #2): a message without Message Expiry Interval was
+// forwarded with one of 86400 (mochi's MaximumMessageExpiryInterval; retained messages and queues
+// were deleted after it too, see the copy's TestOnlyMessagesWithAnExpiryExpire). MQTT 5 section
+// 3.3.2.3.3: absent, the message does not expire; present, it is forwarded with what is left of it.
+func TestNoExpiryUnlessPublisherSetOne(t *testing.T) {
+	h := startLocalBroker(t, allowAllPolicy)
+	v3 := h.dialRaw(4)
+	v3.mustConnect("exp-v3", true)
+	v3.send(publishPacket(4, 1, true, "exp/retained", 1, "r"))
+	v3.expect(pPuback)
+	sub := h.dialRaw(5)
+	sub.mustConnect("exp-sub", true)
+	sub.subscribe(1, nil, subFilter{"exp/#", 1})
+	pub := h.dialRaw(5)
+	pub.mustConnect("exp-pub", true)
+	pub.send(publishPacket(5, 1, false, "exp/none", 1, "n"))
+	pub.expect(pPuback)
+	pub.send(publishPacket(5, 1, false, "exp/some", 2, "s", propU32(0x02, 100)))
+	pub.expect(pPuback)
+	pub.send(publishPacket(5, 0, false, "exp/marker", 0, ""))
+	for _, m := range sub.collectUntil("exp/marker") {
+		p, has := m.prop(0x02)
+		switch m.topic {
+		case "exp/some":
+			if v := binary.BigEndian.Uint32(p.val); !has || v == 0 || v > 100 {
+				t.Errorf("exp/some forwarded with expiry %v (%v), want 1..100", v, has)
+			}
+		default:
+			if has {
+				t.Errorf("%s forwarded with Message Expiry Interval %d; its publisher set none", m.topic, binary.BigEndian.Uint32(p.val))
+			}
+		}
+	}
+}

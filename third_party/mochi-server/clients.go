@@ -340,17 +340,14 @@ func (cl *Client) ClearInflights() {
 	}
 }
 
-// ClearExpiredInflights deletes any inflight messages which have expired.
+// ClearExpiredInflights deletes any inflight messages which have expired. ggbroker patch: only what
+// has an expiry (Server.messageExpiry, and the QoS 2 state of acks) expires; upstream also removed
+// every message older than maximumExpiry, so an offline session's queue was lost after 24 hours.
+// maximumExpiry is kept for the signature's sake: the expiry times already apply it.
 func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 	deleted := []uint16{}
 	for _, tk := range cl.State.Inflight.GetAll(false) {
-		expired := tk.ProtocolVersion == 5 && tk.Expiry > 0 && tk.Expiry < now // [MQTT-3.3.2-5]
-
-		// If the maximum message expiry interval is set (greater than 0), and the message
-		// retention period exceeds the maximum expiry, the message will be forcibly removed.
-		enforced := maximumExpiry > 0 && now-tk.Created > maximumExpiry
-
-		if expired || enforced {
+		if tk.Expiry > 0 && tk.Expiry < now { // [MQTT-3.3.2-5]
 			if ok := cl.State.Inflight.Remove(tk); ok {
 				cl.ops.hooks.OnQosDropped(cl, tk)
 				atomic.AddInt64(&cl.ops.info.Inflight, -1)

@@ -887,11 +887,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 
 	pk.Origin = cl.ID
 	pk.Created = time.Now().Unix()
-
-	if expiry := minimum(s.Options.Capabilities.MaximumMessageExpiryInterval,
-		int64(pk.Properties.MessageExpiryInterval)); expiry > 0 {
-		pk.Expiry = pk.Created + expiry
-	}
+	pk.Expiry = s.messageExpiry(pk)
 
 	if !cl.Net.Inline {
 		if pki, ok := cl.State.Inflight.GetInbound(pk.PacketID); ok { // ggbroker patch: the client's ID space
@@ -998,10 +994,7 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 	}
 
 	if pk.Expiry == 0 {
-		if expiry := minimum(s.Options.Capabilities.MaximumMessageExpiryInterval,
-			int64(pk.Properties.MessageExpiryInterval)); expiry > 0 {
-			pk.Expiry = pk.Created + expiry
-		}
+		pk.Expiry = s.messageExpiry(pk)
 	}
 
 	subscribers := s.Topics.Subscribers(pk.TopicName)
@@ -1139,6 +1132,24 @@ func (s *Server) publishRetainedToClient(cl *Client, sub packets.Subscription, e
 	}
 }
 
+// messageExpiry is when a message expires, or 0 if it does not: only when its publisher set a Message
+// Expiry Interval (MQTT 5 section 3.3.2.3.3: absent, the Application Message does not expire), then
+// after at most MaximumMessageExpiryInterval seconds (0: no maximum).
+//
+// ggbroker patch: upstream gave every message without an expiry one of MaximumMessageExpiryInterval
+// (24 hours by default): such messages were forwarded with Message Expiry Interval 86400, and
+// retained messages (MQTT 3.1.1 ones too) and offline sessions' queues were deleted after 24 hours.
+func (s *Server) messageExpiry(pk packets.Packet) int64 {
+	if pk.Properties.MessageExpiryInterval == 0 {
+		return 0
+	}
+	expiry := int64(pk.Properties.MessageExpiryInterval)
+	if max := s.Options.Capabilities.MaximumMessageExpiryInterval; max > 0 && expiry > max {
+		expiry = max
+	}
+	return pk.Created + expiry
+}
+
 // buildAck builds a standardised ack message for Puback, Pubrec, Pubrel, Pubcomp packets.
 func (s *Server) buildAck(packetID uint16, pkt, qos byte, properties packets.Properties, reason packets.Code) packets.Packet {
 	if s.Options.Capabilities.Compatibilities.NoInheritedPropertiesOnAck {
@@ -1157,7 +1168,11 @@ func (s *Server) buildAck(packetID uint16, pkt, qos byte, properties packets.Pro
 		ReasonCode: reason.Code, // [MQTT-3.4.2-1]
 		Properties: properties,
 		Created:    time.Now().Unix(),
-		Expiry:     time.Now().Unix() + s.Options.Capabilities.MaximumMessageExpiryInterval,
+	}
+	if max := s.Options.Capabilities.MaximumMessageExpiryInterval; max > 0 {
+		// ggbroker patch: the QoS 2 state an ack keeps is dropped after the maximum, as upstream
+		// did; with no maximum (0) it is kept, where upstream expired it at once.
+		pk.Expiry = pk.Created + max
 	}
 
 	return pk
@@ -1692,7 +1707,11 @@ func (s *Server) loadClients(v []storage.Client) {
 func (s *Server) loadInflight(v []storage.Message) {
 	for _, msg := range v {
 		if client, ok := s.Clients.Get(msg.Client); ok {
-			client.State.Inflight.Set(msg.ToPacket())
+			pk := msg.ToPacket()
+			if pk.FixedHeader.Type == packets.Publish {
+				pk.Expiry = s.messageExpiry(pk) // ggbroker patch: the store keeps the interval, not the time
+			}
+			client.State.Inflight.Set(pk)
 		}
 	}
 }
@@ -1700,7 +1719,9 @@ func (s *Server) loadInflight(v []storage.Message) {
 // loadRetained restores retained messages from the datastore.
 func (s *Server) loadRetained(v []storage.Message) {
 	for _, msg := range v {
-		s.Topics.RetainMessage(msg.ToPacket())
+		pk := msg.ToPacket()
+		pk.Expiry = s.messageExpiry(pk) // ggbroker patch: the store keeps the interval, not the time
+		s.Topics.RetainMessage(pk)
 	}
 }
 
@@ -1728,14 +1749,9 @@ func (s *Server) clearExpiredClients(dt int64) {
 // clearExpiredRetainedMessage deletes retained messages from topics if they have expired.
 func (s *Server) clearExpiredRetainedMessages(now int64) {
 	for filter, pk := range s.Topics.Retained.GetAll() {
-		expired := pk.ProtocolVersion == 5 && pk.Expiry > 0 && pk.Expiry < now // [MQTT-3.3.2-5]
-
-		// If the maximum message expiry interval is set (greater than 0), and the message
-		// retention period exceeds the maximum expiry, the message will be forcibly removed.
-		enforced := s.Options.Capabilities.MaximumMessageExpiryInterval > 0 &&
-			now-pk.Created > s.Options.Capabilities.MaximumMessageExpiryInterval
-
-		if expired || enforced {
+		// ggbroker patch: only a message that has an expiry expires (see messageExpiry); upstream also
+		// removed every retained message older than MaximumMessageExpiryInterval.
+		if pk.Expiry > 0 && pk.Expiry < now { // [MQTT-3.3.2-5]
 			s.Topics.Retained.Delete(filter)
 			s.hooks.OnRetainedExpired(filter)
 		}
@@ -1773,21 +1789,4 @@ func (s *Server) sendDelayedLWT(dt int64) {
 // Int64toa converts an int64 to a string.
 func Int64toa(v int64) string {
 	return strconv.FormatInt(v, 10)
-}
-
-// minimum differs from built-in min, it returns minimum of the non-zero value a and b.
-// If both a and b are zero value, it reutrns 0.
-func minimum(a, b int64) (m int64) {
-	if a != 0 {
-		m = a
-		if b != 0 && b < a {
-			m = b
-		}
-		return
-	}
-
-	if b != 0 {
-		m = b
-	}
-	return
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -84,6 +85,59 @@ func TestSubscribeFilterCheckIsNotADeliveryCheck(t *testing.T) {
 			}
 		} else if len(h.reads) != 2 {
 			t.Errorf("without OnSubscribeACLCheck: reads %v, want the 2 filters", h.reads)
+		}
+	}
+}
+
+// TestOnlyMessagesWithAnExpiryExpire (patch 10): a day and more after they were published, a retained
+// message and a queued message without a Message Expiry Interval are still there, and so is a QoS 2
+// acknowledgement's state with MaximumMessageExpiryInterval 0; messages whose publisher set an
+// interval expire after it, capped by the maximum.
+func TestOnlyMessagesWithAnExpiryExpire(t *testing.T) {
+	for _, max := range []int64{86400, 0} {
+		s := newTestServer(t)
+		s.Options.Capabilities.MaximumMessageExpiryInterval = max
+		cl, _ := newTestClient(t, s, "c1")
+		now := time.Now().Unix()
+		msg := func(topic string, interval uint32, id uint16) packets.Packet {
+			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1, Retain: true},
+				TopicName: topic, Payload: []byte("x"), PacketID: id, Created: now, ProtocolVersion: 5}
+			pk.Properties.MessageExpiryInterval = interval
+			pk.Expiry = s.messageExpiry(pk)
+			return pk
+		}
+		forever, brief := msg("t/forever", 0, 1), msg("t/brief", 10, 2)
+		if forever.Expiry != 0 || brief.Expiry != now+10 {
+			t.Fatalf("max %d: expiry %d and %d, want 0 and now+10", max, forever.Expiry, brief.Expiry)
+		}
+		if long := msg("t/long", 1<<30, 3); max > 0 && long.Expiry != now+max {
+			t.Errorf("max %d: expiry of a 2^30 s interval is now+%d, want the maximum", max, long.Expiry-now)
+		}
+		for _, pk := range []packets.Packet{forever, brief} {
+			s.Topics.RetainMessage(pk)
+			cl.State.Inflight.Set(pk)
+		}
+		cl.State.Inflight.Set(s.buildAck(7, packets.Pubrec, 0, packets.Properties{}, packets.CodeSuccess))
+
+		later := now + 2*86400
+		if max > 0 {
+			later = now + max/2 // the ack's QoS 2 state still lives
+		}
+		s.clearExpiredRetainedMessages(later)
+		s.clearExpiredInflights(later)
+		if s.Topics.Retained.Len() != 1 {
+			t.Errorf("max %d: %d retained messages left, want t/forever only", max, s.Topics.Retained.Len())
+		} else if _, ok := s.Topics.Retained.GetAll()["t/forever"]; !ok {
+			t.Errorf("max %d: retained %v, want t/forever", max, s.Topics.Retained.GetAll())
+		}
+		if _, ok := cl.State.Inflight.Get(1); !ok {
+			t.Errorf("max %d: the queued message without expiry expired", max)
+		}
+		if _, ok := cl.State.Inflight.Get(2); ok {
+			t.Errorf("max %d: the queued message with a 10 s expiry is still there", max)
+		}
+		if _, ok := cl.State.Inflight.GetInbound(7); !ok {
+			t.Errorf("max %d: the PUBREC state expired", max)
 		}
 	}
 }
