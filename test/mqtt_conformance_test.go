@@ -3,8 +3,10 @@ package test
 import (
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // MQTT conformance, checked with raw packets over real TCP against the real broker (issue 18
@@ -127,6 +129,35 @@ func TestNoExpiryUnlessPublisherSetOne(t *testing.T) {
 		default:
 			if has {
 				t.Errorf("%s forwarded with Message Expiry Interval %d; its publisher set none", m.topic, binary.BigEndian.Uint32(p.val))
+			}
+		}
+	}
+}
+
+// TestTooLargeMessageDoesNotHoldBackOthers (issue 18 #3): when a message exceeded the subscriber's
+// Maximum Packet Size, the messages queued before it stayed in the write buffer until the next
+// packet to that client, never with keep-alive 0. (The copy's TestTooLargePacketFlushesWhatWasQueued
+// pins the case down; here the real listener, where it depends on the writer being behind.)
+func TestTooLargeMessageDoesNotHoldBackOthers(t *testing.T) {
+	h := startLocalBroker(t, allowAllPolicy)
+	for round := range 5 {
+		sub := h.dialRaw(5)
+		sub.mustConnect(fmt.Sprint("big-sub-", round), true, propU32(0x27, 200))
+		sub.subscribe(1, nil, subFilter{"big/#", 0})
+		pub := h.dialRaw(5)
+		pub.mustConnect(fmt.Sprint("big-pub-", round), true)
+		var burst [][]byte
+		for i := range 30 {
+			burst = append(burst, publishPacket(5, 0, false, "big/small", 0, fmt.Sprint(i)))
+		}
+		pub.send(append(burst, publishPacket(5, 0, false, "big/large", 0, strings.Repeat("x", 500)))...)
+		for i := range 30 {
+			p, err := sub.readWithin(2 * time.Second)
+			if err != nil {
+				t.Fatalf("round %d: small message %d of 30 not delivered: %v", round, i, err)
+			}
+			if m := parsePublish(t, 5, p); m.topic != "big/small" {
+				t.Fatalf("round %d: got %s, want big/small (the large one exceeds the subscriber's maximum)", round, m.topic)
 			}
 		}
 	}

@@ -595,6 +595,14 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 	}
 
 	if pk.Mods.MaxSize > 0 && uint32(buf.Len()) > pk.Mods.MaxSize {
+		// ggbroker patch: packets written while more were queued wait in outbuf for the last of the
+		// queue, which flushes them. Upstream returned here without flushing when the last one was
+		// too large, so they stayed until the next packet to the client (never, with keep-alive 0).
+		cl.Lock()
+		if len(cl.State.outbound) == 0 {
+			_ = cl.flushOutbuf()
+		}
+		cl.Unlock()
 		return packets.ErrPacketTooLarge // [MQTT-3.1.2-24] [MQTT-3.1.2-25]
 	}
 

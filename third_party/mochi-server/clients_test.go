@@ -1,0 +1,34 @@
+package mqtt
+
+import (
+	"bufio"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// TestTooLargePacketFlushesWhatWasQueued (patch 11): a message that was written while another was
+// queued behind it is in the write buffer; when that last one exceeds the client's Maximum Packet
+// Size, the buffered one must still go out.
+func TestTooLargePacketFlushesWhatWasQueued(t *testing.T) {
+	s := newTestServer(t)
+	cl, conn := newTestClient(t, s, "c1")
+	cl.Properties.Props.MaximumPacketSize = 100
+	small := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: "t/small", Payload: []byte("x")}
+	big := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: "t/big", Payload: make([]byte, 200)}
+	cl.State.outbound <- &small
+	cl.State.outbound <- &big
+	go cl.WriteLoop()
+
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(conn)
+	fh := new(packets.FixedHeader)
+	b, err := r.ReadByte()
+	if err != nil {
+		t.Fatalf("the message before the too-large one was not sent: %v", err)
+	}
+	if err := fh.Decode(b); err != nil || fh.Type != packets.Publish {
+		t.Fatalf("got packet type %d (%v), want PUBLISH", fh.Type, err)
+	}
+}
