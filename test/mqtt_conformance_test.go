@@ -162,3 +162,33 @@ func TestTooLargeMessageDoesNotHoldBackOthers(t *testing.T) {
 		}
 	}
 }
+
+// TestTopicAliases (issue 18 #4): CONNACK never advertised Topic Alias Maximum (so a client may use
+// none, MQTT 5 section 3.2.2.3.8), yet aliases were accepted; and a PUBLISH with an empty topic and
+// an alias never set was acknowledged and dropped instead of being a Protocol Error (DISCONNECT 0x82).
+func TestTopicAliases(t *testing.T) {
+	h := startLocalBroker(t, allowAllPolicy)
+	sub := h.dialRaw(5)
+	sub.mustConnect("alias-sub", true)
+	sub.subscribe(1, nil, subFilter{"alias/#", 0})
+	c := h.dialRaw(5)
+	ack := c.mustConnect("alias-pub", true)
+	p, ok := findProp(connackProps(t, ack), 0x22)
+	if !ok || binary.BigEndian.Uint16(p.val) == 0 {
+		t.Fatalf("CONNACK %v advertises no Topic Alias Maximum", ack)
+	}
+	// An alias set, then used: delivered on its topic.
+	c.send(publishPacket(5, 0, false, "alias/t", 0, "set", propU16(0x23, 1)),
+		publishPacket(5, 0, false, "", 0, "used", propU16(0x23, 1)))
+	for _, want := range []string{"set", "used"} {
+		if m := parsePublish(t, 5, sub.read()); m.topic != "alias/t" || m.payload != want {
+			t.Fatalf("got %s %q, want alias/t %q", m.topic, m.payload, want)
+		}
+	}
+	// Alias 2 was never set.
+	c.send(publishPacket(5, 1, false, "", 5, "lost", propU16(0x23, 2)))
+	got := c.expectClosed()
+	if len(got) != 1 || got[0].typ != pDisconnect || got[0].body[0] != 0x82 {
+		t.Fatalf("got %v, want DISCONNECT 0x82 and the connection closed", got)
+	}
+}

@@ -645,6 +645,10 @@ func (s *Server) SendConnack(cl *Client, reason packets.Code, present bool, prop
 		properties.AssignedClientID = cl.Properties.Props.AssignedClientID // [MQTT-3.1.3-7] [MQTT-3.2.2-16]
 	}
 
+	// ggbroker patch: say how many topic aliases the client may use. Without it the client may use
+	// none (MQTT 5 section 3.2.2.3.8), yet upstream accepted up to this many.
+	properties.TopicAliasMaximum = s.Options.Capabilities.TopicAliasMaximum
+
 	if cl.Properties.Props.SessionExpiryInterval > s.Options.Capabilities.MaximumSessionExpiryInterval {
 		properties.SessionExpiryInterval = s.Options.Capabilities.MaximumSessionExpiryInterval
 		properties.SessionExpiryIntervalFlag = true
@@ -903,6 +907,12 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 
 	if pk.Properties.TopicAliasFlag && pk.Properties.TopicAlias > 0 { // [MQTT-3.3.2-11]
 		pk.TopicName = cl.State.TopicAliases.Inbound.Set(pk.Properties.TopicAlias, pk.TopicName)
+	}
+
+	if !cl.Net.Inline && pk.TopicName == "" {
+		// ggbroker patch: an empty topic whose alias the client never set is a Protocol Error (MQTT 5
+		// section 3.3.2.3.4); upstream acknowledged the message and delivered it to no one.
+		return packets.ErrProtocolViolationNoTopic
 	}
 
 	if pk.FixedHeader.Qos > s.Options.Capabilities.MaximumQos {

@@ -55,8 +55,10 @@ func (a *InboundTopicAliases) Set(id uint16, topic string) string {
 		return topic // ?
 	}
 
-	if existing, ok := a.internal[id]; ok && topic == "" {
-		return existing
+	if topic == "" {
+		// ggbroker patch: an alias not set yet stays unset (upstream mapped it to ""); the caller
+		// refuses the empty topic.
+		return a.internal[id]
 	}
 
 	a.internal[id] = topic
