@@ -192,3 +192,42 @@ func TestTopicAliases(t *testing.T) {
 		t.Fatalf("got %v, want DISCONNECT 0x82 and the connection closed", got)
 	}
 }
+
+// TestUserPropertiesAreForwarded (issue 18 #5): a PUBLISH's User Properties were stripped when the
+// subscriber set Request Problem Information 0 ([MQTT-3.1.2-29] exempts PUBLISH), and when they made
+// the packet exceed the subscriber's Maximum Packet Size: then the message must be discarded whole
+// and treated as delivered ([MQTT-3.1.2-25]), not sent without them.
+func TestUserPropertiesAreForwarded(t *testing.T) {
+	h := startLocalBroker(t, allowAllPolicy)
+	quiet := h.dialRaw(5)
+	quiet.mustConnect("up-quiet", true, propByte(0x17, 0))
+	quiet.subscribe(1, nil, subFilter{"up/#", 1})
+	small := h.dialRaw(5)
+	small.mustConnect("up-small", false, propU32(0x11, 600), propU32(0x27, 60))
+	small.subscribe(1, nil, subFilter{"up/#", 1})
+	pub := h.dialRaw(5)
+	pub.mustConnect("up-pub", true)
+	pub.send(publishPacket(5, 1, false, "up/t", 1, "x", propUser("trace", strings.Repeat("t", 40))))
+	pub.expect(pPuback)
+	pub.send(publishPacket(5, 1, false, "up/marker", 2, ""))
+	pub.expect(pPuback)
+
+	got := quiet.collectUntil("up/marker")
+	if p, ok := got[0].prop(0x26); got[0].topic != "up/t" || !ok || !strings.Contains(string(p.val), "trace") {
+		t.Errorf("Request Problem Information 0: got %v, want up/t with its User Property", got[0])
+	}
+	got = small.collectUntil("up/marker")
+	if len(got) != 1 {
+		t.Fatalf("Maximum Packet Size 60: got %v, want the too-large message discarded, not stripped", got)
+	}
+	small.send(pubackPacket(got[0].id))
+	// Discarded counts as delivered: nothing is resent on reconnect.
+	small.c.Close()
+	again := h.dialRaw(5)
+	if ca := again.connect("up-small", false, propU32(0x11, 600), propU32(0x27, 60)); ca.body[0] != 1 {
+		t.Fatalf("CONNACK %v: want session present", ca)
+	}
+	if resent := again.ping(); len(resent) != 0 {
+		t.Fatalf("resent %v after reconnect, want nothing", resent)
+	}
+}

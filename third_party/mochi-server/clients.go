@@ -315,6 +315,9 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 
 		cl.ops.hooks.OnQosPublish(cl, tk, tk.Created, 0)
 		err := cl.WritePacket(tk)
+		if errors.Is(err, packets.ErrPacketTooLarge) {
+			continue // ggbroker patch: discarded (see WritePacket), not a reason to refuse the connection
+		}
 		if err != nil {
 			return err
 		}
@@ -603,6 +606,16 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 			_ = cl.flushOutbuf()
 		}
 		cl.Unlock()
+		if pk.FixedHeader.Type == packets.Publish && pk.FixedHeader.Qos > 0 {
+			// ggbroker patch: "discard it without sending it and then behave as if it had completed
+			// sending that Application Message" [MQTT-3.1.2-25]. Upstream kept it inflight: resent on
+			// every reconnect (which then failed), and holding a unit of the send quota for good.
+			if cl.State.Inflight.Delete(pk.PacketID) {
+				cl.State.Inflight.IncreaseSendQuota()
+				atomic.AddInt64(&cl.ops.info.Inflight, -1)
+				cl.ops.hooks.OnQosDropped(cl, pk)
+			}
+		}
 		return packets.ErrPacketTooLarge // [MQTT-3.1.2-24] [MQTT-3.1.2-25]
 	}
 

@@ -32,3 +32,25 @@ func TestTooLargePacketFlushesWhatWasQueued(t *testing.T) {
 		t.Fatalf("got packet type %d (%v), want PUBLISH", fh.Type, err)
 	}
 }
+
+// TestTooLargePublishIsCompleted (patch 13): a QoS 1 message too large for the client is discarded
+// "as if it had completed" [MQTT-3.1.2-25]: out of the inflight store, its send quota given back.
+func TestTooLargePublishIsCompleted(t *testing.T) {
+	s := newTestServer(t)
+	cl, conn := newTestClient(t, s, "c1")
+	go drain(conn)
+	cl.Properties.Props.MaximumPacketSize = 100
+	cl.State.Inflight.ResetSendQuota(10)
+	big := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 3, TopicName: "t/big", Payload: make([]byte, 200)}
+	cl.State.Inflight.Set(big)
+	cl.State.Inflight.DecreaseSendQuota()
+	if err := cl.WritePacket(big); err != packets.ErrPacketTooLarge {
+		t.Fatalf("WritePacket: %v, want ErrPacketTooLarge", err)
+	}
+	if _, ok := cl.State.Inflight.Get(3); ok {
+		t.Error("the discarded message is still inflight")
+	}
+	if q := cl.State.Inflight.sendQuota; q != 10 {
+		t.Errorf("send quota %d, want 10", q)
+	}
+}

@@ -323,7 +323,11 @@ func (p *Properties) Encode(pkt byte, mods Mods, b *bytes.Buffer, n int) {
 		buf.WriteByte(p.RetainAvailable)
 	}
 
-	if !mods.DisallowProblemInfo && p.canEncode(pkt, PropUser) {
+	// ggbroker patch: a PUBLISH's User Properties are part of the Application Message: they are sent
+	// whatever Request Problem Information says ([MQTT-3.1.2-29] exempts PUBLISH) and never dropped to
+	// fit the Maximum Packet Size (a PUBLISH too large is discarded whole, [MQTT-3.1.2-25]). Upstream
+	// stripped them in both cases.
+	if (!mods.DisallowProblemInfo || pkt == Publish) && p.canEncode(pkt, PropUser) {
 		pb := mempool.GetBuffer()
 		defer mempool.PutBuffer(pb)
 		for _, v := range p.User {
@@ -333,7 +337,7 @@ func (p *Properties) Encode(pkt byte, mods Mods, b *bytes.Buffer, n int) {
 		}
 		// [MQTT-3.2.2-20] [MQTT-3.14.2-4] [MQTT-3.4.2-3] [MQTT-3.5.2-3]
 		// [MQTT-3.6.2-3] [MQTT-3.9.2-2] [MQTT-3.11.2-2] [MQTT-3.15.2-3]
-		if mods.MaxSize == 0 || uint32(n+pb.Len()+1) < mods.MaxSize {
+		if pkt == Publish || mods.MaxSize == 0 || uint32(n+pb.Len()+1) < mods.MaxSize {
 			buf.Write(pb.Bytes())
 		}
 	}
