@@ -231,3 +231,22 @@ func TestUserPropertiesAreForwarded(t *testing.T) {
 		t.Fatalf("resent %v after reconnect, want nothing", resent)
 	}
 }
+
+// TestDisconnectWithWillReasonOnly (issue 18 #6): a DISCONNECT of Remaining Length 1 carrying reason
+// 0x04 (Disconnect with Will Message), as libmosquitto sends it, was read as 0x00 and the will lost.
+func TestDisconnectWithWillReasonOnly(t *testing.T) {
+	h := startLocalBroker(t, allowAllPolicy)
+	sub := h.dialRaw(5)
+	sub.mustConnect("will-sub", true)
+	sub.subscribe(1, nil, subFilter{"will/#", 0})
+	c := h.dialRaw(5)
+	c.send(packet(pConnect<<4, mqttString("MQTT"), []byte{5, 0x02 | 0x04}, u16(0), props(), mqttString("will-dev"),
+		props(), mqttString("will/gone"), mqttString("bye")))
+	if ack := c.expect(pConnack); ack.body[1] != 0 {
+		t.Fatalf("CONNACK %v", ack)
+	}
+	c.send([]byte{pDisconnect << 4, 1, 0x04})
+	if m := parsePublish(t, 5, sub.read()); m.topic != "will/gone" || m.payload != "bye" {
+		t.Fatalf("got %v, want the will", m)
+	}
+}

@@ -565,7 +565,9 @@ func (pk *Packet) DisconnectEncode(buf *bytes.Buffer) error {
 
 // DisconnectDecode decodes a Disconnect packet.
 func (pk *Packet) DisconnectDecode(buf []byte) error {
-	if pk.ProtocolVersion == 5 && pk.FixedHeader.Remaining > 1 {
+	// ggbroker patch: a DISCONNECT of Remaining Length 1 is a reason code alone (as libmosquitto sends
+	// 0x04, Disconnect with Will Message); upstream required 2 and read it as 0x00, losing the will.
+	if pk.ProtocolVersion == 5 && pk.FixedHeader.Remaining > 0 {
 		var err error
 		var offset int
 		pk.ReasonCode, offset, err = decodeByte(buf, offset)
