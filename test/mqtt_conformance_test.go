@@ -250,3 +250,23 @@ func TestDisconnectWithWillReasonOnly(t *testing.T) {
 		t.Fatalf("got %v, want the will", m)
 	}
 }
+
+// TestRetainedCarrySubscriptionIdentifier (issue 18 #7): retained messages sent on subscribe lacked
+// the SUBSCRIBE's Subscription Identifier ([MQTT-3.3.4-3]); live messages had it.
+func TestRetainedCarrySubscriptionIdentifier(t *testing.T) {
+	h := startLocalBroker(t, allowAllPolicy)
+	pub := h.dialRaw(5)
+	pub.mustConnect("sid-pub", true)
+	pub.send(publishPacket(5, 1, true, "sid/r", 1, "kept"))
+	pub.expect(pPuback)
+	sub := h.dialRaw(5)
+	sub.mustConnect("sid-sub", true)
+	sub.subscribe(1, props(propVarint(0x0b, 42)), subFilter{"sid/#", 0})
+	pub.send(publishPacket(5, 0, false, "sid/live", 0, "now"))
+	for _, m := range sub.collectUntil("sid/live") {
+		p, ok := m.prop(0x0b)
+		if id, _ := binary.Uvarint(p.val); !ok || id != 42 {
+			t.Errorf("%s (retained %v) carries Subscription Identifier %v (%v), want 42", m.topic, m.retain, id, ok)
+		}
+	}
+}
