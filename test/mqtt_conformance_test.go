@@ -270,3 +270,31 @@ func TestRetainedCarrySubscriptionIdentifier(t *testing.T) {
 		}
 	}
 }
+
+// TestSubscribeProtocolErrors (issue 18 #8): Subscription Identifier 0 was granted and No Local on a
+// shared subscription answered SUBACK 0x82 (not a SUBACK code): both are Protocol Errors (MQTT 5
+// section 3.8.2.1.2, [MQTT-3.8.3-4]): DISCONNECT 0x82. $share//t and $share/g/ have no ShareName or
+// no filter [MQTT-4.8.2-1] [MQTT-4.8.2-2]: SUBACK 0x8F (Topic Filter invalid), like any bad filter.
+func TestSubscribeProtocolErrors(t *testing.T) {
+	h := startLocalBroker(t, allowAllPolicy)
+	for name, pk := range map[string][]byte{
+		"identifier 0":       subscribePacket(5, 1, props(propVarint(0x0b, 0)), subFilter{"se/t", 1}),
+		"two identifiers":    subscribePacket(5, 1, props(propVarint(0x0b, 1), propVarint(0x0b, 2)), subFilter{"se/t", 1}),
+		"no local on $share": subscribePacket(5, 1, nil, subFilter{"$share/g/se/t", 0x04 | 1}),
+		"no local, 2nd of 2": subscribePacket(5, 1, nil, subFilter{"se/t", 1}, subFilter{"$share/g/se/#", 0x04}),
+	} {
+		c := h.dialRaw(5)
+		c.mustConnect("se-"+strings.ReplaceAll(name, " ", "-"), true)
+		c.send(pk)
+		got := c.expectClosed()
+		if len(got) != 1 || got[0].typ != pDisconnect || got[0].body[0] != 0x82 {
+			t.Errorf("%s: got %v, want DISCONNECT 0x82 and the connection closed", name, got)
+		}
+	}
+	c := h.dialRaw(5)
+	c.mustConnect("se-filters", true)
+	ack := c.subscribe(2, nil, subFilter{"$share//se/t", 1}, subFilter{"$share/g/", 1}, subFilter{"$share/g/se/t", 1})
+	if want := []byte{0x8f, 0x8f, 0x01}; string(ack.body[3:]) != string(want) {
+		t.Errorf("SUBACK codes % x, want % x", ack.body[3:], want)
+	}
+}

@@ -1275,6 +1275,14 @@ func (s *Server) processPubcomp(cl *Client, pk packets.Packet) error {
 
 // processSubscribe processes a Subscribe packet.
 func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
+	for _, sub := range pk.Filters {
+		if sub.NoLocal && IsSharedFilter(sub.Filter) {
+			// ggbroker patch: a Protocol Error, which closes the connection [MQTT-3.8.3-4]; upstream
+			// answered SUBACK 0x82, which is not a SUBACK reason code.
+			return packets.ErrProtocolViolationInvalidSharedNoLocal
+		}
+	}
+
 	pk = s.hooks.OnSubscribe(cl, pk)
 	code := packets.CodeSuccess
 	if _, ok := cl.State.Inflight.GetInbound(pk.PacketID); ok { // ggbroker patch: the client's ID space
@@ -1289,8 +1297,6 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 			continue
 		} else if !IsValidFilter(sub.Filter, false) {
 			reasonCodes[i] = packets.ErrTopicFilterInvalid.Code
-		} else if sub.NoLocal && IsSharedFilter(sub.Filter) {
-			reasonCodes[i] = packets.ErrProtocolViolationInvalidSharedNoLocal.Code // [MQTT-3.8.3-4]
 		} else if !s.hooks.OnSubscribeACLCheck(cl, sub.Filter) { // ggbroker patch: a filter check, not a delivery check
 			reasonCodes[i] = packets.ErrNotAuthorized.Code
 			if s.Options.Capabilities.Compatibilities.ObscureNotAuthorized {

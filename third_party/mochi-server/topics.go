@@ -741,6 +741,12 @@ func IsValidFilter(filter string, forPublish bool) bool {
 		if strings.ContainsRune(group, '+') || strings.ContainsRune(group, '#') {
 			return false // [MQTT-4.8.2-2]
 		}
+
+		// ggbroker patch: the ShareName is at least one character long [MQTT-4.8.2-1] and the '/'
+		// after it is followed by a Topic Filter [MQTT-4.8.2-2]; upstream granted $share//t.
+		if group == "" || len(filter) == len(SharePrefix)+len(group)+2 {
+			return false
+		}
 	}
 
 	return true

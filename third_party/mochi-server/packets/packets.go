@@ -998,6 +998,13 @@ func (pk *Packet) SubscribeValidate() Code {
 		}
 	}
 
+	// ggbroker patch: "It is a Protocol Error if the Subscription Identifier has a value of 0" and "to
+	// include the Subscription Identifier more than once" (MQTT 5 section 3.8.2.1.2); upstream granted
+	// the subscription (identifier 0 meaning none).
+	if ids := pk.Properties.SubscriptionIdentifier; len(ids) > 1 || len(ids) == 1 && ids[0] == 0 {
+		return ErrProtocolViolationInvalidSubID
+	}
+
 	return CodeSuccess
 }
 
