@@ -542,7 +542,9 @@ func (s *Server) validateConnect(cl *Client, pk packets.Packet) packets.Code {
 	}
 
 	if cl.Properties.ProtocolVersion < 5 && !pk.Connect.Clean && pk.Connect.ClientIdentifier == "" {
-		return packets.ErrUnspecifiedError
+		// ggbroker patch: MQTT 3.1.1 return code 0x02 (identifier rejected) [MQTT-3.1.3-8]; upstream
+		// sent 0x80, an MQTT 5 code.
+		return packets.ErrClientIdentifierNotValid
 	}
 
 	if cl.Properties.ProtocolVersion < s.Options.Capabilities.MinimumProtocolVersion {
@@ -619,7 +621,14 @@ func (s *Server) SendConnack(cl *Client, reason packets.Code, present bool, prop
 
 	if reason.Code >= packets.ErrUnspecifiedError.Code {
 		if cl.Properties.ProtocolVersion < 5 {
-			if v3reason, ok := packets.V5CodesToV3[reason]; ok { // NB v3 3.2.2.3 Connack return codes
+			v3reason, ok := packets.V5CodesToV3[reason] // NB v3 3.2.2.3 Connack return codes
+			if !ok && reason.Code > packets.Err3NotAuthorized.Code {
+				// ggbroker patch: "If none of the return codes listed in Table 3.1 are deemed
+				// applicable, then the Server MUST close the Network Connection without sending a
+				// CONNACK" [MQTT-3.2.2-6]; upstream sent the MQTT 5 code.
+				return nil
+			}
+			if ok {
 				reason = v3reason
 			}
 		}
@@ -1285,7 +1294,8 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 
 	pk = s.hooks.OnSubscribe(cl, pk)
 	code := packets.CodeSuccess
-	if _, ok := cl.State.Inflight.GetInbound(pk.PacketID); ok { // ggbroker patch: the client's ID space
+	// ggbroker patch: the client's ID space; and MQTT 3.1.1 has no code for it (upstream sent 0x91).
+	if _, ok := cl.State.Inflight.GetInbound(pk.PacketID); ok && cl.Properties.ProtocolVersion == 5 {
 		code = packets.ErrPacketIdentifierInUse
 	}
 
@@ -1357,7 +1367,8 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 // processUnsubscribe processes an unsubscribe packet.
 func (s *Server) processUnsubscribe(cl *Client, pk packets.Packet) error {
 	code := packets.CodeSuccess
-	if _, ok := cl.State.Inflight.GetInbound(pk.PacketID); ok { // ggbroker patch: the client's ID space
+	// ggbroker patch: the client's ID space; and MQTT 3.1.1 has no code for it.
+	if _, ok := cl.State.Inflight.GetInbound(pk.PacketID); ok && cl.Properties.ProtocolVersion == 5 {
 		code = packets.ErrPacketIdentifierInUse
 	}
 
@@ -1468,7 +1479,12 @@ func (s *Server) DisconnectClient(cl *Client, code packets.Code) error {
 
 	// We already have a code we are using to disconnect the client, so we are not
 	// interested if the write packet fails due to a closed connection (as we are closing it).
-	err := cl.WritePacket(out)
+	// ggbroker patch: only to MQTT 5 clients; in MQTT 3.1.1 DISCONNECT is the client's alone (3.14),
+	// the server just closes the connection.
+	var err error
+	if cl.Properties.ProtocolVersion == 5 {
+		err = cl.WritePacket(out)
+	}
 	if !s.Options.Capabilities.Compatibilities.PassiveClientDisconnect {
 		cl.Stop(code)
 		if code.Code >= packets.ErrUnspecifiedError.Code {

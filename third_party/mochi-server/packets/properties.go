@@ -384,6 +384,7 @@ func (p *Properties) Decode(pkt byte, b *bytes.Buffer) (n int, err error) {
 
 	bt := b.Bytes()
 	var k byte
+	var seen uint64 // property identifiers seen so far (all are below 64)
 	for offset := 0; offset < n; {
 		k, offset, err = decodeByte(bt, offset)
 		if err != nil {
@@ -392,6 +393,16 @@ func (p *Properties) Decode(pkt byte, b *bytes.Buffer) (n int, err error) {
 
 		if _, ok := validPacketProperties[k][pkt]; !ok {
 			return n + bu, fmt.Errorf("property type %v not valid for packet type %v: %w", k, pkt, ErrProtocolViolationUnsupportedProperty)
+		}
+
+		// ggbroker patch: "It is a Protocol Error to include" any property but User Property "more
+		// than once" (MQTT 5 section 3.1.2.11 and the like for each packet); only a PUBLISH from the
+		// server may carry several Subscription Identifiers. Upstream took the last one.
+		if k != PropUser && !(k == PropSubscriptionIdentifier && pkt == Publish) {
+			if seen&(1<<k) != 0 {
+				return n + bu, fmt.Errorf("property type %v more than once: %w", k, ErrProtocolViolationDuplicateProperty)
+			}
+			seen |= 1 << k
 		}
 
 		switch k {
