@@ -72,12 +72,18 @@ type rawClient struct {
 // dialRaw opens a connection to the local listener; nothing is sent yet.
 func (h *harness) dialRaw(v byte) *rawClient {
 	h.t.Helper()
-	c, err := net.Dial("tcp", h.broker.LocalAddr().String())
+	return dialRawTo(h.t, h.broker.LocalAddr().String(), v)
+}
+
+// dialRawTo opens a connection to addr for the test t (closed when t ends).
+func dialRawTo(t testing.TB, addr string, v byte) *rawClient {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
-	h.t.Cleanup(func() { c.Close() })
-	return &rawClient{t: h.t, c: c, r: bufio.NewReader(c), v: v}
+	t.Cleanup(func() { c.Close() })
+	return &rawClient{t: t, c: c, r: bufio.NewReader(c), v: v}
 }
 
 // rawPacket is one packet read off the wire.

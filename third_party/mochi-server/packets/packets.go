@@ -958,6 +958,11 @@ func (pk *Packet) SubscribeDecode(buf []byte) error {
 		}
 
 		if pk.ProtocolVersion == 5 {
+			if offset >= len(buf) {
+				// ggbroker patch: a filter without its options byte; upstream read past the end, and
+				// the panic in the connection's goroutine ended the process.
+				return ErrMalformedQos
+			}
 			sub.decode(buf[offset])
 			offset += 1
 		} else {
