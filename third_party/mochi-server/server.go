@@ -407,7 +407,6 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	defer s.Listeners.ClientsWg.Done()
 	s.Listeners.ClientsWg.Add(1)
 
-	go cl.WriteLoop()
 	defer cl.Stop(nil)
 
 	pk, err := s.readConnectionPacket(cl)
@@ -470,6 +469,13 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 			return fmt.Errorf("resend inflight: %w", err)
 		}
 	}
+
+	// ggbroker patch: the writer of queued packets starts once the CONNACK and the session's resent
+	// messages are written. Upstream started it first: the client is in s.Clients (so publishers queue
+	// messages for it) before its CONNACK, so a message published meanwhile could go out before the
+	// CONNACK or between the resent messages, out of order [MQTT-4.6.0-6]. What is queued meanwhile
+	// waits in the outbound channel.
+	go cl.WriteLoop()
 
 	s.hooks.OnSessionEstablished(cl, pk)
 
