@@ -616,8 +616,9 @@ func (s *Hook) StoredSubscriptions() ([]storage.Subscription, error) {
 // the order they were queued (mochi resends them in the order it is given them), after replaying the
 // publish log (its copies come last, in the order the messages were accepted): a message
 // acknowledged to its publisher but not yet stored for every subscriber is stored for them now (a
-// subscriber that already had it may get it twice, which QoS 1 allows). mochi calls this after restoring sessions and subscriptions, and before the listeners
-// accept anything. The replayed copies and the removals are one write.
+// subscriber that already had it may get it twice, which QoS 1 allows). mochi calls this after
+// restoring sessions and subscriptions, and before the listeners accept anything. The replayed copies
+// and the removals are one write.
 func (s *Hook) StoredInflightMessages() ([]storage.Message, error) {
 	all, err := load[storage.Message](s.db, storage.InflightKey)
 	if err != nil {
