@@ -161,3 +161,51 @@ func TestLiveMessagesWaitForResends(t *testing.T) {
 		}
 	}
 }
+
+// TestResendKeepsReceiveMaximum: a reconnecting MQTT 5 client with Receive Maximum 5 and 20 queued
+// messages gets 5, then one more for each PUBACK, in order, each once ([MQTT-3.3.4-9]: no more than
+// Receive Maximum unacknowledged QoS 1 PUBLISHes). mochi resent the whole queue at once (and the
+// session it resumed lost the send quota), marked DUP even the messages never sent.
+func TestResendKeepsReceiveMaximum(t *testing.T) {
+	h := startLocalBroker(t, allowAllPolicy)
+	rm := propU16(0x21, 5)
+	sub := h.dialRaw(5)
+	sub.mustConnect("rm-sub", false, propU32(0x11, 600), rm)
+	sub.subscribe(1, nil, subFilter{"rm/t", 1})
+	sub.c.Close()
+	pub := h.dialRaw(5)
+	pub.mustConnect("rm-pub", true)
+	for i := range 20 {
+		pub.send(publishPacket(5, 1, false, "rm/t", uint16(i+1), fmt.Sprint(i)))
+		pub.expect(pPuback)
+	}
+	pub.ping()
+
+	again := h.dialRaw(5)
+	if ca := again.connect("rm-sub", false, propU32(0x11, 600), rm); ca.body[0] != 1 {
+		t.Fatalf("CONNACK %v: want session present", ca)
+	}
+	first := again.ping() // resent before the new connection's first packet is read
+	if len(first) != 5 {
+		t.Fatalf("%d messages before the first PUBACK, want Receive Maximum 5", len(first))
+	}
+	var got []string
+	pending := first
+	for len(got) < 20 {
+		if len(pending) == 0 {
+			t.Fatalf("stalled after %v", got)
+		}
+		m := parsePublish(t, 5, pending[0])
+		pending = pending[1:]
+		got = append(got, m.payload)
+		again.send(pubackPacket(m.id))
+		pending = append(pending, again.ping()...) // what the PUBACK released, before the PINGRESP
+	}
+	want := make([]string, 20)
+	for i := range want {
+		want[i] = fmt.Sprint(i)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+}

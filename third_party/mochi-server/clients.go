@@ -308,9 +308,28 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 		return nil
 	}
 
+	// ggbroker patch: PUBLISHes are resent within the client's send quota (its Receive Maximum, or what
+	// a hook set), oldest first; the rest wait for acknowledgements, in order, as new messages do.
+	// Upstream wrote the whole queue at once, more than the client allows [MQTT-3.3.4-9], and marked
+	// DUP even messages that had never been sent.
+	limited := atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0
+	var waiting []uint16
+	defer func() { cl.State.Inflight.wait(waiting) }()
 	for _, tk := range cl.State.Inflight.GetAll(false) {
 		if tk.FixedHeader.Type == packets.Publish {
-			tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
+			if limited {
+				if atomic.LoadInt32(&cl.State.Inflight.sendQuota) <= 0 {
+					waiting = append(waiting, tk.PacketID)
+					continue
+				}
+				cl.State.Inflight.DecreaseSendQuota()
+			}
+			if tk.Expiry < 0 { // was waiting for quota: this is its first sending
+				tk.Expiry = 0
+				cl.State.Inflight.Set(tk)
+			} else {
+				tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
+			}
 		}
 
 		cl.ops.hooks.OnQosPublish(cl, tk, tk.Created, 0)

@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"bufio"
+	"fmt"
 	"testing"
 	"time"
 
@@ -52,5 +53,38 @@ func TestTooLargePublishIsCompleted(t *testing.T) {
 	}
 	if q := cl.State.Inflight.sendQuota; q != 10 {
 		t.Errorf("send quota %d, want 10", q)
+	}
+}
+
+// TestResendWithinSendQuota (patch 20): resending a session's queue sends as many PUBLISHes as the
+// send quota allows, oldest first, and leaves the rest waiting, in order.
+func TestResendWithinSendQuota(t *testing.T) {
+	s := newTestServer(t)
+	cl := s.NewClient(nil, "t", "c1", false) // no connection: WritePacket writes nothing
+	cl.State.Inflight.ResetSendQuota(2)
+	for id := uint16(1); id <= 5; id++ {
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: id, TopicName: "t"}
+		if id == 5 {
+			pk.Expiry = -1 // waiting for quota: never sent
+		}
+		cl.State.Inflight.Set(pk)
+	}
+	cl.State.Inflight.Set(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 9, Expiry: -1})
+	if err := cl.ResendInflightMessages(true); err != nil {
+		t.Fatal(err)
+	}
+	if q := cl.State.Inflight.sendQuota; q != 0 {
+		t.Fatalf("send quota %d after resending, want 0", q)
+	}
+	var next []uint16
+	for {
+		m, ok := cl.State.Inflight.NextImmediate()
+		if !ok {
+			break
+		}
+		next = append(next, m.PacketID)
+	}
+	if fmt.Sprint(next) != "[3 4 5 9]" {
+		t.Fatalf("waiting after the resend: %v, want [3 4 5 9]", next)
 	}
 }

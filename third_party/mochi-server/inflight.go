@@ -211,6 +211,33 @@ func (i *Inflight) NextImmediate() (packets.Packet, bool) {
 	return packets.Packet{}, false
 }
 
+// wait marks the messages with these packet IDs as waiting for send quota and puts them, in this
+// order, at the front of the waiting queue (ggbroker patch, for ResendInflightMessages; a message set
+// as waiting meanwhile stays behind them).
+func (i *Inflight) wait(ids []uint16) {
+	if len(ids) == 0 {
+		return
+	}
+	i.Lock()
+	defer i.Unlock()
+	first := make(map[uint16]bool, len(ids))
+	queue := make([]uint16, 0, len(ids)+len(i.waiting)-i.head)
+	for _, id := range ids {
+		if m, ok := i.internal[id]; ok && !first[id] {
+			m.Expiry = -1
+			i.internal[id] = m
+			first[id] = true
+			queue = append(queue, id)
+		}
+	}
+	for _, id := range i.waiting[i.head:] {
+		if !first[id] {
+			queue = append(queue, id)
+		}
+	}
+	i.waiting, i.head = queue, 0
+}
+
 // compact drops the consumed front of the waiting queue once it is most of the slice.
 func (i *Inflight) compact() {
 	if i.head > 1024 && i.head*2 > len(i.waiting) {

@@ -579,11 +579,13 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 
 		existing.State.isTakenOver.Store(true)
 		if existing.State.Inflight.Len() > 0 {
+			fresh := cl.State.Inflight
 			cl.State.Inflight = existing.State.Inflight.Clone() // [MQTT-3.1.2-5]
-			if cl.State.Inflight.maximumReceiveQuota == 0 && cl.ops.options.Capabilities.ReceiveMaximum != 0 {
-				cl.State.Inflight.ResetReceiveQuota(int32(cl.ops.options.Capabilities.ReceiveMaximum)) // server receive max per client
-				cl.State.Inflight.ResetSendQuota(int32(cl.Properties.Props.ReceiveMaximum))            // client receive max
-			}
+			// ggbroker patch: the new connection's quotas, as ParseConnect and the OnSessionEstablish
+			// hooks set them. Upstream reset the send quota to the client's Receive Maximum, losing
+			// what a hook set (and none at all for MQTT 3.1.1, which has no Receive Maximum).
+			cl.State.Inflight.ResetReceiveQuota(atomic.LoadInt32(&fresh.maximumReceiveQuota))
+			cl.State.Inflight.ResetSendQuota(atomic.LoadInt32(&fresh.maximumSendQuota))
 		}
 
 		for _, sub := range existing.State.Subscriptions.GetAll() {
