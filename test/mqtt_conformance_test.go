@@ -359,3 +359,42 @@ func TestDuplicatePropertyIsProtocolError(t *testing.T) {
 		}
 	}
 }
+
+// TestQueuedMessagesKeepTheirExpiry (issue 18 #2, the other half): a message queued beyond the
+// subscriber's send quota (Receive Maximum, or an offline session's backlog) lost its expiry: mochi
+// marked such messages with expiry -1, so they never expired and went out with the interval as
+// published, not what was left of it. The copy's TestHeldMessagesKeepTheirExpiry checks that they
+// expire; here, what they carry.
+func TestQueuedMessagesKeepTheirExpiry(t *testing.T) {
+	h := startLocalBroker(t, allowAllPolicy)
+	rm := propU16(0x21, 2)
+	sub := h.dialRaw(5)
+	sub.mustConnect("qexp-sub", false, propU32(0x11, 600), rm)
+	sub.subscribe(1, nil, subFilter{"qexp/t", 1})
+	sub.c.Close()
+	pub := h.dialRaw(5)
+	pub.mustConnect("qexp-pub", true)
+	for i := range 6 {
+		pub.send(publishPacket(5, 1, false, "qexp/t", uint16(i+1), fmt.Sprint(i), propU32(0x02, 100)))
+		pub.expect(pPuback)
+	}
+	pub.ping()
+	// Message Expiry Interval counts in whole seconds: after two, every copy must say less than 100.
+	time.Sleep(2100 * time.Millisecond)
+	again := h.dialRaw(5)
+	again.connect("qexp-sub", false, propU32(0x11, 600), rm)
+	pending := again.ping()
+	for n := 0; n < 6; n++ {
+		if len(pending) == 0 {
+			t.Fatalf("stalled after %d messages", n)
+		}
+		m := parsePublish(t, 5, pending[0])
+		pending = pending[1:]
+		p, ok := m.prop(0x02)
+		if v := binary.BigEndian.Uint32(p.val); !ok || v == 0 || v > 98 {
+			t.Errorf("message %s: Message Expiry Interval %d (%v) two seconds on, want 1..98", m.payload, v, ok)
+		}
+		again.send(pubackPacket(m.id))
+		pending = append(pending, again.ping()...)
+	}
+}

@@ -324,9 +324,12 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 				}
 				cl.State.Inflight.DecreaseSendQuota()
 			}
-			if tk.Expiry < 0 { // was waiting for quota: this is its first sending
-				tk.Expiry = 0
-				cl.State.Inflight.Set(tk)
+			if cl.State.Inflight.IsHeld(tk.PacketID) { // was waiting for quota: this is its first sending
+				if tk.Expiry < 0 {
+					tk.Expiry = 0 // held the upstream way (Set with Expiry -1)
+					cl.State.Inflight.Set(tk)
+				}
+				cl.State.Inflight.Release(tk.PacketID)
 			} else {
 				tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
 			}

@@ -34,12 +34,16 @@ type Inflight struct {
 	maximumReceiveQuota int32 // maximum allowed receive quota
 	maximumSendQuota    int32 // maximum allowed send quota
 
-	// waiting holds, in arrival order, the packet IDs of messages set with Expiry < 0 (waiting for send
-	// quota), from waiting[head] on. ggbroker patch: NextImmediate takes the oldest from here instead of
+	// waiting holds, in arrival order, the packet IDs of messages held (waiting for send quota), from waiting[head] on. ggbroker patch: NextImmediate takes the oldest from here instead of
 	// searching every inflight message, which made releasing a backlog quadratic. An ID whose message
 	// was since removed, sent or replaced is skipped when reached.
 	waiting []uint16
 	head    int
+	// held marks the messages waiting for send quota. ggbroker patch: upstream marked them with
+	// Expiry -1, which lost the expiry their publisher set (they never expired, and went out without
+	// their Message Expiry Interval); Hold marks them here and keeps it. Set with Expiry < 0 still
+	// marks a message as waiting, as upstream.
+	held map[uint16]bool
 }
 
 // NewInflights returns a new instance of an Inflight packets map.
@@ -49,6 +53,7 @@ func NewInflights() *Inflight {
 		inbound:  map[uint16]packets.Packet{},
 		order:    map[uint16]uint64{},
 		orderIn:  map[uint16]uint64{},
+		held:     map[uint16]bool{},
 	}
 }
 
@@ -85,9 +90,39 @@ func (i *Inflight) Set(m packets.Packet) bool {
 		i.order[m.PacketID] = i.next
 	}
 	if m.Expiry < 0 {
+		i.held[m.PacketID] = true
 		i.waiting = append(i.waiting, m.PacketID)
+	} else {
+		delete(i.held, m.PacketID)
 	}
 	return !ok
+}
+
+// Hold sets an outgoing message as waiting for send quota, keeping its expiry (see held).
+func (i *Inflight) Hold(m packets.Packet) {
+	i.Lock()
+	defer i.Unlock()
+	if _, ok := i.internal[m.PacketID]; !ok {
+		i.next++
+		i.order[m.PacketID] = i.next
+	}
+	i.internal[m.PacketID] = m
+	i.held[m.PacketID] = true
+	i.waiting = append(i.waiting, m.PacketID)
+}
+
+// Release marks a message that was waiting for send quota as sent.
+func (i *Inflight) Release(id uint16) {
+	i.Lock()
+	defer i.Unlock()
+	delete(i.held, id)
+}
+
+// IsHeld says whether the message with this packet ID waits for send quota.
+func (i *Inflight) IsHeld(id uint16) bool {
+	i.RLock()
+	defer i.RUnlock()
+	return i.held[id]
 }
 
 // GetInbound returns the acknowledgement kept for the client's QoS 1/2 message with this packet id.
@@ -154,6 +189,9 @@ func (i *Inflight) Clone() *Inflight {
 		c.orderIn[k] = v
 	}
 	c.next = i.next
+	for k, v := range i.held {
+		c.held[k] = v
+	}
 	c.waiting = append(c.waiting, i.waiting[i.head:]...)
 	return c
 }
@@ -165,7 +203,7 @@ func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 
 	m := []packets.Packet{}
 	for _, v := range i.internal {
-		if !immediate || (immediate && v.Expiry < 0) {
+		if !immediate || i.held[v.PacketID] {
 			m = append(m, v)
 		}
 	}
@@ -202,7 +240,7 @@ func (i *Inflight) NextImmediate() (packets.Packet, bool) {
 	for i.head < len(i.waiting) {
 		id := i.waiting[i.head]
 		i.head++
-		if m, ok := i.internal[id]; ok && m.Expiry < 0 {
+		if m, ok := i.internal[id]; ok && i.held[id] {
 			i.compact()
 			return m, true
 		}
@@ -223,9 +261,8 @@ func (i *Inflight) wait(ids []uint16) {
 	first := make(map[uint16]bool, len(ids))
 	queue := make([]uint16, 0, len(ids)+len(i.waiting)-i.head)
 	for _, id := range ids {
-		if m, ok := i.internal[id]; ok && !first[id] {
-			m.Expiry = -1
-			i.internal[id] = m
+		if _, ok := i.internal[id]; ok && !first[id] {
+			i.held[id] = true
 			first[id] = true
 			queue = append(queue, id)
 		}
@@ -255,6 +292,7 @@ func (i *Inflight) Delete(id uint16) bool {
 	_, ok := i.internal[id]
 	delete(i.internal, id)
 	delete(i.order, id)
+	delete(i.held, id)
 
 	return ok
 }

@@ -3,6 +3,7 @@ package mqtt
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -54,5 +55,28 @@ func TestInflightOrder(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(ids) {
 			t.Fatalf("GetAll order %v, want %v", got, ids)
 		}
+	}
+}
+
+// TestHeldMessagesKeepTheirExpiry (patch 21): a message waiting for send quota keeps its expiry, is
+// released in order, and expires like any other.
+func TestHeldMessagesKeepTheirExpiry(t *testing.T) {
+	s := newTestServer(t)
+	cl := s.NewClient(nil, "t", "c1", false)
+	now := time.Now().Unix()
+	soon := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 1, Created: now, Expiry: now + 5}
+	later := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 2, Created: now, Expiry: now + 500}
+	cl.State.Inflight.Hold(soon)
+	cl.State.Inflight.Hold(later)
+	if m, ok := cl.State.Inflight.NextImmediate(); !ok || m.PacketID != 1 || m.Expiry != now+5 {
+		t.Fatalf("NextImmediate = %v %v, want message 1 with its expiry", m.PacketID, ok)
+	}
+	cl.State.Inflight.Hold(soon) // still waiting
+	cl.ClearExpiredInflights(now+10, s.Options.Capabilities.MaximumMessageExpiryInterval)
+	if _, ok := cl.State.Inflight.Get(1); ok {
+		t.Error("a held message past its expiry is still there")
+	}
+	if m, ok := cl.State.Inflight.NextImmediate(); !ok || m.PacketID != 2 || m.Expiry != now+500 {
+		t.Fatalf("NextImmediate = %v %v, want message 2 with its expiry", m.PacketID, ok)
 	}
 }

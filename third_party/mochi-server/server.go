@@ -744,8 +744,11 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 			// message does. Upstream deleted it here, so the PUBACK found nothing, the send quota was never
 			// returned (the stream stopped once it ran out), the message could not be resent, and storage
 			// hooks never heard it was delivered.
-			next.Expiry = 0 // -1 marked it as waiting for quota; it is sent now
-			cl.State.Inflight.Set(next)
+			if next.Expiry < 0 { // held the upstream way (Set with Expiry -1)
+				next.Expiry = 0
+				cl.State.Inflight.Set(next)
+			}
+			cl.State.Inflight.Release(next.PacketID) // it is sent now, with its expiry
 			_ = cl.WritePacket(next)
 			cl.State.Inflight.DecreaseSendQuota()
 		}
@@ -1113,8 +1116,7 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		}
 
 		if sentQuota == 0 && atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0 {
-			out.Expiry = -1
-			cl.State.Inflight.Set(out)
+			cl.State.Inflight.Hold(out) // ggbroker patch: keeps its expiry (upstream set Expiry -1)
 			return out, nil
 		}
 	}
