@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -59,12 +58,11 @@ type sessionEntry struct {
 	client  *mqtt.Client
 	session *authz.Session
 
-	// subscribing is set while a SUBSCRIBE is processed: mochi calls OnACLCheck(read) both for each
-	// filter of a SUBSCRIBE and for each delivered message, so the filters' Subscribe verdicts are kept
-	// here between OnSubscribe and OnSubscribed to tell the two apart.
-	subscribing atomic.Bool
-	mu          sync.Mutex
-	pending     map[string]authz.Verdict
+	// pending holds the Subscribe verdicts of the SUBSCRIBE being processed, from OnSubscribe (which
+	// decides every filter at once: the profile's per-packet limits need the whole packet) to
+	// OnSubscribeACLCheck, which mochi calls filter by filter.
+	mu      sync.Mutex
+	pending map[string]authz.Verdict
 
 	// rate is the inbound publish rate limit's state. OnPublish runs in the client's own read
 	// goroutine, one packet at a time, so it needs no lock.
@@ -90,7 +88,7 @@ func (h *hook) Provides(b byte) bool {
 	}
 	return bytes.Contains([]byte{
 		mqtt.OnConnect, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnConnectAuthenticate,
-		mqtt.OnACLCheck, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPublish,
+		mqtt.OnACLCheck, mqtt.OnSubscribeACLCheck, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnPublish,
 		mqtt.OnClientExpired, mqtt.OnWill,
 	}, []byte{b})
 }
@@ -316,7 +314,8 @@ func (h *hook) restore(cl *mqtt.Client) (*sessionEntry, bool) {
 }
 
 // OnSubscribe decides every filter of the packet (the profile's limits, reserved topics, then
-// iot:Subscribe) and keeps the verdicts for the OnACLCheck calls mochi makes next, filter by filter.
+// iot:Subscribe) and keeps the verdicts for the OnSubscribeACLCheck calls mochi makes next, filter by
+// filter.
 // A refused filter gets SUBACK 0x87 (MQTT 5) / 0x80 (3.1.1); in a profile that disconnects on
 // unauthorized MQTT 3.1.1 requests, a policy denial closes the connection instead.
 func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
@@ -360,8 +359,20 @@ func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	e.mu.Lock()
 	e.pending = pending
 	e.mu.Unlock()
-	e.subscribing.Store(true)
 	return pk
+}
+
+// OnSubscribeACLCheck answers mochi's question for one filter of the SUBSCRIBE with the verdict
+// OnSubscribe reached for it. A filter OnSubscribe did not see is refused.
+func (h *hook) OnSubscribeACLCheck(cl *mqtt.Client, filter string) bool {
+	e, ok := h.entry(cl)
+	if !ok {
+		return false
+	}
+	e.mu.Lock()
+	v, ok := e.pending[filter]
+	e.mu.Unlock()
+	return ok && v.Allowed
 }
 
 // refusedBy is the verdict of a rule of the profile (not a policy).
@@ -369,14 +380,12 @@ func refusedBy(action, resource, reason string) authz.Verdict {
 	return authz.RefusedBy(action, resource, reason)
 }
 
-// OnSubscribed ends the SUBSCRIBE (from here on OnACLCheck(read) means a delivery) and logs one
-// Subscribe record for the filters granted.
+// OnSubscribed forgets the SUBSCRIBE's verdicts and logs one Subscribe record for the filters granted.
 func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
 	e, ok := h.entry(cl)
 	if !ok {
 		return
 	}
-	e.subscribing.Store(false)
 	e.mu.Lock()
 	e.pending = nil
 	e.mu.Unlock()
@@ -416,9 +425,10 @@ func (h *hook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 }
 
 // OnACLCheck answers mochi's ACL question. Writes are decided in OnPublish (which can answer with a
-// reason code); reads are either a SUBSCRIBE filter (decided in OnSubscribe) or a delivery: iot:Receive,
-// checked for every message and every subscriber, retained messages included. This runs in the
-// publisher's goroutine for every subscriber: it must not allocate when the answer is yes.
+// reason code); a read is always a delivery (the patched mochi asks OnSubscribeACLCheck for SUBSCRIBE
+// filters): iot:Receive, checked for every message and every subscriber, retained messages included.
+// This runs in the publisher's goroutine for every subscriber: it must not allocate when the answer
+// is yes.
 func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if write {
 		return true
@@ -426,14 +436,6 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	e, ok := h.entry(cl)
 	if !ok {
 		return false // no identity, no delivery
-	}
-	if e.subscribing.Load() {
-		e.mu.Lock()
-		v, isFilter := e.pending[topic]
-		e.mu.Unlock()
-		if isFilter {
-			return v.Allowed
-		}
 	}
 	v := h.authz.Receive(e.session, topic)
 	h.events.Decision("iot:Receive", v.Allowed)

@@ -5,6 +5,7 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -611,11 +612,13 @@ func (s *Hook) StoredSubscriptions() ([]storage.Subscription, error) {
 	return out, nil
 }
 
-// StoredInflightMessages returns the messages queued for restored sessions, with their packet IDs,
-// after replaying the publish log: a message acknowledged to its publisher but not yet stored for
-// every subscriber is stored for them now (a subscriber that already had it may get it twice, which
-// QoS 1 allows). mochi calls this after restoring sessions and subscriptions, and before the listeners
-// accept anything. The replayed copies and the removals are one write.
+// StoredInflightMessages returns the messages queued for restored sessions, with their packet IDs, in
+// the order they were queued (mochi resends them in the order it is given them), after replaying the
+// publish log (its copies come last, in the order the messages were accepted): a message
+// acknowledged to its publisher but not yet stored for every subscriber is stored for them now (a
+// subscriber that already had it may get it twice, which QoS 1 allows). mochi calls this after
+// restoring sessions and subscriptions, and before the listeners accept anything. The replayed copies
+// and the removals are one write.
 func (s *Hook) StoredInflightMessages() ([]storage.Message, error) {
 	all, err := load[storage.Message](s.db, storage.InflightKey)
 	if err != nil {
@@ -647,6 +650,7 @@ func (s *Hook) StoredInflightMessages() ([]storage.Message, error) {
 		used[m.Client][id] = true
 		out = append(out, m)
 	}
+	sortQueued(out)
 	slices.SortFunc(accepted, func(a, b storage.Message) int { return strings.Compare(a.Client, b.Client) })
 	for _, m := range accepted {
 		copies, puts := s.replay(m, used)
@@ -660,6 +664,32 @@ func (s *Hook) StoredInflightMessages() ([]storage.Message, error) {
 	}
 	s.stats.inflight = len(out)
 	return out, nil
+}
+
+// sortQueued puts each session's stored messages back in the order they were queued: the file keeps
+// them by key, the packet ID in decimal ("10" before "9"). mochi gives a session's outgoing messages
+// packet IDs in increasing order, wrapping after 65535 and skipping IDs in use, so within one second
+// of Created the order is the IDs' circular order, from the largest gap between them (where the IDs
+// not in use are); across seconds, Created.
+func sortQueued(ms []storage.Message) {
+	slices.SortFunc(ms, func(a, b storage.Message) int {
+		return cmp.Or(strings.Compare(a.Client, b.Client), cmp.Compare(a.Created, b.Created), cmp.Compare(a.PacketID, b.PacketID))
+	})
+	for i := 0; i < len(ms); {
+		j := i + 1
+		for j < len(ms) && ms[j].Client == ms[i].Client && ms[j].Created == ms[i].Created {
+			j++
+		}
+		run := ms[i:j]
+		start, gap := 0, int(run[0].PacketID)+65536-int(run[len(run)-1].PacketID) // the gap across the wrap
+		for k := 1; k < len(run); k++ {
+			if g := int(run[k].PacketID) - int(run[k-1].PacketID); g > gap {
+				start, gap = k, g
+			}
+		}
+		copy(run, append(slices.Clone(run[start:]), run[:start]...))
+		i = j
+	}
 }
 
 // replay makes a logged message's copy for each restored session subscribed to its topic, as mochi's

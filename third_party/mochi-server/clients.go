@@ -308,19 +308,44 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 		return nil
 	}
 
+	// ggbroker patch: PUBLISHes are resent within the client's send quota (its Receive Maximum, or what
+	// a hook set), oldest first; the rest wait for acknowledgements, in order, as new messages do.
+	// Upstream wrote the whole queue at once, more than the client allows [MQTT-3.3.4-9], and marked
+	// DUP even messages that had never been sent.
+	limited := atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0
+	var waiting []uint16
+	defer func() { cl.State.Inflight.wait(waiting) }()
 	for _, tk := range cl.State.Inflight.GetAll(false) {
 		if tk.FixedHeader.Type == packets.Publish {
-			tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
+			if limited {
+				if atomic.LoadInt32(&cl.State.Inflight.sendQuota) <= 0 {
+					waiting = append(waiting, tk.PacketID)
+					continue
+				}
+				cl.State.Inflight.DecreaseSendQuota()
+			}
+			if cl.State.Inflight.IsHeld(tk.PacketID) { // was waiting for quota: this is its first sending
+				if tk.Expiry < 0 {
+					tk.Expiry = 0 // held the upstream way (Set with Expiry -1)
+					cl.State.Inflight.Set(tk)
+				}
+				cl.State.Inflight.Release(tk.PacketID)
+			} else {
+				tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
+			}
 		}
 
 		cl.ops.hooks.OnQosPublish(cl, tk, tk.Created, 0)
 		err := cl.WritePacket(tk)
+		if errors.Is(err, packets.ErrPacketTooLarge) {
+			continue // ggbroker patch: discarded (see WritePacket), not a reason to refuse the connection
+		}
 		if err != nil {
 			return err
 		}
 
 		if tk.FixedHeader.Type == packets.Puback || tk.FixedHeader.Type == packets.Pubcomp {
-			if ok := cl.State.Inflight.Delete(tk.PacketID); ok {
+			if ok := cl.State.Inflight.Remove(tk); ok {
 				cl.ops.hooks.OnQosComplete(cl, tk)
 				atomic.AddInt64(&cl.ops.info.Inflight, -1)
 			}
@@ -333,25 +358,22 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 // ClearInflights deletes all inflight messages for the client, e.g. for a disconnected user with a clean session.
 func (cl *Client) ClearInflights() {
 	for _, tk := range cl.State.Inflight.GetAll(false) {
-		if ok := cl.State.Inflight.Delete(tk.PacketID); ok {
+		if ok := cl.State.Inflight.Remove(tk); ok {
 			cl.ops.hooks.OnQosDropped(cl, tk)
 			atomic.AddInt64(&cl.ops.info.Inflight, -1)
 		}
 	}
 }
 
-// ClearExpiredInflights deletes any inflight messages which have expired.
+// ClearExpiredInflights deletes any inflight messages which have expired. ggbroker patch: only what
+// has an expiry (Server.messageExpiry, and the QoS 2 state of acks) expires; upstream also removed
+// every message older than maximumExpiry, so an offline session's queue was lost after 24 hours.
+// maximumExpiry is kept for the signature's sake: the expiry times already apply it.
 func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 	deleted := []uint16{}
 	for _, tk := range cl.State.Inflight.GetAll(false) {
-		expired := tk.ProtocolVersion == 5 && tk.Expiry > 0 && tk.Expiry < now // [MQTT-3.3.2-5]
-
-		// If the maximum message expiry interval is set (greater than 0), and the message
-		// retention period exceeds the maximum expiry, the message will be forcibly removed.
-		enforced := maximumExpiry > 0 && now-tk.Created > maximumExpiry
-
-		if expired || enforced {
-			if ok := cl.State.Inflight.Delete(tk.PacketID); ok {
+		if tk.Expiry > 0 && tk.Expiry < now { // [MQTT-3.3.2-5]
+			if ok := cl.State.Inflight.Remove(tk); ok {
 				cl.ops.hooks.OnQosDropped(cl, tk)
 				atomic.AddInt64(&cl.ops.info.Inflight, -1)
 				deleted = append(deleted, tk.PacketID)
@@ -598,6 +620,24 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 	}
 
 	if pk.Mods.MaxSize > 0 && uint32(buf.Len()) > pk.Mods.MaxSize {
+		// ggbroker patch: packets written while more were queued wait in outbuf for the last of the
+		// queue, which flushes them. Upstream returned here without flushing when the last one was
+		// too large, so they stayed until the next packet to the client (never, with keep-alive 0).
+		cl.Lock()
+		if len(cl.State.outbound) == 0 {
+			_ = cl.flushOutbuf()
+		}
+		cl.Unlock()
+		if pk.FixedHeader.Type == packets.Publish && pk.FixedHeader.Qos > 0 {
+			// ggbroker patch: "discard it without sending it and then behave as if it had completed
+			// sending that Application Message" [MQTT-3.1.2-25]. Upstream kept it inflight: resent on
+			// every reconnect (which then failed), and holding a unit of the send quota for good.
+			if cl.State.Inflight.Delete(pk.PacketID) {
+				cl.State.Inflight.IncreaseSendQuota()
+				atomic.AddInt64(&cl.ops.info.Inflight, -1)
+				cl.ops.hooks.OnQosDropped(cl, pk)
+			}
+		}
 		return packets.ErrPacketTooLarge // [MQTT-3.1.2-24] [MQTT-3.1.2-25]
 	}
 

@@ -8,3 +8,5 @@ require (
 	go.etcd.io/bbolt v1.3.5
 	gopkg.in/yaml.v3 v3.0.1
 )
+
+require golang.org/x/sys v0.0.0-20200202164722-d101bd2416d5 // indirect

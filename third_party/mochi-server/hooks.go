@@ -55,6 +55,7 @@ const (
 	StoredInflightMessages
 	StoredRetainedMessages
 	StoredSysInfo
+	OnSubscribeACLCheck // ggbroker patch: appended, so that the values above keep their numbers
 )
 
 var (
@@ -81,6 +82,7 @@ type Hook interface {
 	OnStopped()
 	OnConnectAuthenticate(cl *Client, pk packets.Packet) bool
 	OnACLCheck(cl *Client, topic string, write bool) bool
+	OnSubscribeACLCheck(cl *Client, filter string) bool
 	OnSysInfoTick(*system.Info)
 	OnConnect(cl *Client, pk packets.Packet) error
 	OnSessionEstablish(cl *Client, pk packets.Packet)
@@ -681,6 +683,31 @@ func (h *Hooks) OnACLCheck(cl *Client, topic string, write bool) bool {
 	return false
 }
 
+// OnSubscribeACLCheck is called for each topic filter of a SUBSCRIBE, to decide whether the client
+// may subscribe to it. OnACLCheck(cl, topic, false) is then only ever a delivery check: whether a
+// message on topic may be sent to cl. A hook that does not provide OnSubscribeACLCheck is asked
+// OnACLCheck(cl, filter, false) instead, as before.
+//
+// ggbroker patch: upstream asked OnACLCheck(cl, filter, false) for filters too, so a hook could not
+// tell a filter from a topic: a message whose topic equals a filter being subscribed to could be
+// judged by the subscribe rule instead of the receive rule.
+func (h *Hooks) OnSubscribeACLCheck(cl *Client, filter string) bool {
+	for _, hook := range h.GetAll() {
+		switch {
+		case hook.Provides(OnSubscribeACLCheck):
+			if hook.OnSubscribeACLCheck(cl, filter) {
+				return true
+			}
+		case hook.Provides(OnACLCheck):
+			if hook.OnACLCheck(cl, filter, false) {
+				return true
+			}
+		}
+	}
+
+	return false
+}
+
 // HookBase provides a set of default methods for each hook. It should be embedded in
 // all hooks.
 type HookBase struct {
@@ -734,6 +761,11 @@ func (h *HookBase) OnConnectAuthenticate(cl *Client, pk packets.Packet) bool {
 
 // OnACLCheck is called when a user attempts to subscribe or publish to a topic.
 func (h *HookBase) OnACLCheck(cl *Client, topic string, write bool) bool {
+	return false
+}
+
+// OnSubscribeACLCheck is called when a client subscribes to a topic filter.
+func (h *HookBase) OnSubscribeACLCheck(cl *Client, filter string) bool {
 	return false
 }
 

@@ -15,41 +15,143 @@ import (
 // Inflight is a map of InflightMessage keyed on packet id.
 type Inflight struct {
 	sync.RWMutex
-	internal            map[uint16]packets.Packet // internal contains the inflight packets
-	receiveQuota        int32                     // remaining inbound qos quota for flow control
-	sendQuota           int32                     // remaining outbound qos quota for flow control
-	maximumReceiveQuota int32                     // maximum allowed receive quota
-	maximumSendQuota    int32                     // maximum allowed send quota
+	internal map[uint16]packets.Packet // internal contains the inflight packets
+	// inbound holds the acknowledgements (PUBACK, PUBREC, PUBCOMP) of QoS 1/2 messages the client
+	// sent, keyed on the client's packet IDs. ggbroker patch: upstream kept them in internal, with the
+	// server's outgoing messages, but the client and the server choose their packet IDs independently
+	// (MQTT 5 section 2.2.1, 3.1.1 section 2.3.1): a client's PUBLISH with ID N deleted the
+	// unacknowledged outgoing message N, and its SUBSCRIBE with ID N was refused with 0x91.
+	inbound map[uint16]packets.Packet
+	// order is when each packet ID of internal and inbound was first set, from next. ggbroker patch:
+	// GetAll returns messages in this order (publish order, for a session's queue); upstream sorted by
+	// uint16(Created), the creation second truncated to 16 bits, with an unstable sort, so queued
+	// messages were resent shuffled on every reconnect.
+	order               map[uint16]uint64
+	orderIn             map[uint16]uint64
+	next                uint64
+	receiveQuota        int32 // remaining inbound qos quota for flow control
+	sendQuota           int32 // remaining outbound qos quota for flow control
+	maximumReceiveQuota int32 // maximum allowed receive quota
+	maximumSendQuota    int32 // maximum allowed send quota
 
-	// waiting holds, in arrival order, the packet IDs of messages set with Expiry < 0 (waiting for send
-	// quota), from waiting[head] on. ggbroker patch: NextImmediate takes the oldest from here instead of
+	// waiting holds, in arrival order, the packet IDs of messages held (waiting for send quota), from waiting[head] on. ggbroker patch: NextImmediate takes the oldest from here instead of
 	// searching every inflight message, which made releasing a backlog quadratic. An ID whose message
 	// was since removed, sent or replaced is skipped when reached.
 	waiting []uint16
 	head    int
+	// held marks the messages waiting for send quota. ggbroker patch: upstream marked them with
+	// Expiry -1, which lost the expiry their publisher set (they never expired, and went out without
+	// their Message Expiry Interval); Hold marks them here and keeps it. Set with Expiry < 0 still
+	// marks a message as waiting, as upstream.
+	held map[uint16]bool
 }
 
 // NewInflights returns a new instance of an Inflight packets map.
 func NewInflights() *Inflight {
 	return &Inflight{
 		internal: map[uint16]packets.Packet{},
+		inbound:  map[uint16]packets.Packet{},
+		order:    map[uint16]uint64{},
+		orderIn:  map[uint16]uint64{},
+		held:     map[uint16]bool{},
 	}
 }
 
-// Set adds or updates an inflight packet by packet id.
+// isInbound says whether an inflight packet belongs to a flow the client started (the server's
+// acknowledgement of a client's PUBLISH or PUBREL), and so to the client's packet ID space.
+func isInbound(m packets.Packet) bool {
+	switch m.FixedHeader.Type {
+	case packets.Puback, packets.Pubrec, packets.Pubcomp:
+		return true
+	}
+	return false
+}
+
+// Set adds or updates an inflight packet by packet id: an acknowledgement of a client's message in
+// the client's ID space (see GetInbound), anything else in the server's.
 func (i *Inflight) Set(m packets.Packet) bool {
 	i.Lock()
 	defer i.Unlock()
 
+	if isInbound(m) {
+		_, ok := i.inbound[m.PacketID]
+		i.inbound[m.PacketID] = m
+		if !ok {
+			i.next++
+			i.orderIn[m.PacketID] = i.next
+		}
+		return !ok
+	}
+
 	_, ok := i.internal[m.PacketID]
 	i.internal[m.PacketID] = m
+	if !ok {
+		i.next++
+		i.order[m.PacketID] = i.next
+	}
 	if m.Expiry < 0 {
+		i.held[m.PacketID] = true
 		i.waiting = append(i.waiting, m.PacketID)
+	} else {
+		delete(i.held, m.PacketID)
 	}
 	return !ok
 }
 
-// Get returns an inflight packet by packet id.
+// Hold sets an outgoing message as waiting for send quota, keeping its expiry (see held).
+func (i *Inflight) Hold(m packets.Packet) {
+	i.Lock()
+	defer i.Unlock()
+	if _, ok := i.internal[m.PacketID]; !ok {
+		i.next++
+		i.order[m.PacketID] = i.next
+	}
+	i.internal[m.PacketID] = m
+	i.held[m.PacketID] = true
+	i.waiting = append(i.waiting, m.PacketID)
+}
+
+// Release marks a message that was waiting for send quota as sent.
+func (i *Inflight) Release(id uint16) {
+	i.Lock()
+	defer i.Unlock()
+	delete(i.held, id)
+}
+
+// IsHeld says whether the message with this packet ID waits for send quota.
+func (i *Inflight) IsHeld(id uint16) bool {
+	i.RLock()
+	defer i.RUnlock()
+	return i.held[id]
+}
+
+// GetInbound returns the acknowledgement kept for the client's QoS 1/2 message with this packet id.
+func (i *Inflight) GetInbound(id uint16) (packets.Packet, bool) {
+	i.RLock()
+	defer i.RUnlock()
+	m, ok := i.inbound[id]
+	return m, ok
+}
+
+// DeleteInbound removes the acknowledgement kept for the client's message with this packet id.
+func (i *Inflight) DeleteInbound(id uint16) bool {
+	i.Lock()
+	defer i.Unlock()
+	_, ok := i.inbound[id]
+	delete(i.inbound, id)
+	delete(i.orderIn, id)
+	return ok
+}
+
+// Remove removes an inflight packet from the ID space it belongs to (see Set).
+func (i *Inflight) Remove(m packets.Packet) bool {
+	if isInbound(m) {
+		return i.DeleteInbound(m.PacketID)
+	}
+	return i.Delete(m.PacketID)
+}
+
+// Get returns an inflight packet (an outgoing message, in the server's packet ID space) by packet id.
 func (i *Inflight) Get(id uint16) (packets.Packet, bool) {
 	i.RLock()
 	defer i.RUnlock()
@@ -65,7 +167,7 @@ func (i *Inflight) Get(id uint16) (packets.Packet, bool) {
 func (i *Inflight) Len() int {
 	i.RLock()
 	defer i.RUnlock()
-	return len(i.internal)
+	return len(i.internal) + len(i.inbound)
 }
 
 // Clone returns a new instance of Inflight with the same message data.
@@ -76,6 +178,19 @@ func (i *Inflight) Clone() *Inflight {
 	defer i.RUnlock()
 	for k, v := range i.internal {
 		c.internal[k] = v
+	}
+	for k, v := range i.inbound {
+		c.inbound[k] = v
+	}
+	for k, v := range i.order {
+		c.order[k] = v
+	}
+	for k, v := range i.orderIn {
+		c.orderIn[k] = v
+	}
+	c.next = i.next
+	for k, v := range i.held {
+		c.held[k] = v
 	}
 	c.waiting = append(c.waiting, i.waiting[i.head:]...)
 	return c
@@ -88,14 +203,25 @@ func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 
 	m := []packets.Packet{}
 	for _, v := range i.internal {
-		if !immediate || (immediate && v.Expiry < 0) {
+		if !immediate || i.held[v.PacketID] {
 			m = append(m, v)
 		}
 	}
 
-	sort.Slice(m, func(i, j int) bool {
-		return uint16(m[i].Created) < uint16(m[j].Created)
+	sort.Slice(m, func(a, b int) bool {
+		return i.order[m[a].PacketID] < i.order[m[b].PacketID]
 	})
+
+	if !immediate {
+		n := len(m)
+		for _, v := range i.inbound {
+			m = append(m, v)
+		}
+		in := m[n:]
+		sort.Slice(in, func(a, b int) bool {
+			return i.orderIn[in[a].PacketID] < i.orderIn[in[b].PacketID]
+		})
+	}
 
 	return m
 }
@@ -114,13 +240,39 @@ func (i *Inflight) NextImmediate() (packets.Packet, bool) {
 	for i.head < len(i.waiting) {
 		id := i.waiting[i.head]
 		i.head++
-		if m, ok := i.internal[id]; ok && m.Expiry < 0 {
+		if m, ok := i.internal[id]; ok && i.held[id] {
 			i.compact()
 			return m, true
 		}
 	}
 	i.waiting, i.head = i.waiting[:0], 0
 	return packets.Packet{}, false
+}
+
+// wait marks the messages with these packet IDs as waiting for send quota and puts them, in this
+// order, at the front of the waiting queue (ggbroker patch, for ResendInflightMessages; a message set
+// as waiting meanwhile stays behind them).
+func (i *Inflight) wait(ids []uint16) {
+	if len(ids) == 0 {
+		return
+	}
+	i.Lock()
+	defer i.Unlock()
+	first := make(map[uint16]bool, len(ids))
+	queue := make([]uint16, 0, len(ids)+len(i.waiting)-i.head)
+	for _, id := range ids {
+		if _, ok := i.internal[id]; ok && !first[id] {
+			i.held[id] = true
+			first[id] = true
+			queue = append(queue, id)
+		}
+	}
+	for _, id := range i.waiting[i.head:] {
+		if !first[id] {
+			queue = append(queue, id)
+		}
+	}
+	i.waiting, i.head = queue, 0
 }
 
 // compact drops the consumed front of the waiting queue once it is most of the slice.
@@ -131,13 +283,16 @@ func (i *Inflight) compact() {
 	}
 }
 
-// Delete removes an in-flight message from the map. Returns true if the message existed.
+// Delete removes an in-flight message (in the server's packet ID space) from the map. Returns true if
+// the message existed.
 func (i *Inflight) Delete(id uint16) bool {
 	i.Lock()
 	defer i.Unlock()
 
 	_, ok := i.internal[id]
 	delete(i.internal, id)
+	delete(i.order, id)
+	delete(i.held, id)
 
 	return ok
 }

@@ -407,7 +407,6 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	defer s.Listeners.ClientsWg.Done()
 	s.Listeners.ClientsWg.Add(1)
 
-	go cl.WriteLoop()
 	defer cl.Stop(nil)
 
 	pk, err := s.readConnectionPacket(cl)
@@ -470,6 +469,13 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 			return fmt.Errorf("resend inflight: %w", err)
 		}
 	}
+
+	// ggbroker patch: the writer of queued packets starts once the CONNACK and the session's resent
+	// messages are written. Upstream started it first: the client is in s.Clients (so publishers queue
+	// messages for it) before its CONNACK, so a message published meanwhile could go out before the
+	// CONNACK or between the resent messages, out of order [MQTT-4.6.0-6]. What is queued meanwhile
+	// waits in the outbound channel.
+	go cl.WriteLoop()
 
 	s.hooks.OnSessionEstablished(cl, pk)
 
@@ -542,7 +548,9 @@ func (s *Server) validateConnect(cl *Client, pk packets.Packet) packets.Code {
 	}
 
 	if cl.Properties.ProtocolVersion < 5 && !pk.Connect.Clean && pk.Connect.ClientIdentifier == "" {
-		return packets.ErrUnspecifiedError
+		// ggbroker patch: MQTT 3.1.1 return code 0x02 (identifier rejected) [MQTT-3.1.3-8]; upstream
+		// sent 0x80, an MQTT 5 code.
+		return packets.ErrClientIdentifierNotValid
 	}
 
 	if cl.Properties.ProtocolVersion < s.Options.Capabilities.MinimumProtocolVersion {
@@ -571,11 +579,13 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 
 		existing.State.isTakenOver.Store(true)
 		if existing.State.Inflight.Len() > 0 {
+			fresh := cl.State.Inflight
 			cl.State.Inflight = existing.State.Inflight.Clone() // [MQTT-3.1.2-5]
-			if cl.State.Inflight.maximumReceiveQuota == 0 && cl.ops.options.Capabilities.ReceiveMaximum != 0 {
-				cl.State.Inflight.ResetReceiveQuota(int32(cl.ops.options.Capabilities.ReceiveMaximum)) // server receive max per client
-				cl.State.Inflight.ResetSendQuota(int32(cl.Properties.Props.ReceiveMaximum))            // client receive max
-			}
+			// ggbroker patch: the new connection's quotas, as ParseConnect and the OnSessionEstablish
+			// hooks set them. Upstream reset the send quota to the client's Receive Maximum, losing
+			// what a hook set (and none at all for MQTT 3.1.1, which has no Receive Maximum).
+			cl.State.Inflight.ResetReceiveQuota(atomic.LoadInt32(&fresh.maximumReceiveQuota))
+			cl.State.Inflight.ResetSendQuota(atomic.LoadInt32(&fresh.maximumSendQuota))
 		}
 
 		for _, sub := range existing.State.Subscriptions.GetAll() {
@@ -619,7 +629,14 @@ func (s *Server) SendConnack(cl *Client, reason packets.Code, present bool, prop
 
 	if reason.Code >= packets.ErrUnspecifiedError.Code {
 		if cl.Properties.ProtocolVersion < 5 {
-			if v3reason, ok := packets.V5CodesToV3[reason]; ok { // NB v3 3.2.2.3 Connack return codes
+			v3reason, ok := packets.V5CodesToV3[reason] // NB v3 3.2.2.3 Connack return codes
+			if !ok && reason.Code > packets.Err3NotAuthorized.Code {
+				// ggbroker patch: "If none of the return codes listed in Table 3.1 are deemed
+				// applicable, then the Server MUST close the Network Connection without sending a
+				// CONNACK" [MQTT-3.2.2-6]; upstream sent the MQTT 5 code.
+				return nil
+			}
+			if ok {
 				reason = v3reason
 			}
 		}
@@ -644,6 +661,10 @@ func (s *Server) SendConnack(cl *Client, reason packets.Code, present bool, prop
 	if cl.Properties.Props.AssignedClientID != "" {
 		properties.AssignedClientID = cl.Properties.Props.AssignedClientID // [MQTT-3.1.3-7] [MQTT-3.2.2-16]
 	}
+
+	// ggbroker patch: say how many topic aliases the client may use. Without it the client may use
+	// none (MQTT 5 section 3.2.2.3.8), yet upstream accepted up to this many.
+	properties.TopicAliasMaximum = s.Options.Capabilities.TopicAliasMaximum
 
 	if cl.Properties.Props.SessionExpiryInterval > s.Options.Capabilities.MaximumSessionExpiryInterval {
 		properties.SessionExpiryInterval = s.Options.Capabilities.MaximumSessionExpiryInterval
@@ -723,8 +744,11 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 			// message does. Upstream deleted it here, so the PUBACK found nothing, the send quota was never
 			// returned (the stream stopped once it ran out), the message could not be resent, and storage
 			// hooks never heard it was delivered.
-			next.Expiry = 0 // -1 marked it as waiting for quota; it is sent now
-			cl.State.Inflight.Set(next)
+			if next.Expiry < 0 { // held the upstream way (Set with Expiry -1)
+				next.Expiry = 0
+				cl.State.Inflight.Set(next)
+			}
+			cl.State.Inflight.Release(next.PacketID) // it is sent now, with its expiry
 			_ = cl.WritePacket(next)
 			cl.State.Inflight.DecreaseSendQuota()
 		}
@@ -881,25 +905,21 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 			ackType = packets.Pubrec
 		}
 
-		ack := s.buildAck(pk.PacketID, ackType, 0, pk.Properties, packets.ErrNotAuthorized)
+		ack := s.buildAck(pk.PacketID, ackType, 0, packets.Properties{}, packets.ErrNotAuthorized)
 		return cl.WritePacket(ack)
 	}
 
 	pk.Origin = cl.ID
 	pk.Created = time.Now().Unix()
-
-	if expiry := minimum(s.Options.Capabilities.MaximumMessageExpiryInterval,
-		int64(pk.Properties.MessageExpiryInterval)); expiry > 0 {
-		pk.Expiry = pk.Created + expiry
-	}
+	pk.Expiry = s.messageExpiry(pk)
 
 	if !cl.Net.Inline {
-		if pki, ok := cl.State.Inflight.Get(pk.PacketID); ok {
+		if pki, ok := cl.State.Inflight.GetInbound(pk.PacketID); ok { // ggbroker patch: the client's ID space
 			if pki.FixedHeader.Type == packets.Pubrec { // [MQTT-4.3.3-10]
-				ack := s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.ErrPacketIdentifierInUse)
+				ack := s.buildAck(pk.PacketID, packets.Pubrec, 0, packets.Properties{}, packets.ErrPacketIdentifierInUse)
 				return cl.WritePacket(ack)
 			}
-			if ok := cl.State.Inflight.Delete(pk.PacketID); ok { // [MQTT-4.3.2-5]
+			if ok := cl.State.Inflight.DeleteInbound(pk.PacketID); ok { // [MQTT-4.3.2-5]
 				atomic.AddInt64(&s.Info.Inflight, -1)
 			}
 		}
@@ -907,6 +927,12 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 
 	if pk.Properties.TopicAliasFlag && pk.Properties.TopicAlias > 0 { // [MQTT-3.3.2-11]
 		pk.TopicName = cl.State.TopicAliases.Inbound.Set(pk.Properties.TopicAlias, pk.TopicName)
+	}
+
+	if !cl.Net.Inline && pk.TopicName == "" {
+		// ggbroker patch: an empty topic whose alias the client never set is a Protocol Error (MQTT 5
+		// section 3.3.2.3.4); upstream acknowledged the message and delivered it to no one.
+		return packets.ErrProtocolViolationNoTopic
 	}
 
 	if pk.FixedHeader.Qos > s.Options.Capabilities.MaximumQos {
@@ -921,7 +947,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	} else if errors.Is(err, packets.CodeSuccessIgnore) {
 		pk.Ignore = true
 	} else if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 && errors.As(err, new(packets.Code)) {
-		err = cl.WritePacket(s.buildAck(pk.PacketID, packets.Puback, 0, pk.Properties, err.(packets.Code)))
+		err = cl.WritePacket(s.buildAck(pk.PacketID, packets.Puback, 0, packets.Properties{}, err.(packets.Code)))
 		if err != nil {
 			return err
 		}
@@ -942,9 +968,12 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	}
 
 	cl.State.Inflight.DecreaseReceiveQuota()
-	ack := s.buildAck(pk.PacketID, packets.Puback, 0, pk.Properties, packets.QosCodes[pk.FixedHeader.Qos]) // [MQTT-4.3.2-4]
+	// ggbroker patch (upstream #474): the acknowledgement of a PUBLISH carries reason code 0x00, not
+	// the granted-QoS code 0x01 (not a PUBACK code, [MQTT-3.4.2-1]), and none of the PUBLISH's
+	// properties: its User Properties belong to the message, not to the acknowledgement.
+	ack := s.buildAck(pk.PacketID, packets.Puback, 0, packets.Properties{}, packets.CodeSuccess) // [MQTT-4.3.2-4]
 	if pk.FixedHeader.Qos == 2 {
-		ack = s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.CodeSuccess) // [MQTT-3.3.4-1] [MQTT-4.3.3-8]
+		ack = s.buildAck(pk.PacketID, packets.Pubrec, 0, packets.Properties{}, packets.CodeSuccess) // [MQTT-3.3.4-1] [MQTT-4.3.3-8]
 	}
 
 	if ok := cl.State.Inflight.Set(ack); ok {
@@ -958,7 +987,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	}
 
 	if pk.FixedHeader.Qos == 1 {
-		if ok := cl.State.Inflight.Delete(ack.PacketID); ok {
+		if ok := cl.State.Inflight.DeleteInbound(ack.PacketID); ok {
 			atomic.AddInt64(&s.Info.Inflight, -1)
 		}
 		cl.State.Inflight.IncreaseReceiveQuota()
@@ -995,10 +1024,7 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 	}
 
 	if pk.Expiry == 0 {
-		if expiry := minimum(s.Options.Capabilities.MaximumMessageExpiryInterval,
-			int64(pk.Properties.MessageExpiryInterval)); expiry > 0 {
-			pk.Expiry = pk.Created + expiry
-		}
+		pk.Expiry = s.messageExpiry(pk)
 	}
 
 	subscribers := s.Topics.Subscribers(pk.TopicName)
@@ -1090,8 +1116,7 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		}
 
 		if sentQuota == 0 && atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0 {
-			out.Expiry = -1
-			cl.State.Inflight.Set(out)
+			cl.State.Inflight.Hold(out) // ggbroker patch: keeps its expiry (upstream set Expiry -1)
 			return out, nil
 		}
 	}
@@ -1126,6 +1151,11 @@ func (s *Server) publishRetainedToClient(cl *Client, sub packets.Subscription, e
 	}
 
 	sub.FwdRetainedFlag = true
+	if sub.Identifier > 0 {
+		// ggbroker patch: publishToClient sends the identifiers of Identifiers, which only the topic
+		// index fills in (Subscription.Merge); upstream sent retained messages without any.
+		sub.Identifiers = map[string]int{sub.Filter: sub.Identifier} // [MQTT-3.3.4-3]
+	}
 	for _, pkv := range s.Topics.Messages(sub.Filter) { // [MQTT-3.8.4-4]
 		_, err := s.publishToClient(cl, sub, pkv)
 		if err != nil {
@@ -1134,6 +1164,24 @@ func (s *Server) publishRetainedToClient(cl *Client, sub packets.Subscription, e
 		}
 		s.hooks.OnRetainPublished(cl, pkv)
 	}
+}
+
+// messageExpiry is when a message expires, or 0 if it does not: only when its publisher set a Message
+// Expiry Interval (MQTT 5 section 3.3.2.3.3: absent, the Application Message does not expire), then
+// after at most MaximumMessageExpiryInterval seconds (0: no maximum).
+//
+// ggbroker patch: upstream gave every message without an expiry one of MaximumMessageExpiryInterval
+// (24 hours by default): such messages were forwarded with Message Expiry Interval 86400, and
+// retained messages (MQTT 3.1.1 ones too) and offline sessions' queues were deleted after 24 hours.
+func (s *Server) messageExpiry(pk packets.Packet) int64 {
+	if pk.Properties.MessageExpiryInterval == 0 {
+		return 0
+	}
+	expiry := int64(pk.Properties.MessageExpiryInterval)
+	if max := s.Options.Capabilities.MaximumMessageExpiryInterval; max > 0 && expiry > max {
+		expiry = max
+	}
+	return pk.Created + expiry
 }
 
 // buildAck builds a standardised ack message for Puback, Pubrec, Pubrel, Pubcomp packets.
@@ -1154,7 +1202,11 @@ func (s *Server) buildAck(packetID uint16, pkt, qos byte, properties packets.Pro
 		ReasonCode: reason.Code, // [MQTT-3.4.2-1]
 		Properties: properties,
 		Created:    time.Now().Unix(),
-		Expiry:     time.Now().Unix() + s.Options.Capabilities.MaximumMessageExpiryInterval,
+	}
+	if max := s.Options.Capabilities.MaximumMessageExpiryInterval; max > 0 {
+		// ggbroker patch: the QoS 2 state an ack keeps is dropped after the maximum, as upstream
+		// did; with no maximum (0) it is kept, where upstream expired it at once.
+		pk.Expiry = pk.Created + max
 	}
 
 	return pk
@@ -1197,12 +1249,12 @@ func (s *Server) processPubrec(cl *Client, pk packets.Packet) error {
 
 // processPubrel processes a Pubrel packet, denoting completion of a QOS 2 packet sent from the client.
 func (s *Server) processPubrel(cl *Client, pk packets.Packet) error {
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); !ok { // [MQTT-4.3.3-7] [MQTT-4.3.3-13]
+	if _, ok := cl.State.Inflight.GetInbound(pk.PacketID); !ok { // [MQTT-4.3.3-7] [MQTT-4.3.3-13]
 		return cl.WritePacket(s.buildAck(pk.PacketID, packets.Pubcomp, 0, pk.Properties, packets.ErrPacketIdentifierNotFound))
 	}
 
 	if pk.ReasonCode >= packets.ErrUnspecifiedError.Code || !pk.ReasonCodeValid() { // [MQTT-4.3.3-9]
-		if ok := cl.State.Inflight.Delete(pk.PacketID); ok {
+		if ok := cl.State.Inflight.DeleteInbound(pk.PacketID); ok {
 			atomic.AddInt64(&s.Info.Inflight, -1)
 		}
 		cl.ops.hooks.OnQosDropped(cl, pk)
@@ -1217,9 +1269,9 @@ func (s *Server) processPubrel(cl *Client, pk packets.Packet) error {
 		return err
 	}
 
-	cl.State.Inflight.IncreaseReceiveQuota()             // +1 RECV QUOTA
-	cl.State.Inflight.IncreaseSendQuota()                // +1 SENT QUOTA
-	if ok := cl.State.Inflight.Delete(pk.PacketID); ok { // [MQTT-4.3.3-12]
+	cl.State.Inflight.IncreaseReceiveQuota()                    // +1 RECV QUOTA
+	cl.State.Inflight.IncreaseSendQuota()                       // +1 SENT QUOTA
+	if ok := cl.State.Inflight.DeleteInbound(pk.PacketID); ok { // [MQTT-4.3.3-12]
 		atomic.AddInt64(&s.Info.Inflight, -1)
 		s.hooks.OnQosComplete(cl, pk)
 	}
@@ -1242,9 +1294,18 @@ func (s *Server) processPubcomp(cl *Client, pk packets.Packet) error {
 
 // processSubscribe processes a Subscribe packet.
 func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
+	for _, sub := range pk.Filters {
+		if sub.NoLocal && IsSharedFilter(sub.Filter) {
+			// ggbroker patch: a Protocol Error, which closes the connection [MQTT-3.8.3-4]; upstream
+			// answered SUBACK 0x82, which is not a SUBACK reason code.
+			return packets.ErrProtocolViolationInvalidSharedNoLocal
+		}
+	}
+
 	pk = s.hooks.OnSubscribe(cl, pk)
 	code := packets.CodeSuccess
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); ok {
+	// ggbroker patch: the client's ID space; and MQTT 3.1.1 has no code for it (upstream sent 0x91).
+	if _, ok := cl.State.Inflight.GetInbound(pk.PacketID); ok && cl.Properties.ProtocolVersion == 5 {
 		code = packets.ErrPacketIdentifierInUse
 	}
 
@@ -1256,9 +1317,7 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 			continue
 		} else if !IsValidFilter(sub.Filter, false) {
 			reasonCodes[i] = packets.ErrTopicFilterInvalid.Code
-		} else if sub.NoLocal && IsSharedFilter(sub.Filter) {
-			reasonCodes[i] = packets.ErrProtocolViolationInvalidSharedNoLocal.Code // [MQTT-3.8.3-4]
-		} else if !s.hooks.OnACLCheck(cl, sub.Filter, false) {
+		} else if !s.hooks.OnSubscribeACLCheck(cl, sub.Filter) { // ggbroker patch: a filter check, not a delivery check
 			reasonCodes[i] = packets.ErrNotAuthorized.Code
 			if s.Options.Capabilities.Compatibilities.ObscureNotAuthorized {
 				reasonCodes[i] = packets.ErrUnspecifiedError.Code
@@ -1318,7 +1377,8 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 // processUnsubscribe processes an unsubscribe packet.
 func (s *Server) processUnsubscribe(cl *Client, pk packets.Packet) error {
 	code := packets.CodeSuccess
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); ok {
+	// ggbroker patch: the client's ID space; and MQTT 3.1.1 has no code for it.
+	if _, ok := cl.State.Inflight.GetInbound(pk.PacketID); ok && cl.Properties.ProtocolVersion == 5 {
 		code = packets.ErrPacketIdentifierInUse
 	}
 
@@ -1429,7 +1489,12 @@ func (s *Server) DisconnectClient(cl *Client, code packets.Code) error {
 
 	// We already have a code we are using to disconnect the client, so we are not
 	// interested if the write packet fails due to a closed connection (as we are closing it).
-	err := cl.WritePacket(out)
+	// ggbroker patch: only to MQTT 5 clients; in MQTT 3.1.1 DISCONNECT is the client's alone (3.14),
+	// the server just closes the connection.
+	var err error
+	if cl.Properties.ProtocolVersion == 5 {
+		err = cl.WritePacket(out)
+	}
 	if !s.Options.Capabilities.Compatibilities.PassiveClientDisconnect {
 		cl.Stop(code)
 		if code.Code >= packets.ErrUnspecifiedError.Code {
@@ -1689,7 +1754,11 @@ func (s *Server) loadClients(v []storage.Client) {
 func (s *Server) loadInflight(v []storage.Message) {
 	for _, msg := range v {
 		if client, ok := s.Clients.Get(msg.Client); ok {
-			client.State.Inflight.Set(msg.ToPacket())
+			pk := msg.ToPacket()
+			if pk.FixedHeader.Type == packets.Publish {
+				pk.Expiry = s.messageExpiry(pk) // ggbroker patch: the store keeps the interval, not the time
+			}
+			client.State.Inflight.Set(pk)
 		}
 	}
 }
@@ -1697,7 +1766,9 @@ func (s *Server) loadInflight(v []storage.Message) {
 // loadRetained restores retained messages from the datastore.
 func (s *Server) loadRetained(v []storage.Message) {
 	for _, msg := range v {
-		s.Topics.RetainMessage(msg.ToPacket())
+		pk := msg.ToPacket()
+		pk.Expiry = s.messageExpiry(pk) // ggbroker patch: the store keeps the interval, not the time
+		s.Topics.RetainMessage(pk)
 	}
 }
 
@@ -1725,14 +1796,9 @@ func (s *Server) clearExpiredClients(dt int64) {
 // clearExpiredRetainedMessage deletes retained messages from topics if they have expired.
 func (s *Server) clearExpiredRetainedMessages(now int64) {
 	for filter, pk := range s.Topics.Retained.GetAll() {
-		expired := pk.ProtocolVersion == 5 && pk.Expiry > 0 && pk.Expiry < now // [MQTT-3.3.2-5]
-
-		// If the maximum message expiry interval is set (greater than 0), and the message
-		// retention period exceeds the maximum expiry, the message will be forcibly removed.
-		enforced := s.Options.Capabilities.MaximumMessageExpiryInterval > 0 &&
-			now-pk.Created > s.Options.Capabilities.MaximumMessageExpiryInterval
-
-		if expired || enforced {
+		// ggbroker patch: only a message that has an expiry expires (see messageExpiry); upstream also
+		// removed every retained message older than MaximumMessageExpiryInterval.
+		if pk.Expiry > 0 && pk.Expiry < now { // [MQTT-3.3.2-5]
 			s.Topics.Retained.Delete(filter)
 			s.hooks.OnRetainedExpired(filter)
 		}
@@ -1770,21 +1836,4 @@ func (s *Server) sendDelayedLWT(dt int64) {
 // Int64toa converts an int64 to a string.
 func Int64toa(v int64) string {
 	return strconv.FormatInt(v, 10)
-}
-
-// minimum differs from built-in min, it returns minimum of the non-zero value a and b.
-// If both a and b are zero value, it reutrns 0.
-func minimum(a, b int64) (m int64) {
-	if a != 0 {
-		m = a
-		if b != 0 && b < a {
-			m = b
-		}
-		return
-	}
-
-	if b != 0 {
-		m = b
-	}
-	return
 }

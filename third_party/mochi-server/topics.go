@@ -55,8 +55,10 @@ func (a *InboundTopicAliases) Set(id uint16, topic string) string {
 		return topic // ?
 	}
 
-	if existing, ok := a.internal[id]; ok && topic == "" {
-		return existing
+	if topic == "" {
+		// ggbroker patch: an alias not set yet stays unset (upstream mapped it to ""); the caller
+		// refuses the empty topic.
+		return a.internal[id]
 	}
 
 	a.internal[id] = topic
@@ -606,12 +608,12 @@ func (x *TopicsIndex) scanSubscribers(topic string, d int, n *particle, subs *Su
 				x.scanSubscribers(topic, d+1, particle, subs)
 			} else {
 				x.gatherSubscriptions(topic, particle, subs)
-				x.gatherSharedSubscriptions(particle, subs)
+				x.gatherSharedSubscriptions(topic, particle, subs)
 				x.gatherInlineSubscriptions(particle, subs)
 
 				if wild := particle.particles.get("#"); wild != nil && partKey != "+" {
 					x.gatherSubscriptions(topic, wild, subs) // also match any subs where filter/# is filter as per 4.7.1.2
-					x.gatherSharedSubscriptions(wild, subs)
+					x.gatherSharedSubscriptions(topic, wild, subs)
 					x.gatherInlineSubscriptions(particle, subs)
 				}
 			}
@@ -620,7 +622,7 @@ func (x *TopicsIndex) scanSubscribers(topic string, d int, n *particle, subs *Su
 
 	if particle := n.particles.get("#"); particle != nil {
 		x.gatherSubscriptions(topic, particle, subs)
-		x.gatherSharedSubscriptions(particle, subs)
+		x.gatherSharedSubscriptions(topic, particle, subs)
 		x.gatherInlineSubscriptions(particle, subs)
 	}
 
@@ -648,13 +650,20 @@ func (x *TopicsIndex) gatherSubscriptions(topic string, particle *particle, subs
 }
 
 // gatherSharedSubscriptions gathers all shared subscriptions for a particle.
-func (x *TopicsIndex) gatherSharedSubscriptions(particle *particle, subs *Subscribers) {
+func (x *TopicsIndex) gatherSharedSubscriptions(topic string, particle *particle, subs *Subscribers) {
 	if subs.Shared == nil {
 		subs.Shared = map[string]map[string]packets.Subscription{}
 	}
 
-	for _, shares := range particle.shared.GetAll() {
+	for group, shares := range particle.shared.GetAll() {
 		for client, sub := range shares {
+			// ggbroker patch: the filter after $share/{ShareName}/ does not match $ topics with a top
+			// level wildcard either [MQTT-4.7.2-1]; upstream checked it for plain subscriptions only.
+			if inner := len(SharePrefix) + len(group) + 2; topic[0] == '$' && len(sub.Filter) > inner &&
+				(sub.Filter[inner] == '+' || sub.Filter[inner] == '#') {
+				continue
+			}
+
 			if _, ok := subs.Shared[sub.Filter]; !ok {
 				subs.Shared[sub.Filter] = map[string]packets.Subscription{}
 			}
@@ -738,6 +747,12 @@ func IsValidFilter(filter string, forPublish bool) bool {
 
 		if strings.ContainsRune(group, '+') || strings.ContainsRune(group, '#') {
 			return false // [MQTT-4.8.2-2]
+		}
+
+		// ggbroker patch: the ShareName is at least one character long [MQTT-4.8.2-1] and the '/'
+		// after it is followed by a Topic Filter [MQTT-4.8.2-2]; upstream granted $share//t.
+		if group == "" || len(filter) == len(SharePrefix)+len(group)+2 {
+			return false
 		}
 	}
 

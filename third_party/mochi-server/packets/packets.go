@@ -565,7 +565,9 @@ func (pk *Packet) DisconnectEncode(buf *bytes.Buffer) error {
 
 // DisconnectDecode decodes a Disconnect packet.
 func (pk *Packet) DisconnectDecode(buf []byte) error {
-	if pk.ProtocolVersion == 5 && pk.FixedHeader.Remaining > 1 {
+	// ggbroker patch: a DISCONNECT of Remaining Length 1 is a reason code alone (as libmosquitto sends
+	// 0x04, Disconnect with Will Message); upstream required 2 and read it as 0x00, losing the will.
+	if pk.ProtocolVersion == 5 && pk.FixedHeader.Remaining > 0 {
 		var err error
 		var offset int
 		pk.ReasonCode, offset, err = decodeByte(buf, offset)
@@ -956,6 +958,11 @@ func (pk *Packet) SubscribeDecode(buf []byte) error {
 		}
 
 		if pk.ProtocolVersion == 5 {
+			if offset >= len(buf) {
+				// ggbroker patch: a filter without its options byte; upstream read past the end, and
+				// the panic in the connection's goroutine ended the process.
+				return ErrMalformedQos
+			}
 			sub.decode(buf[offset])
 			offset += 1
 		} else {
@@ -994,6 +1001,13 @@ func (pk *Packet) SubscribeValidate() Code {
 		if v.Identifier > 268435455 { // 3.3.2.3.8 The Subscription Identifier can have the value of 1 to 268,435,455.
 			return ErrProtocolViolationOversizeSubID //
 		}
+	}
+
+	// ggbroker patch: "It is a Protocol Error if the Subscription Identifier has a value of 0" and "to
+	// include the Subscription Identifier more than once" (MQTT 5 section 3.8.2.1.2); upstream granted
+	// the subscription (identifier 0 meaning none).
+	if ids := pk.Properties.SubscriptionIdentifier; len(ids) > 1 || len(ids) == 1 && ids[0] == 0 {
+		return ErrProtocolViolationInvalidSubID
 	}
 
 	return CodeSuccess

@@ -323,7 +323,11 @@ func (p *Properties) Encode(pkt byte, mods Mods, b *bytes.Buffer, n int) {
 		buf.WriteByte(p.RetainAvailable)
 	}
 
-	if !mods.DisallowProblemInfo && p.canEncode(pkt, PropUser) {
+	// ggbroker patch: a PUBLISH's User Properties are part of the Application Message: they are sent
+	// whatever Request Problem Information says ([MQTT-3.1.2-29] exempts PUBLISH) and never dropped to
+	// fit the Maximum Packet Size (a PUBLISH too large is discarded whole, [MQTT-3.1.2-25]). Upstream
+	// stripped them in both cases.
+	if (!mods.DisallowProblemInfo || pkt == Publish) && p.canEncode(pkt, PropUser) {
 		pb := mempool.GetBuffer()
 		defer mempool.PutBuffer(pb)
 		for _, v := range p.User {
@@ -333,7 +337,7 @@ func (p *Properties) Encode(pkt byte, mods Mods, b *bytes.Buffer, n int) {
 		}
 		// [MQTT-3.2.2-20] [MQTT-3.14.2-4] [MQTT-3.4.2-3] [MQTT-3.5.2-3]
 		// [MQTT-3.6.2-3] [MQTT-3.9.2-2] [MQTT-3.11.2-2] [MQTT-3.15.2-3]
-		if mods.MaxSize == 0 || uint32(n+pb.Len()+1) < mods.MaxSize {
+		if pkt == Publish || mods.MaxSize == 0 || uint32(n+pb.Len()+1) < mods.MaxSize {
 			buf.Write(pb.Bytes())
 		}
 	}
@@ -380,6 +384,7 @@ func (p *Properties) Decode(pkt byte, b *bytes.Buffer) (n int, err error) {
 
 	bt := b.Bytes()
 	var k byte
+	var seen uint64 // property identifiers seen so far (all are below 64)
 	for offset := 0; offset < n; {
 		k, offset, err = decodeByte(bt, offset)
 		if err != nil {
@@ -388,6 +393,16 @@ func (p *Properties) Decode(pkt byte, b *bytes.Buffer) (n int, err error) {
 
 		if _, ok := validPacketProperties[k][pkt]; !ok {
 			return n + bu, fmt.Errorf("property type %v not valid for packet type %v: %w", k, pkt, ErrProtocolViolationUnsupportedProperty)
+		}
+
+		// ggbroker patch: "It is a Protocol Error to include" any property but User Property "more
+		// than once" (MQTT 5 section 3.1.2.11 and the like for each packet); only a PUBLISH from the
+		// server may carry several Subscription Identifiers. Upstream took the last one.
+		if k != PropUser && !(k == PropSubscriptionIdentifier && pkt == Publish) {
+			if seen&(1<<k) != 0 {
+				return n + bu, fmt.Errorf("property type %v more than once: %w", k, ErrProtocolViolationDuplicateProperty)
+			}
+			seen |= 1 << k
 		}
 
 		switch k {
