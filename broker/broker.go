@@ -51,6 +51,7 @@ type Broker struct {
 	// adminToken is what POST /rotate must carry (state.AdminTokenFile).
 	adminToken string
 	disc       discoveryParts // discovery.go: connectivity, discovery certificate and listeners
+	api        apiParts       // api.go: the AWS API listener (controlPlane)
 
 	// Durability and operations (storage.go, metrics.go, local_listener.go).
 	persist  *persistence  // what openPersistence found, nil when persistence is off
@@ -167,14 +168,17 @@ func (b *Broker) open() error {
 	if err := b.setupLocalListener(); err != nil {
 		return err
 	}
-	return b.setupDiscovery()
+	if err := b.setupDiscovery(); err != nil {
+		return err
+	}
+	return b.setupAPI()
 }
 
 // Close releases what New took: the listeners and the state directory. Run calls it when it returns;
 // call it yourself for a Broker that New made but Run never served. It is safe to call more than once.
 func (b *Broker) Close() {
 	b.closeOnce.Do(func() {
-		for _, ln := range []net.Listener{b.mqttLn, b.adminLn, b.localLn, b.disc.ln, b.disc.alpnLn} {
+		for _, ln := range []net.Listener{b.mqttLn, b.adminLn, b.localLn, b.disc.ln, b.disc.alpnLn, b.api.ln} {
 			if ln != nil {
 				_ = ln.Close()
 			}
@@ -221,9 +225,9 @@ func (b *Broker) Ready() <-chan struct{} { return b.ready }
 // ServerCertificate is the server certificate the next handshake gets.
 func (b *Broker) ServerCertificate() *x509.Certificate { return b.rotator.Current() }
 
-// Rotate issues new server certificates now, whatever their age: the MQTT one and the discovery one.
+// Rotate issues new server certificates now, whatever their age: the MQTT, discovery and API ones.
 func (b *Broker) Rotate(reason string) error {
-	return errors.Join(b.rotator.Rotate(reason), b.rotateDiscovery(reason))
+	return errors.Join(b.rotator.Rotate(reason), b.rotateDiscovery(reason), b.rotateAPI(reason))
 }
 
 // listenerOptions are what the MQTT listeners share.
@@ -311,6 +315,7 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 	wg.Go(func() { b.expireSessions(ctx) })
 	wg.Go(func() { b.watchRevocations(ctx) })
 	b.startDiscovery(ctx, &wg)
+	b.startAPI(ctx, &wg)
 	if pa, ok := b.authz.(*authz.PolicyAuthorizer); ok {
 		wg.Go(func() { pa.Watch(ctx) })
 	}
@@ -341,6 +346,7 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 		fields = append(fields, zap.String("persistence", b.store.Path()))
 	}
 	fields = append(fields, b.discoveryFields()...)
+	fields = append(fields, b.apiFields()...)
 	b.log.Info("ggbroker serving", fields...)
 	close(b.ready)
 
@@ -368,6 +374,7 @@ func (b *Broker) shutdown() {
 			cancel()
 		}
 		b.stopDiscovery()
+		b.stopAPI()
 		b.closeServer()
 		b.stopServices() // after the last device is gone; the service database closes with Close
 		b.log.Info("stopped")

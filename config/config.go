@@ -59,6 +59,7 @@ type Config struct {
 	Persistence      Persistence      `mapstructure:"persistence"`
 	Limits           Limits           `mapstructure:"limits"`
 	LocalListener    LocalListener    `mapstructure:"localListener"`
+	ControlPlane     ControlPlane     `mapstructure:"controlPlane"`
 
 	// Sections holds the top-level blocks that services own (see Section), as viper read them: a
 	// service decodes its own with Decode. Keys are lower-case (viper folds them).
@@ -216,6 +217,16 @@ type LocalListener struct {
 	Listen    string `mapstructure:"listen"`
 	Anonymous string `mapstructure:"anonymous"`
 	Policy    string `mapstructure:"policy"`
+}
+
+// ControlPlane configures the AWS API listener: HTTPS (a certificate from the core device CA) where
+// the AWS CLI and SDKs, SigV4-signed with the keys of <stateDir>/credentials or the fixed ones here,
+// reach every AWS API ggbroker serves.
+type ControlPlane struct {
+	Enabled         bool   `mapstructure:"enabled"`
+	Listen          string `mapstructure:"listen"`
+	AccessKeyID     string `mapstructure:"accessKeyId"`
+	SecretAccessKey string `mapstructure:"secretAccessKey"`
 }
 
 // StringList is a YAML value written either as one string or as a list of strings. Greengrass writes
@@ -474,6 +485,7 @@ func (c *Config) validate() error {
 		bad("devices.keyType", "%q is not ECDSA_P256 or RSA_2048", c.Devices.KeyType)
 	}
 	c.validateOperations(bad)
+	c.validateControlPlane(bad)
 	return errors.Join(errs...)
 }
 
@@ -509,6 +521,26 @@ func (c *Config) validateOperations(bad func(key, format string, args ...any)) {
 		if c.Authorization.Mode != AuthzAllowAll && strings.TrimSpace(ll.Policy) == "" {
 			bad("localListener.policy", "must name the policy local clients are authorized by")
 		}
+	}
+}
+
+// validateControlPlane checks the controlPlane block. A listen address off loopback is allowed (a test
+// rig on another machine) but warned about: whoever has the keys controls the registry.
+func (c *Config) validateControlPlane(bad func(key, format string, args ...any)) {
+	cp := c.ControlPlane
+	if (cp.AccessKeyID == "") != (cp.SecretAccessKey == "") {
+		bad("controlPlane", "accessKeyId and secretAccessKey go together: set both or neither")
+	}
+	if cp.AccessKeyID != "" && (len(cp.AccessKeyID) < 16 || len(cp.AccessKeyID) > 128 || strings.ContainsAny(cp.AccessKeyID, " /=\t")) {
+		bad("controlPlane.accessKeyId", "must be 16 to 128 characters without spaces, '/' or '=', like an AWS access key ID")
+	}
+	if !cp.Enabled {
+		return
+	}
+	if _, _, err := net.SplitHostPort(cp.Listen); err != nil {
+		bad("controlPlane.listen", "%q is not host:port: %v", cp.Listen, err)
+	} else if err := CheckLoopback(cp.Listen); err != nil {
+		c.Warnings = append(c.Warnings, fmt.Sprintf("controlPlane.listen: %v: the AWS API listener is reachable from the network; anyone with the keys of the credentials file can change the registry", err))
 	}
 }
 

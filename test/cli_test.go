@@ -102,7 +102,7 @@ func serve(t *testing.T, dir string, args ...string) *served {
 	args = append([]string{"serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--discovery-listen", "127.0.0.1:0", "--log-format", "json"}, args...)
 	cmd := exec.Command(ggbrokerBinary(t), args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GGBROKER_CONNECTIVITY_DETECTIPV4ADDRESSES=false")
+	cmd.Env = append(os.Environ(), "GGBROKER_CONNECTIVITY_DETECTIPV4ADDRESSES=false", "GGBROKER_CONTROLPLANE_LISTEN=127.0.0.1:0")
 	pr, pw := io.Pipe()
 	s := &served{cmd: cmd, stderr: &lockedBuffer{}, stopped: make(chan error, 1)}
 	cmd.Stderr = io.MultiWriter(pw, s.stderr)

@@ -56,6 +56,7 @@ func startBroker(t testing.TB, mutate func(*config.Config), opts ...broker.Optio
 	cfg.MQTT.Listen = "127.0.0.1:0"
 	cfg.Admin.Listen = "127.0.0.1:0"
 	cfg.Discovery.Listen = "127.0.0.1:0"
+	cfg.ControlPlane.Listen = "127.0.0.1:0"
 	cfg.Connectivity.DetectIPv4Addresses = false
 	if mutate != nil {
 		mutate(cfg)
