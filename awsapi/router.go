@@ -67,6 +67,13 @@ func (rt *Router) Handle(signingName, pattern string, h http.Handler) (err error
 	return nil
 }
 
+// Mux is the ServeMux of a signing name's routes, nil when none is registered.
+func (rt *Router) Mux(signingName string) *http.ServeMux {
+	rt.mu.RLock()
+	defer rt.mu.RUnlock()
+	return rt.muxes[signingName]
+}
+
 type scopeKey struct{}
 
 // ScopeFrom is the verified credential scope of an API request, or nil.

@@ -42,9 +42,8 @@ type services struct {
 	db     *bbolt.DB // services.db, nil when there are no services
 	commit *boltcommit.Committer
 
-	mu      sync.Mutex // guards routes' writers, api and stores
+	mu      sync.Mutex // guards routes' writers and stores
 	routes  atomic.Pointer[[]route]
-	api     map[string]*http.ServeMux // signing name -> routes
 	device  *http.ServeMux
 	stores  map[string]*bucketStore
 	started []service.Service
@@ -67,7 +66,7 @@ func (b *Broker) openServices() error {
 		return err
 	}
 	b.svc.db, b.svc.commit = db, boltcommit.New(db)
-	b.svc.api, b.svc.stores = map[string]*http.ServeMux{}, map[string]*bucketStore{}
+	b.svc.stores = map[string]*bucketStore{}
 	b.svc.device = http.NewServeMux()
 	deps := service.Deps{Config: b.cfg, State: b.state, Log: b.log}
 	for _, ctor := range b.svc.ctors {
@@ -351,21 +350,10 @@ func (h *host) Store(bucket string) (service.Store, error) {
 	return st, nil
 }
 
-func (h *host) HandleAPI(signingName, pattern string, handler http.Handler) (err error) {
-	s := &h.b.svc
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	mux, ok := s.api[signingName]
-	if !ok {
-		mux = http.NewServeMux()
-		s.api[signingName] = mux
+func (h *host) HandleAPI(signingName, pattern string, handler http.Handler) error {
+	if err := h.b.handleAPI(signingName, pattern, handler); err != nil {
+		return fmt.Errorf("service %s: %w", h.name, err)
 	}
-	defer func() { // ServeMux panics on a conflicting or malformed pattern
-		if r := recover(); r != nil {
-			err = fmt.Errorf("service %s: API route %s %q: %v", h.name, signingName, pattern, r)
-		}
-	}()
-	mux.Handle(pattern, handler)
 	return nil
 }
 
@@ -385,9 +373,7 @@ func (h *host) HandleDevice(pattern string, handler http.Handler) (err error) {
 // APIHandler is the handler registered for a signing name, nil when no service serves it (for the API
 // listener).
 func (b *Broker) APIHandler(signingName string) http.Handler {
-	b.svc.mu.Lock()
-	defer b.svc.mu.Unlock()
-	if mux, ok := b.svc.api[signingName]; ok {
+	if mux := b.api.router.Mux(signingName); mux != nil {
 		return mux
 	}
 	return nil
