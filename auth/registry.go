@@ -4,11 +4,14 @@
 package auth
 
 import (
+	"crypto/rand"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,10 +28,36 @@ import (
 type Status string
 
 // Certificate statuses. Only ACTIVE certificates may connect (aws-iot-core/x509-client-certs.md).
+// The PENDING_* and REGISTER_INACTIVE ones are AWS IoT's too (UpdateCertificate's newStatus): a
+// just-in-time registered certificate is PENDING_ACTIVATION until it is activated.
 const (
-	StatusActive   Status = "ACTIVE"
-	StatusInactive Status = "INACTIVE"
-	StatusRevoked  Status = "REVOKED"
+	StatusActive            Status = "ACTIVE"
+	StatusInactive          Status = "INACTIVE"
+	StatusRevoked           Status = "REVOKED"
+	StatusPendingActivation Status = "PENDING_ACTIVATION"
+	StatusPendingTransfer   Status = "PENDING_TRANSFER"
+	StatusRegisterInactive  Status = "REGISTER_INACTIVE"
+)
+
+// Valid reports whether s is one of AWS IoT's certificate statuses.
+func (s Status) Valid() bool {
+	switch s {
+	case StatusActive, StatusInactive, StatusRevoked, StatusPendingActivation, StatusPendingTransfer, StatusRegisterInactive:
+		return true
+	}
+	return false
+}
+
+// Errors of registry edits, for callers that answer with AWS' error types (errors.Is).
+var (
+	ErrNotFound        = errors.New("not found")
+	ErrExists          = errors.New("already exists")
+	ErrVersionConflict = errors.New("version conflict")
+	// ErrDeleteConflict: the resource is still attached to others.
+	ErrDeleteConflict = errors.New("still attached")
+	// ErrCertificateState: the certificate's status does not allow the change (AWS'
+	// CertificateStateException), such as making a REVOKED certificate anything else.
+	ErrCertificateState = errors.New("certificate state")
 )
 
 // Thing is a registered device.
@@ -36,6 +65,10 @@ type Thing struct {
 	Name       string            `json:"thingName"`
 	TypeName   string            `json:"thingTypeName,omitempty"`
 	Attributes map[string]string `json:"attributes,omitempty"`
+	// ID is AWS IoT's thingId (a UUID), given when the thing is first stored.
+	ID string `json:"thingId,omitempty"`
+	// Version counts the thing's updates, from 1 (DescribeThing's version, UpdateThing's expectedVersion).
+	Version int64 `json:"version,omitempty"`
 }
 
 // Certificate is a registered device certificate. ID is the lowercase hex SHA-256 of its DER encoding,
@@ -47,6 +80,10 @@ type Certificate struct {
 	Things    []string  `json:"things,omitempty"`
 	Policies  []string  `json:"policies,omitempty"`
 	CreatedAt time.Time `json:"creationDate"`
+	// CACertificateID is the registered CA that signed it, "" if none (AWS' caCertificateId).
+	CACertificateID string `json:"caCertificateId,omitempty"`
+	// ModifiedAt is when its status last changed (AWS' lastModifiedDate); zero: CreatedAt.
+	ModifiedAt time.Time `json:"lastModifiedDate,omitzero"`
 }
 
 // AttachedTo reports whether the certificate is attached to the thing.
@@ -192,10 +229,8 @@ func ParseData(raw []byte) (*Data, error) {
 		if got := certs.Fingerprint(parsed[0]); got != id || c.ID != id {
 			return nil, fmt.Errorf("certificate %s: certificateId must be the SHA-256 of the certificate (%s)", id, got)
 		}
-		switch c.Status {
-		case StatusActive, StatusInactive, StatusRevoked:
-		default:
-			return nil, fmt.Errorf("certificate %s: status %q is not ACTIVE, INACTIVE or REVOKED", id, c.Status)
+		if !c.Status.Valid() {
+			return nil, fmt.Errorf("certificate %s: status %q is not ACTIVE, INACTIVE, REVOKED, PENDING_ACTIVATION, PENDING_TRANSFER or REGISTER_INACTIVE", id, c.Status)
 		}
 		for _, thing := range c.Things {
 			if _, ok := d.Things[thing]; !ok {
@@ -280,8 +315,29 @@ func (r *Registry) Update(fn func(*Data) error) error {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("registry %s: %w", r.path, err)
 	}
+	revoked := map[string]bool{}
+	for id, c := range d.Certificates {
+		if c.Status == StatusRevoked {
+			revoked[id] = true
+		}
+	}
 	if err := fn(d); err != nil {
 		return err
+	}
+	for id := range revoked {
+		// AWS IoT: revocation is final; a revoked certificate can be deleted, never used again
+		// (aws-iot-core/x509-client-certs.md). Checked here so every path (API, CLI) keeps it.
+		if c, ok := d.Certificates[id]; ok && c.Status != StatusRevoked {
+			return fmt.Errorf("%w: certificate %s is REVOKED, and a revoked certificate cannot be made %s again (register a new certificate)", ErrCertificateState, short(id), c.Status)
+		}
+	}
+	for _, t := range d.Things {
+		if t.ID == "" {
+			t.ID = newUUID()
+		}
+		if t.Version == 0 {
+			t.Version = 1
+		}
 	}
 	out, err := json.MarshalIndent(d, "", "  ")
 	if err != nil {
@@ -439,4 +495,202 @@ func (r *Registry) Snapshot() (*Data, error) {
 		return nil, err
 	}
 	return &s.data, nil
+}
+
+// newUUID is a random (version 4) UUID, the form of AWS IoT's thing IDs.
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// CreateThing registers a thing. As AWS IoT's CreateThing, creating a thing that exists with the same
+// type and attributes returns it; with others it fails with ErrExists.
+func (r *Registry) CreateThing(t Thing) (*Thing, error) {
+	if err := CheckThingName(t.Name); err != nil {
+		return nil, err
+	}
+	var out Thing
+	err := r.Update(func(d *Data) error {
+		if old, ok := d.Things[t.Name]; ok {
+			if old.TypeName != t.TypeName || !maps.Equal(old.Attributes, t.Attributes) && (len(old.Attributes) > 0 || len(t.Attributes) > 0) {
+				return fmt.Errorf("%w: thing %s exists with other attributes or type", ErrExists, t.Name)
+			}
+			out = *old
+			return nil
+		}
+		t.ID, t.Version = newUUID(), 1
+		d.Things[t.Name] = &t
+		out = t
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// UpdateThing applies edit to a thing and counts a version. expectedVersion, if not 0, must be the
+// thing's current version (ErrVersionConflict otherwise).
+func (r *Registry) UpdateThing(name string, expectedVersion int64, edit func(*Thing) error) error {
+	return r.Update(func(d *Data) error {
+		t, ok := d.Things[name]
+		if !ok {
+			return fmt.Errorf("%w: thing %s", ErrNotFound, name)
+		}
+		if expectedVersion != 0 && t.Version != expectedVersion {
+			return fmt.Errorf("%w: thing %s is at version %d, not %d", ErrVersionConflict, name, t.Version, expectedVersion)
+		}
+		cp := *t
+		cp.Attributes = maps.Clone(t.Attributes)
+		if err := edit(&cp); err != nil {
+			return err
+		}
+		cp.Name, cp.ID, cp.Version = t.Name, t.ID, t.Version+1
+		d.Things[name] = &cp
+		return nil
+	})
+}
+
+// DeleteThing removes a thing; it reports whether it existed. A thing with certificates attached is
+// refused (ErrDeleteConflict), as AWS IoT refuses deleting a thing with principals.
+func (r *Registry) DeleteThing(name string, expectedVersion int64) (existed bool, err error) {
+	err = r.Update(func(d *Data) error {
+		t, ok := d.Things[name]
+		if !ok {
+			return nil
+		}
+		if expectedVersion != 0 && t.Version != expectedVersion {
+			return fmt.Errorf("%w: thing %s is at version %d, not %d", ErrVersionConflict, name, t.Version, expectedVersion)
+		}
+		for _, c := range d.Certificates {
+			if c.AttachedTo(name) {
+				return fmt.Errorf("%w: thing %s has principals attached (certificate %s): detach them first", ErrDeleteConflict, name, short(c.ID))
+			}
+		}
+		delete(d.Things, name)
+		existed = true
+		return nil
+	})
+	return existed, err
+}
+
+// AddCertificate registers a certificate attached to nothing, with a status (and the registered CA
+// that signed it, if any). A certificate already registered is ErrExists.
+func (r *Registry) AddCertificate(cert *x509.Certificate, status Status, caID string) (*Certificate, error) {
+	if !status.Valid() {
+		return nil, fmt.Errorf("status %q is not a certificate status", status)
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	rec := &Certificate{ID: certs.Fingerprint(cert), PEM: string(certs.EncodeCertsPEM(cert)), Status: status,
+		CreatedAt: now, ModifiedAt: now, CACertificateID: caID}
+	err := r.Update(func(d *Data) error {
+		if _, ok := d.Certificates[rec.ID]; ok {
+			return fmt.Errorf("%w: certificate %s is registered", ErrExists, rec.ID)
+		}
+		d.Certificates[rec.ID] = rec
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// editCertificate applies edit to the certificate with exactly that ID.
+func (r *Registry) editCertificate(id string, edit func(d *Data, c *Certificate) error) error {
+	return r.Update(func(d *Data) error {
+		c, ok := d.Certificates[id]
+		if !ok {
+			return fmt.Errorf("%w: certificate %s", ErrNotFound, id)
+		}
+		return edit(d, c)
+	})
+}
+
+// SetCertificateStatus sets the status of the certificate with exactly that ID.
+func (r *Registry) SetCertificateStatus(id string, status Status) error {
+	if !status.Valid() {
+		return fmt.Errorf("status %q is not a certificate status", status)
+	}
+	return r.editCertificate(id, func(_ *Data, c *Certificate) error {
+		if c.Status != status {
+			c.Status, c.ModifiedAt = status, time.Now().UTC().Truncate(time.Second)
+		}
+		return nil
+	})
+}
+
+// DeleteCertificate removes a certificate, with AWS IoT's rules: an ACTIVE one is refused
+// (ErrCertificateState: deactivate it first), one attached to a thing is refused (ErrDeleteConflict),
+// and one with policies attached too unless force.
+func (r *Registry) DeleteCertificate(id string, force bool) error {
+	return r.editCertificate(id, func(d *Data, c *Certificate) error {
+		switch {
+		case c.Status == StatusActive:
+			return fmt.Errorf("%w: certificate %s is ACTIVE: deactivate it (INACTIVE) before deleting it", ErrCertificateState, short(id))
+		case len(c.Things) > 0:
+			return fmt.Errorf("%w: certificate %s is attached to thing(s) %v: detach it first", ErrDeleteConflict, short(id), c.Things)
+		case len(c.Policies) > 0 && !force:
+			return fmt.Errorf("%w: certificate %s has policies %v attached: detach them, or use forceDelete", ErrDeleteConflict, short(id), c.Policies)
+		}
+		delete(d.Certificates, id)
+		return nil
+	})
+}
+
+// AttachThing attaches the certificate to a thing (AWS' AttachThingPrincipal).
+func (r *Registry) AttachThing(id, thing string) error {
+	return r.editCertificate(id, func(d *Data, c *Certificate) error {
+		if _, ok := d.Things[thing]; !ok {
+			return fmt.Errorf("%w: thing %s", ErrNotFound, thing)
+		}
+		c.Things = mergeNames(c.Things, []string{thing})
+		return nil
+	})
+}
+
+// DetachThing detaches the certificate from a thing; detaching what is not attached is no error.
+func (r *Registry) DetachThing(id, thing string) error {
+	return r.editCertificate(id, func(d *Data, c *Certificate) error {
+		if _, ok := d.Things[thing]; !ok {
+			return fmt.Errorf("%w: thing %s", ErrNotFound, thing)
+		}
+		c.Things = slices.DeleteFunc(c.Things, func(n string) bool { return n == thing })
+		return nil
+	})
+}
+
+// SetCertificatePolicy attaches (or detaches) a policy to the certificate with exactly that ID.
+func (r *Registry) SetCertificatePolicy(id, policy string, attached bool) error {
+	return r.editCertificate(id, func(_ *Data, c *Certificate) error {
+		if attached {
+			c.Policies = mergeNames(c.Policies, []string{policy})
+		} else {
+			c.Policies = slices.DeleteFunc(c.Policies, func(n string) bool { return n == policy })
+		}
+		return nil
+	})
+}
+
+// Certificates returns every registered certificate, oldest first (then by ID).
+func (r *Registry) Certificates() ([]*Certificate, error) {
+	s, err := r.current()
+	if s == nil {
+		return nil, err
+	}
+	out := make([]*Certificate, 0, len(s.data.Certificates))
+	for _, c := range s.data.Certificates {
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, err
 }

@@ -55,9 +55,11 @@ func TestRegistryCreateAndStatus(t *testing.T) {
 		status  Status
 		wantErr string
 	}{
-		{"sensor-1", StatusRevoked, ""},
-		{d.Certificate.ID[:10], StatusInactive, ""},
-		{d.Certificate.ID, StatusActive, ""},
+		{"sensor-1", StatusInactive, ""},
+		{d.Certificate.ID[:10], StatusActive, ""},
+		{d.Certificate.ID, StatusRevoked, ""},
+		{"sensor-1", StatusActive, "a revoked certificate cannot be made ACTIVE again"},
+		{d.Certificate.ID, StatusInactive, "a revoked certificate cannot be made INACTIVE again"},
 		{"nobody", StatusRevoked, "no thing or certificate"},
 		{"abc", StatusRevoked, "no thing or certificate"},
 	}
