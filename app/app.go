@@ -9,6 +9,7 @@ import (
 
 	"github.com/ggbroker/ggbroker/broker"
 	"github.com/ggbroker/ggbroker/config"
+	"github.com/ggbroker/ggbroker/iotapi"
 )
 
 // Sections are the config blocks the services own. Keep one service per line, in this order.
@@ -21,7 +22,7 @@ func Sections() []config.Section {
 		// jobs
 
 		// iotapi
-
+		iotapi.Section,
 	}
 }
 
@@ -35,7 +36,7 @@ func Services() []broker.Constructor {
 		// jobs
 
 		// iotapi
-
+		iotapi.New,
 	}
 }
 

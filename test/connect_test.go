@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"math/big"
 	"net"
 	"os"
@@ -124,16 +125,26 @@ func TestRevokeAppliesFromNextConnect(t *testing.T) {
 	d := h.createDevice("sensor-r")
 	c := h.mustConnectV3(d)
 	c.Disconnect(250)
+	if _, err := h.broker.State().Registry.SetStatus("sensor-r", auth.StatusInactive); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.connectV3(d, "sensor-r"); err == nil {
+		t.Fatal("inactive certificate connected")
+	}
+	if _, err := h.broker.State().Registry.SetStatus("sensor-r", auth.StatusActive); err != nil {
+		t.Fatal(err)
+	}
+	h.mustConnectV3(d).Disconnect(250)
 	if _, err := h.broker.State().Registry.SetStatus("sensor-r", auth.StatusRevoked); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := h.connectV3(d, "sensor-r"); err == nil {
 		t.Fatal("revoked certificate connected")
 	}
-	if _, err := h.broker.State().Registry.SetStatus("sensor-r", auth.StatusActive); err != nil {
-		t.Fatal(err)
+	// Revocation is final, as in AWS IoT.
+	if _, err := h.broker.State().Registry.SetStatus("sensor-r", auth.StatusActive); !errors.Is(err, auth.ErrCertificateState) {
+		t.Fatalf("activating a revoked certificate: %v, want refused", err)
 	}
-	h.mustConnectV3(d)
 }
 
 // TestNoClientCertificateFailsHandshake: the listener requires a client certificate.

@@ -3,6 +3,7 @@ package test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"path/filepath"
 	"testing"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/iot"
 
 	"github.com/ggbroker/ggbroker/broker"
+	"github.com/ggbroker/ggbroker/config"
 )
 
 // apiConfig is what a test rig's SDK client gets: the endpoint URL of the API listener, the keys of
@@ -43,4 +45,47 @@ func (h *harness) apiURL() string { return "https://" + h.broker.APIAddr().Strin
 // iotClient is an AWS IoT SDK client against the broker's API listener.
 func (h *harness) iotClient(t testing.TB, mutate ...func(*iot.Options)) *iot.Client {
 	return iot.NewFromConfig(h.apiConfig(t), mutate...)
+}
+
+// startAPIBroker starts a broker with its services (iotapi among them, from app), as `ggbroker serve`
+// runs it.
+func startAPIBroker(t testing.TB, mutate func(*config.Config)) *harness {
+	t.Helper()
+	return startBroker(t, mutate)
+}
+
+// deviceFromAPI is a device made of what CreateKeysAndCertificate answered.
+func deviceFromAPI(t testing.TB, name string, out *iot.CreateKeysAndCertificateOutput) *device {
+	t.Helper()
+	kp, err := tls.X509KeyPair([]byte(aws.ToString(out.CertificatePem)), []byte(aws.ToString(out.KeyPair.PrivateKey)))
+	if err != nil {
+		t.Fatalf("the API's certificate and key do not make a key pair: %v", err)
+	}
+	return &device{name: name, certID: aws.ToString(out.CertificateId), cert: kp}
+}
+
+// provisionViaAPI does what a test rig does: create the thing, keys and certificate (ACTIVE), a policy,
+// and attach them, all through the AWS SDK.
+func provisionViaAPI(t testing.TB, c *iot.Client, name, policyName, policyDoc string) *device {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := c.CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String(name)}); err != nil {
+		t.Fatalf("CreateThing: %v", err)
+	}
+	keys, err := c.CreateKeysAndCertificate(ctx, &iot.CreateKeysAndCertificateInput{SetAsActive: true})
+	if err != nil {
+		t.Fatalf("CreateKeysAndCertificate: %v", err)
+	}
+	if policyDoc != "" {
+		if _, err := c.CreatePolicy(ctx, &iot.CreatePolicyInput{PolicyName: aws.String(policyName), PolicyDocument: aws.String(policyDoc)}); err != nil {
+			t.Fatalf("CreatePolicy: %v", err)
+		}
+	}
+	if _, err := c.AttachPolicy(ctx, &iot.AttachPolicyInput{PolicyName: aws.String(policyName), Target: keys.CertificateArn}); err != nil {
+		t.Fatalf("AttachPolicy: %v", err)
+	}
+	if _, err := c.AttachThingPrincipal(ctx, &iot.AttachThingPrincipalInput{ThingName: aws.String(name), Principal: keys.CertificateArn}); err != nil {
+		t.Fatalf("AttachThingPrincipal: %v", err)
+	}
+	return deviceFromAPI(t, name, keys)
 }
