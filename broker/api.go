@@ -98,6 +98,9 @@ func (b *Broker) startAPI(ctx context.Context, wg *sync.WaitGroup) {
 			MinVersion:     tls.VersionTLS12,
 			GetCertificate: b.api.rotator.GetCertificate,
 		},
+		// HTTP/1.1 only, as AWS' control-plane endpoints answer the SDKs: a graceful shutdown then
+		// closes idle keep-alive connections at once instead of waiting out HTTP/2's GOAWAY.
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 	}
 	srv, ln := b.api.server, b.api.ln
 	wg.Go(func() {
