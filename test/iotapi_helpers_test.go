@@ -55,13 +55,13 @@ func startAPIBroker(t testing.TB, mutate func(*config.Config)) *harness {
 }
 
 // deviceFromAPI is a device made of what CreateKeysAndCertificate answered.
-func deviceFromAPI(t testing.TB, name string, out *iot.CreateKeysAndCertificateOutput) *device {
+func deviceFromAPI(t testing.TB, name, certID, certPEM, keyPEM string) *device {
 	t.Helper()
-	kp, err := tls.X509KeyPair([]byte(aws.ToString(out.CertificatePem)), []byte(aws.ToString(out.KeyPair.PrivateKey)))
+	kp, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
 	if err != nil {
 		t.Fatalf("the API's certificate and key do not make a key pair: %v", err)
 	}
-	return &device{name: name, certID: aws.ToString(out.CertificateId), cert: kp}
+	return &device{name: name, certID: certID, cert: kp}
 }
 
 // provisionViaAPI does what a test rig does: create the thing, keys and certificate (ACTIVE), a policy,
@@ -87,5 +87,5 @@ func provisionViaAPI(t testing.TB, c *iot.Client, name, policyName, policyDoc st
 	if _, err := c.AttachThingPrincipal(ctx, &iot.AttachThingPrincipalInput{ThingName: aws.String(name), Principal: keys.CertificateArn}); err != nil {
 		t.Fatalf("AttachThingPrincipal: %v", err)
 	}
-	return deviceFromAPI(t, name, keys)
+	return deviceFromAPI(t, name, aws.ToString(keys.CertificateId), aws.ToString(keys.CertificatePem), aws.ToString(keys.KeyPair.PrivateKey))
 }
