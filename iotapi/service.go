@@ -122,5 +122,18 @@ func (s *Service) routes() []route {
 		iot("POST /test-authorization", "TestAuthorization", s.testAuthorization),
 
 		iot("GET /endpoint", "DescribeEndpoint", s.describeEndpoint),
+
+		iot("GET /registrationcode", "GetRegistrationCode", s.getRegistrationCode),
+		iot("POST /cacertificate", "RegisterCACertificate", s.registerCACertificate),
+		iot("GET /cacertificate/{caCertificateId}", "DescribeCACertificate", s.describeCACertificate),
+		iot("GET /cacertificates", "ListCACertificates", s.listCACertificates),
+		iot("PUT /cacertificate/{caCertificateId}", "UpdateCACertificate", s.updateCACertificate),
+		iot("DELETE /cacertificate/{caCertificateId}", "DeleteCACertificate", s.deleteCACertificate),
+		iot("GET /certificates-by-ca/{caCertificateId}", "ListCertificatesByCA", s.listCertificatesByCA),
+
+		iot("POST /provisioning-templates", "CreateProvisioningTemplate", s.createProvisioningTemplate),
+		iot("GET /provisioning-templates/{templateName}", "DescribeProvisioningTemplate", s.describeProvisioningTemplate),
+		iot("GET /provisioning-templates", "ListProvisioningTemplates", s.listProvisioningTemplates),
+		iot("DELETE /provisioning-templates/{templateName}", "DeleteProvisioningTemplate", s.deleteProvisioningTemplate),
 	}
 }
