@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -33,6 +34,8 @@ var Section = config.Section{Key: "iotapi", Defaults: defaultsYAML}
 type Config struct {
 	// EndpointAddress is DescribeEndpoint's answer ("" = localhost).
 	EndpointAddress string `mapstructure:"endpointAddress"`
+	// OwnershipTokenValidity is how long a fleet provisioning ownership token is good (AWS: 1 hour).
+	OwnershipTokenValidity time.Duration `mapstructure:"ownershipTokenValidity"`
 }
 
 // Service is the AWS IoT API service.
@@ -44,7 +47,9 @@ type Service struct {
 
 	catalog *provisioning.Catalog
 
-	host service.Host
+	host   service.Host
+	tokens service.Store  // fleet provisioning ownership tokens
+	wg     sync.WaitGroup // fleet provisioning requests and the token sweep
 	// mu serialises the operations that read and then write more than the registry file (policy
 	// files, the CA and template stores), so two concurrent requests cannot both create a name.
 	mu sync.Mutex
@@ -52,9 +57,12 @@ type Service struct {
 
 // New makes the service from its config block and the state directory.
 func New(deps service.Deps) (service.Service, error) {
-	s := &Service{core: deps.Config, state: deps.State, log: deps.Log}
+	s := &Service{core: deps.Config, state: deps.State, log: deps.Log, cfg: Config{OwnershipTokenValidity: time.Hour}}
 	if err := deps.Config.Decode(Section.Key, &s.cfg); err != nil {
 		return nil, err
+	}
+	if s.cfg.OwnershipTokenValidity <= 0 {
+		return nil, fmt.Errorf("config %s: iotapi.ownershipTokenValidity must be positive, got %s", deps.Config.Source, s.cfg.OwnershipTokenValidity)
 	}
 	var err error
 	if s.catalog, err = provisioning.OpenCatalog(deps.State.Dir); err != nil {
@@ -66,9 +74,12 @@ func New(deps service.Deps) (service.Service, error) {
 // Name is "iotapi".
 func (s *Service) Name() string { return "iotapi" }
 
-// Start registers the API routes.
-func (s *Service) Start(_ context.Context, host service.Host) error {
+// Start registers the API routes and the fleet provisioning topics.
+func (s *Service) Start(ctx context.Context, host service.Host) error {
 	s.host = host
+	if err := s.startFleet(ctx, host); err != nil {
+		return fmt.Errorf("iotapi: %w", err)
+	}
 	for _, r := range s.routes() {
 		if err := host.HandleAPI(r.signingName, r.pattern, s.handler(r.name, r.fn)); err != nil {
 			return fmt.Errorf("iotapi: %w", err)
@@ -77,8 +88,12 @@ func (s *Service) Start(_ context.Context, host service.Host) error {
 	return nil
 }
 
-// Stop has nothing to release: every operation's result is on disk when it answers.
-func (s *Service) Stop() error { return nil }
+// Stop waits for fleet provisioning requests in flight and the token sweep. Every API operation's
+// result is on disk when it answers.
+func (s *Service) Stop() error {
+	s.wg.Wait()
+	return nil
+}
 
 // route is one operation: its signing name, method and path, and handler.
 type route struct {
