@@ -15,6 +15,7 @@ import (
 	"github.com/ggbroker/ggbroker/auth"
 	"github.com/ggbroker/ggbroker/certs"
 	"github.com/ggbroker/ggbroker/provisioning"
+	"github.com/ggbroker/ggbroker/service"
 )
 
 // Limits of botocore's iot model: CertificatePem 1..65536, CertificateSigningRequest 1..4096.
@@ -353,7 +354,9 @@ func (s *Service) disconnectCertificate(id, reason string) {
 		if c.CertificateID != id {
 			continue
 		}
-		if err := s.host.Disconnect(c, reason); err != nil {
+		if err := s.host.Disconnect(c, reason); errors.Is(err, service.ErrNotConnected) {
+			continue // gone already (the broker's own revocation watch may have been first)
+		} else if err != nil {
 			s.log.Warn("disconnect failed", zap.String("clientId", c.ClientID), zap.String("principalId", id), zap.Error(err))
 			continue
 		}
