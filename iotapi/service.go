@@ -80,7 +80,7 @@ func (s *Service) Start(ctx context.Context, host service.Host) error {
 	if err := s.startFleet(ctx, host); err != nil {
 		return fmt.Errorf("iotapi: %w", err)
 	}
-	for _, r := range s.routes() {
+	for _, r := range append(s.routes(), s.greengrassRoutes()...) {
 		if err := host.HandleAPI(r.signingName, r.pattern, s.handler(r.name, r.fn)); err != nil {
 			return fmt.Errorf("iotapi: %w", err)
 		}

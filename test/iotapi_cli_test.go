@@ -100,6 +100,16 @@ func TestAWSCLI(t *testing.T) {
 	publishV3(t, cl, "dev/cli-dev/t", 1, false, "from the CLI's device")
 	expectMessage(t, got, "dev/cli-dev/t from the CLI's device")
 
+	// Greengrass V2 on the same endpoint: botocore signs it for "greengrass".
+	var assoc struct{ ErrorEntries []any }
+	h.mustAWS(t, &assoc, "greengrassv2", "batch-associate-client-device-with-core-device",
+		"--core-device-thing-name", h.cfg.Core.ThingName, "--entries", "thingName=cli-dev")
+	var listed struct{ AssociatedClientDevices []struct{ ThingName string } }
+	h.mustAWS(t, &listed, "greengrassv2", "list-client-devices-associated-with-core-device", "--core-device-thing-name", h.cfg.Core.ThingName)
+	if len(assoc.ErrorEntries) != 0 || len(listed.AssociatedClientDevices) != 1 || listed.AssociatedClientDevices[0].ThingName != "cli-dev" {
+		t.Fatalf("greengrassv2 association: %+v %+v", assoc, listed)
+	}
+
 	_, stderr, code := h.awsCLI(t, "iot", "describe-thing", "--thing-name", "nope")
 	if code == 0 || !strings.Contains(stderr, "ResourceNotFoundException") {
 		t.Fatalf("describe-thing of a missing thing: exit %d\n%s", code, stderr)
