@@ -272,7 +272,7 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 	applyProfile(b.profile, b.server.Options.Capabilities)
 	applyLimits(b.cfg.Limits, b.server.Options.Capabilities)
 	b.hook = &hook{server: b.server, authn: auth.NewAuthenticator(b.state.Registry, b.state.TrustedDeviceCAs, nil), authz: b.authz, events: b.events, log: b.log, connectRead: b.connectRead,
-		profile: b.profile, accountID: b.cfg.Core.AccountID}
+		profile: b.profile, accountID: b.cfg.Core.AccountID, justInTime: b.justInTimeRegistrars()}
 	if b.profile.LifecycleEvents {
 		b.hook.lifecycle = &lifecycle{server: b.server, log: b.log, accountID: b.cfg.Core.AccountID}
 	}
