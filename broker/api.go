@@ -138,7 +138,11 @@ func (b *Broker) rotateAPI(reason string) error {
 // apiFields describe the API listener in the "serving" record.
 func (b *Broker) apiFields() []zap.Field {
 	if a := b.APIAddr(); a != nil {
-		return []zap.Field{zap.String("api", a.String()), zap.String("apiCredentials", filepath.Join(b.state.Dir, CredentialsFile))}
+		cred := filepath.Join(b.state.Dir, CredentialsFile)
+		if abs, err := filepath.Abs(cred); err == nil {
+			cred = abs // what AWS_SHARED_CREDENTIALS_FILE must say, from any directory
+		}
+		return []zap.Field{zap.String("api", a.String()), zap.String("apiCredentials", cred)}
 	}
 	return nil
 }

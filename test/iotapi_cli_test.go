@@ -1,12 +1,18 @@
 package test
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/iot"
 
 	"github.com/ggbroker/ggbroker/broker"
 )
@@ -113,5 +119,43 @@ func TestAWSCLI(t *testing.T) {
 	_, stderr, code := h.awsCLI(t, "iot", "describe-thing", "--thing-name", "nope")
 	if code == 0 || !strings.Contains(stderr, "ResourceNotFoundException") {
 		t.Fatalf("describe-thing of a missing thing: exit %d\n%s", code, stderr)
+	}
+}
+
+// TestServeBinaryServesAPI: `ggbroker serve` (the real binary, with app's services) serves the API on
+// the address its "serving" record names, and what the API makes, the CLI lists: one registry.
+func TestServeBinaryServesAPI(t *testing.T) {
+	dir := t.TempDir()
+	s := serve(t, dir)
+	addr, _ := s.serving["api"].(string)
+	credPath, _ := s.serving["apiCredentials"].(string)
+	if addr == "" || credPath == "" {
+		t.Fatalf("the serving record names no API listener: %v", s.serving)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(dir, "ggbroker-data", "ca", "core-ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := awsconfig.LoadDefaultConfig(context.Background(),
+		awsconfig.WithSharedCredentialsFiles([]string{credPath}), awsconfig.WithSharedConfigFiles([]string{}),
+		awsconfig.WithSharedConfigProfile("ggbroker"), awsconfig.WithRegion("us-east-1"),
+		awsconfig.WithCustomCABundle(bytes.NewReader(caPEM)), awsconfig.WithRetryMaxAttempts(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.BaseEndpoint = aws.String("https://" + addr)
+	c := iot.NewFromConfig(cfg)
+	if _, err := c.CreateThing(context.Background(), &iot.CreateThingInput{ThingName: aws.String("from-api")}); err != nil {
+		t.Fatalf("CreateThing on the binary's listener: %v", err)
+	}
+	keys, err := c.CreateKeysAndCertificate(context.Background(), &iot.CreateKeysAndCertificateInput{SetAsActive: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AttachThingPrincipal(context.Background(), &iot.AttachThingPrincipalInput{ThingName: aws.String("from-api"), Principal: keys.CertificateArn}); err != nil {
+		t.Fatal(err)
+	}
+	if list := run(t, dir, "device", "list"); !strings.Contains(list, "from-api") {
+		t.Fatalf("`ggbroker device list` does not show the thing the API made:\n%s", list)
 	}
 }
