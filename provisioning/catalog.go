@@ -259,15 +259,22 @@ func (c *Catalog) DeleteCA(id string) error {
 	})
 }
 
-// SignerOf is the registered CA that signed cert, nil if none. The chain's other certificates may
-// hold an intermediate that a registered CA signed (the device need not send the CA: JITR).
+// SignerOf is the registered CA that vouches for a presented chain, nil if none: one that signed the
+// leaf, or one that signed an intermediate the device sent and that signed the leaf (the device need
+// not send the registered CA itself: auto-register-device-cert.md).
 func (c *Catalog) SignerOf(chain []*x509.Certificate) *CA {
 	if len(chain) == 0 {
 		return nil
 	}
+	leaf := chain[0]
 	for _, ca := range c.CAs() {
-		if chain[0].CheckSignatureFrom(ca.parsed) == nil {
+		if leaf.CheckSignatureFrom(ca.parsed) == nil {
 			return ca
+		}
+		for _, inter := range chain[1:] {
+			if inter.IsCA && leaf.CheckSignatureFrom(inter) == nil && (inter.Equal(ca.parsed) || inter.CheckSignatureFrom(ca.parsed) == nil) {
+				return ca
+			}
 		}
 	}
 	return nil
