@@ -22,7 +22,7 @@ import (
 // with a claim certificate asks for a certificate on $aws/certificates/create[-from-csr]/json, gets it
 // with an ownership token, and registers a thing with it on
 // $aws/provisioning-templates/<name>/provision/json; answers go to <request topic>/accepted or
-// /rejected, and only the json payload format is served (cbor requests are logged and dropped).
+// /rejected, in the payload format of the request (json or cbor).
 const (
 	topicCreate        = "$aws/certificates/create/"
 	topicCreateFromCSR = "$aws/certificates/create-from-csr/"
@@ -74,15 +74,24 @@ func (s *Service) startFleet(ctx context.Context, host service.Host) error {
 func (s *Service) fleetHandler(fn func(*service.Message, string) (any, error)) service.Handler {
 	return func(_ context.Context, m *service.Message) error {
 		format := m.Topic[strings.LastIndexByte(m.Topic, '/')+1:]
-		if format != "json" {
-			s.log.Warn("fleet provisioning request in a payload format ggbroker does not serve (only json)",
+		if format != "json" && format != "cbor" {
+			s.log.Warn("fleet provisioning request in a payload format that does not exist (json or cbor)",
 				zap.String("topicName", m.Topic), zap.String("clientId", clientIDOf(m.From)))
 			return service.Consumed
 		}
 		req := *m
 		s.wg.Go(func() {
+			// A CBOR request is read as the same JSON document, and answered in CBOR (FP-API).
+			if format == "cbor" && len(req.Payload) > 0 {
+				v, err := provisioning.DecodeCBOR(req.Payload)
+				if err != nil {
+					s.answer(&req, format, nil, rejected(400, "InvalidPayload", "the payload is not CBOR: %v", err))
+					return
+				}
+				req.Payload, _ = json.Marshal(v)
+			}
 			out, err := fn(&req, req.Topic)
-			s.answer(&req, out, err)
+			s.answer(&req, format, out, err)
 		})
 		return service.Consumed
 	}
@@ -97,7 +106,7 @@ func clientIDOf(c *service.Client) string {
 
 // answer sends the accepted or rejected payload to the requester only (SendTo: it must have
 // subscribed, as the SDK samples do before they publish).
-func (s *Service) answer(m *service.Message, out any, err error) {
+func (s *Service) answer(m *service.Message, format string, out any, err error) {
 	topic := m.Topic + "/accepted"
 	var fe *fleetError
 	if err != nil {
@@ -111,6 +120,14 @@ func (s *Service) answer(m *service.Message, out any, err error) {
 		topic, out = m.Topic+"/rejected", fe
 	}
 	payload, _ := json.Marshal(out)
+	if format == "cbor" {
+		var v any
+		_ = json.Unmarshal(payload, &v)
+		if payload, err = provisioning.EncodeCBOR(v); err != nil {
+			s.log.Error("fleet provisioning answer not encoded", zap.String("topicName", topic), zap.Error(err))
+			return
+		}
+	}
 	if err := s.host.SendTo(m.From, service.Message{Topic: topic, Payload: payload, QoS: m.QoS}, service.SendOptions{RequireSubscription: true}); err != nil {
 		s.log.Warn("fleet provisioning answer not delivered", zap.String("topicName", topic), zap.String("clientId", clientIDOf(m.From)), zap.Error(err))
 	}
@@ -173,7 +190,8 @@ func (s *Service) fleetCreateFromCSR(m *service.Message, _ string) (any, error) 
 }
 
 func (s *Service) fleetRegisterThing(m *service.Message, topic string) (any, error) {
-	name := strings.TrimSuffix(strings.TrimPrefix(topic, topicTemplates), "/provision/json")
+	name := strings.TrimPrefix(topic, topicTemplates)
+	name = name[:strings.Index(name, "/provision/")]
 	var in struct {
 		Token      string            `json:"certificateOwnershipToken"`
 		Parameters map[string]string `json:"parameters"`

@@ -19,6 +19,7 @@ import (
 
 	"github.com/ggbroker/ggbroker/certs"
 	"github.com/ggbroker/ggbroker/config"
+	"github.com/ggbroker/ggbroker/provisioning"
 )
 
 // claimPolicy is FP-CLAIM's claim certificate policy, for template "fleet" (plus iot:Connect for the
@@ -199,4 +200,50 @@ func TestFleetTokenExpires(t *testing.T) {
 	if ok || body["errorCode"] != "InvalidCertificateOwnershipToken" {
 		t.Fatalf("expired token: accepted=%v %v", ok, body)
 	}
+}
+
+// requestCBOR is request with CBOR payloads, as the embedded C SDK's fleet provisioning demos send.
+func (r *fleetRig) requestCBOR(t *testing.T, topic string, payload map[string]any) (accepted bool, body map[string]any) {
+	t.Helper()
+	raw, err := provisioning.EncodeCBOR(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc := subscribeV3(t, r.claim, topic+"/accepted", 1)
+	rej := subscribeV3(t, r.claim, topic+"/rejected", 1)
+	publishV3(t, r.claim, topic, 1, false, string(raw))
+	var got string
+	select {
+	case got = <-acc:
+		accepted = true
+	case got = <-rej:
+	case <-time.After(waitFor):
+		t.Fatalf("no answer on %s/accepted or /rejected", topic)
+	}
+	v, err := provisioning.DecodeCBOR([]byte(got[len(topic)+len("/accepted "):]))
+	if err != nil {
+		t.Fatalf("answer on %s is not CBOR: %v", topic, err)
+	}
+	r.claim.Unsubscribe(topic+"/accepted", topic+"/rejected").WaitTimeout(waitFor)
+	return accepted, v.(map[string]any)
+}
+
+// TestFleetProvisioningCBOR: the same flow in CBOR.
+func TestFleetProvisioningCBOR(t *testing.T) {
+	r := newFleetRig(t, nil)
+	ok, created := r.requestCBOR(t, "$aws/certificates/create/cbor", map[string]any{})
+	if !ok || created["certificateOwnershipToken"] == "" {
+		t.Fatalf("create: accepted=%v %v", ok, created)
+	}
+	ok, body := r.requestCBOR(t, "$aws/provisioning-templates/fleet/provision/cbor", map[string]any{"certificateOwnershipToken": ""})
+	if ok || body["statusCode"] != 400.0 || body["errorCode"] != "InvalidCertificateOwnershipToken" {
+		t.Fatalf("empty token: accepted=%v %v", ok, body)
+	}
+	ok, body = r.requestCBOR(t, "$aws/provisioning-templates/fleet/provision/cbor",
+		map[string]any{"certificateOwnershipToken": created["certificateOwnershipToken"], "parameters": map[string]any{"SerialNumber": "c1"}})
+	if !ok || body["thingName"] != "c1" {
+		t.Fatalf("RegisterThing: accepted=%v %v", ok, body)
+	}
+	d := deviceFromAPI(t, "c1", created["certificateId"].(string), created["certificatePem"].(string), created["privateKey"].(string))
+	publishV3(t, r.h.mustConnectV3(d), "dev/c1/x", 1, false, "cbor-provisioned")
 }
