@@ -95,6 +95,8 @@ func (b *Broker) startAPI(ctx context.Context, wg *sync.WaitGroup) {
 	b.api.server = &http.Server{
 		Handler:           b.api.router,
 		ReadHeaderTimeout: b.cfg.MQTT.TLSHandshakeTimeout,
+		ReadTimeout:       30 * time.Second, // a body is at most awsapi.MaxBodyBytes: no slow drip holds a connection
+		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          errLog,
 		TLSConfig: &tls.Config{
 			MinVersion:     tls.VersionTLS12,

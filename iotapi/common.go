@@ -89,6 +89,7 @@ func (s *Service) handler(op string, fn func(http.ResponseWriter, *http.Request)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		err := fromRegistry(fn(w, r))
 		if err == nil {
+			s.metrics.operations.WithLabelValues(op, "success").Inc()
 			s.log.Debug("API operation", zap.String("eventType", op), zap.String("status", "Success"))
 			return
 		}
@@ -100,6 +101,7 @@ func (s *Service) handler(op string, fn func(http.ResponseWriter, *http.Request)
 			s.log.Info("API operation refused", zap.String("eventType", op), zap.String("status", "Failure"),
 				zap.String("reason", ae.typ), zap.String("details", ae.msg))
 		}
+		s.metrics.operations.WithLabelValues(op, ae.typ).Inc()
 		status, ok := statusOf[ae.typ]
 		if !ok {
 			status = http.StatusBadRequest

@@ -97,6 +97,17 @@ func (s *Service) fleetHandler(fn func(*service.Message, string) (any, error)) s
 	}
 }
 
+// fleetRequest names a request topic's kind for the metric.
+func fleetRequest(topic string) string {
+	switch {
+	case strings.HasPrefix(topic, topicCreate):
+		return "create"
+	case strings.HasPrefix(topic, topicCreateFromCSR):
+		return "create-from-csr"
+	}
+	return "provision"
+}
+
 func clientIDOf(c *service.Client) string {
 	if c == nil {
 		return ""
@@ -108,6 +119,8 @@ func clientIDOf(c *service.Client) string {
 // subscribed, as the SDK samples do before they publish).
 func (s *Service) answer(m *service.Message, format string, out any, err error) {
 	topic := m.Topic + "/accepted"
+	result := "accepted"
+	defer func() { s.metrics.fleet.WithLabelValues(fleetRequest(m.Topic), result).Inc() }()
 	var fe *fleetError
 	if err != nil {
 		if !errors.As(err, &fe) {
@@ -117,7 +130,7 @@ func (s *Service) answer(m *service.Message, format string, out any, err error) 
 			s.log.Info("fleet provisioning request rejected", zap.String("topicName", m.Topic), zap.String("clientId", clientIDOf(m.From)),
 				zap.String("reason", fe.ErrorCode), zap.String("details", fe.ErrorMessage))
 		}
-		topic, out = m.Topic+"/rejected", fe
+		topic, out, result = m.Topic+"/rejected", fe, fe.ErrorCode
 	}
 	payload, _ := json.Marshal(out)
 	if format == "cbor" {

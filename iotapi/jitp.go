@@ -47,6 +47,7 @@ func (s *Service) JustInTime(chain []*x509.Certificate) {
 			s.log.Error("just-in-time registration failed", zap.String("principalId", id), zap.Error(err))
 			return
 		}
+		s.metrics.justInTime.WithLabelValues("registered").Inc()
 		s.log.Info("certificate registered just in time", zap.String("eventType", "JustInTimeRegistration"),
 			zap.String("principalId", id), zap.String("caCertificateId", ca.ID))
 	case rec.Status != auth.StatusPendingActivation:
@@ -101,6 +102,7 @@ func (s *Service) provisionJustInTime(leaf *x509.Certificate, rec *auth.Certific
 	fail := func(err error) {
 		// Nothing half-made stays (Plan.Apply is all or nothing); the certificate stays
 		// PENDING_ACTIVATION, and the record says which parameter or resource failed.
+		s.metrics.justInTime.WithLabelValues("failed").Inc()
 		s.log.Error("just-in-time provisioning failed", zap.String("eventType", "JustInTimeProvisioning"), zap.String("status", "Failure"),
 			zap.String("principalId", rec.ID), zap.String("caCertificateId", ca.ID), zap.String("reason", "TEMPLATE_FAILED"), zap.String("details", err.Error()))
 	}
@@ -132,6 +134,7 @@ func (s *Service) provisionJustInTime(leaf *x509.Certificate, rec *auth.Certific
 		fail(err)
 		return
 	}
+	s.metrics.justInTime.WithLabelValues("provisioned").Inc()
 	s.log.Info("certificate provisioned just in time", zap.String("eventType", "JustInTimeProvisioning"), zap.String("status", "Success"),
 		zap.String("principalId", rec.ID), zap.String("caCertificateId", ca.ID), zap.String("thingName", res.ThingName), zap.Strings("policies", res.Policies))
 }

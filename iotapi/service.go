@@ -35,7 +35,7 @@ type Config struct {
 	// EndpointAddress is DescribeEndpoint's answer ("" = localhost).
 	EndpointAddress string `mapstructure:"endpointAddress"`
 	// OwnershipTokenValidity is how long a fleet provisioning ownership token is good (AWS: 1 hour).
-	OwnershipTokenValidity time.Duration `mapstructure:"ownershipTokenValidity"`
+	OwnershipTokenValidity time.Duration `mapstructure:"ownershipTokenValidity" minDuration:"100ms"`
 }
 
 // Service is the AWS IoT API service.
@@ -47,9 +47,10 @@ type Service struct {
 
 	catalog *provisioning.Catalog
 
-	host   service.Host
-	tokens service.Store  // fleet provisioning ownership tokens
-	wg     sync.WaitGroup // fleet provisioning requests and the token sweep
+	host    service.Host
+	metrics *metrics
+	tokens  service.Store  // fleet provisioning ownership tokens
+	wg      sync.WaitGroup // fleet provisioning requests and the token sweep
 	// mu serialises the operations that read and then write more than the registry file (policy
 	// files, the CA and template stores), so two concurrent requests cannot both create a name.
 	mu sync.Mutex
@@ -77,6 +78,11 @@ func (s *Service) Name() string { return "iotapi" }
 // Start registers the API routes and the fleet provisioning topics.
 func (s *Service) Start(ctx context.Context, host service.Host) error {
 	s.host = host
+	m, err := newMetrics(host.Metrics())
+	if err != nil {
+		return err
+	}
+	s.metrics = m
 	if err := s.startFleet(ctx, host); err != nil {
 		return fmt.Errorf("iotapi: %w", err)
 	}

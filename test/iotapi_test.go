@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -129,6 +131,18 @@ func TestProvisionThroughAPIThenConnect(t *testing.T) {
 	desc, err := c.DescribeCertificate(ctx, &iot.DescribeCertificateInput{CertificateId: aws.String(d.certID)})
 	if err != nil || desc.CertificateDescription.Status != iottypes.CertificateStatusRevoked {
 		t.Fatalf("DescribeCertificate: %v %+v", err, desc)
+	}
+	resp, err := http.Get("http://" + h.broker.AdminAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	metrics, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{`ggbroker_iotapi_operations_total{operation="CreateThing",result="success"} 1`,
+		`ggbroker_iotapi_operations_total{operation="UpdateCertificate",result="CertificateStateException"} 1`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 }
 
