@@ -146,7 +146,7 @@ func (v *Verifier) Verify(r *http.Request) (*Scope, *AuthError) {
 	case presigned && expires > 0 && t.After(signedAt.Add(expires)):
 		return nil, refuse(ErrInvalidSignature, "Signature expired: %s is now earlier than %s (%s + %d sec.)",
 			signedAt.Add(expires).Format(amzDateFormat), t.Format(amzDateFormat), amzDate, int(expires/time.Second))
-	case !presigned && signedAt.Before(t.Add(-MaxSkew)):
+	case (!presigned || expires == 0) && signedAt.Before(t.Add(-MaxSkew)):
 		return nil, refuse(ErrInvalidSignature, "Signature expired: %s is now earlier than %s (%s - 15 min.)",
 			amzDate, t.Add(-MaxSkew).Format(amzDateFormat), t.Format(amzDateFormat))
 	case signedAt.After(t.Add(MaxSkew)):

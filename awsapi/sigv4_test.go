@@ -110,6 +110,8 @@ func TestVerifier(t *testing.T) {
 		{"unsigned", func() *http.Request { r, _ := http.NewRequest("GET", srv.URL+"/things/t1", nil); return r }(), 403, ErrMissingAuthentication},
 		{"presigned", presigned(t, srv, "/things/t1", "300", now), 200, ""},
 		{"presigned, expired", presigned(t, srv, "/things/t1", "60", now.Add(-2*time.Minute)), 403, ErrInvalidSignature},
+		{"presigned without X-Amz-Expires, stale", presigned(t, srv, "/things/t1", "", now.Add(-16*time.Minute)), 403, ErrInvalidSignature},
+		{"presigned without X-Amz-Expires, fresh", presigned(t, srv, "/things/t1", "", now), 200, ""},
 		{"presigned, tampered", func() *http.Request {
 			r := presigned(t, srv, "/things/t1", "300", now)
 			r.URL.Path = "/things/t2"
