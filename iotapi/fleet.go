@@ -28,6 +28,8 @@ const (
 	topicCreateFromCSR = "$aws/certificates/create-from-csr/"
 	topicTemplates     = "$aws/provisioning-templates/"
 	tokenBucket        = "iotapi-ownership-tokens"
+	// maxFleetInFlight bounds the fleet provisioning requests worked on at once.
+	maxFleetInFlight = 16
 )
 
 // ownership is what an ownership token stands for.
@@ -56,6 +58,7 @@ func (s *Service) startFleet(ctx context.Context, host service.Host) error {
 		return err
 	}
 	s.tokens = store
+	s.fleetSlots = make(chan struct{}, maxFleetInFlight)
 	for filter, fn := range map[string]func(*service.Message, string) (any, error){
 		topicCreate + "+":                s.fleetCreateKeys,
 		topicCreateFromCSR + "+":         s.fleetCreateFromCSR,
@@ -80,7 +83,17 @@ func (s *Service) fleetHandler(fn func(*service.Message, string) (any, error)) s
 			return service.Consumed
 		}
 		req := *m
+		// Bounded: each request may make an RSA key; a flood is throttled, not queued without end.
+		select {
+		case s.fleetSlots <- struct{}{}:
+		default:
+			s.wg.Go(func() {
+				s.answer(&req, format, nil, rejected(429, "ThrottlingException", "too many fleet provisioning requests in progress; retry"))
+			})
+			return service.Consumed
+		}
 		s.wg.Go(func() {
+			defer func() { <-s.fleetSlots }()
 			// A CBOR request is read as the same JSON document, and answered in CBOR (FP-API).
 			if format == "cbor" && len(req.Payload) > 0 {
 				v, err := provisioning.DecodeCBOR(req.Payload)

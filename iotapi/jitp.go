@@ -26,6 +26,9 @@ var oidDNQualifier = asn1.ObjectIdentifier{2, 5, 4, 46}
 // a template, the template runs so that the device's reconnect succeeds. The first connection stays
 // refused, as AWS closes it (aws-iot-core/jit-provisioning.md, auto-register-device-cert.md).
 func (s *Service) JustInTime(chain []*x509.Certificate) {
+	if s.host == nil || len(chain) == 0 {
+		return // not started
+	}
 	ca := s.catalog.SignerOf(chain)
 	if ca == nil || ca.Status != provisioning.CAActive || !ca.AutoRegistration {
 		return

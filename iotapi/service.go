@@ -49,8 +49,10 @@ type Service struct {
 
 	host    service.Host
 	metrics *metrics
-	tokens  service.Store  // fleet provisioning ownership tokens
-	wg      sync.WaitGroup // fleet provisioning requests and the token sweep
+	tokens  service.Store // fleet provisioning ownership tokens
+	// fleetSlots bounds the fleet provisioning requests in progress (maxFleetInFlight).
+	fleetSlots chan struct{}
+	wg         sync.WaitGroup // fleet provisioning requests and the token sweep
 	// mu serialises the operations that read and then write more than the registry file (policy
 	// files, the CA and template stores), so two concurrent requests cannot both create a name.
 	mu sync.Mutex
