@@ -172,3 +172,28 @@ func TestJustInTimeProvisioning(t *testing.T) {
 		t.Fatalf("certificate after a failed template: %+v", rec)
 	}
 }
+
+// TestJustInTimeProvisioningWithNamedTemplate: a CA names a JITP template (UpdateCACertificate);
+// the template cannot be deleted while the CA names it.
+func TestJustInTimeProvisioningWithNamedTemplate(t *testing.T) {
+	h := startAPIBroker(t, nil)
+	c := h.iotClient(t)
+	ctx := context.Background()
+	if _, err := c.CreateProvisioningTemplate(ctx, &iot.CreateProvisioningTemplateInput{TemplateName: aws.String("jitp-named"), Type: iottypes.TemplateTypeJitp,
+		ProvisioningRoleArn: aws.String("arn:aws:iam::123456789012:role/JITP"), TemplateBody: aws.String(jitpTemplate), Enabled: aws.Bool(true)}); err != nil {
+		t.Fatal(err)
+	}
+	ca, caID := registerMakerCA(t, c, "named-template CA", true, "")
+	if _, err := c.UpdateCACertificate(ctx, &iot.UpdateCACertificateInput{CertificateId: aws.String(caID),
+		RegistrationConfig: &iottypes.RegistrationConfig{TemplateName: aws.String("jitp-named")}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.DeleteProvisioningTemplate(ctx, &iot.DeleteProvisioningTemplateInput{TemplateName: aws.String("jitp-named")}); apiErrorCode(err) != "DeleteConflictException" {
+		t.Fatalf("deleting a template a CA names: %v", err)
+	}
+	d := makerDevice(t, ca, "named-1")
+	if _, err := h.connectV3(d, d.name); err == nil {
+		t.Fatal("the first connection was accepted")
+	}
+	publishV3(t, h.mustConnectV3(d), "dev/named-1/x", 1, false, "named template")
+}
