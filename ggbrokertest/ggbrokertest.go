@@ -121,6 +121,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	}
 	cfg.StateDir = filepath.Join(t.TempDir(), "state")
 	cfg.MQTT.Listen, cfg.Admin.Listen, cfg.Discovery.Listen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.ControlPlane.Listen = "127.0.0.1:0"
 	cfg.Connectivity.DetectIPv4Addresses = false
 	for _, f := range o.mutate {
 		f(cfg)
@@ -174,6 +175,9 @@ func (s *Server) start(t testing.TB) {
 	}
 	if a := b.LocalAddr(); a != nil {
 		s.cfg.LocalListener.Listen = a.String()
+	}
+	if a := b.APIAddr(); a != nil {
+		s.cfg.ControlPlane.Listen = a.String()
 	}
 	var once sync.Once
 	stop := func() {
@@ -236,6 +240,21 @@ func (s *Server) DiscoveryAddr() string {
 		return a.String()
 	}
 	return ""
+}
+
+// APIURL is the AWS API listener's endpoint URL (https://127.0.0.1:PORT), for the AWS SDKs' and the
+// AWS CLI's --endpoint-url; "" when controlPlane.enabled is false. Its certificate verifies with CoreCA.
+func (s *Server) APIURL() string {
+	if a := s.Broker().APIAddr(); a != nil {
+		return "https://" + a.String()
+	}
+	return ""
+}
+
+// APICredentialsFile is the shared-credentials file (profile ggbroker) whose keys the API listener
+// accepts: AWS_SHARED_CREDENTIALS_FILE=<it> AWS_PROFILE=ggbroker.
+func (s *Server) APICredentialsFile() string {
+	return filepath.Join(s.Broker().State().Dir, broker.CredentialsFile)
 }
 
 // CA is the core device CA devices verify the broker's server certificates with.

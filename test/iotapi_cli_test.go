@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/iot"
 
 	"github.com/ggbroker/ggbroker/broker"
+	"github.com/ggbroker/ggbroker/ggbrokertest"
 )
 
 // awsCLI runs the real AWS CLI against the broker's API listener, configured the way the README tells
@@ -157,5 +158,33 @@ func TestServeBinaryServesAPI(t *testing.T) {
 	}
 	if list := run(t, dir, "device", "list"); !strings.Contains(list, "from-api") {
 		t.Fatalf("`ggbroker device list` does not show the thing the API made:\n%s", list)
+	}
+}
+
+// TestGGBrokerTestServesAPI: ggbrokertest, the package for people who test against ggbroker, hands
+// out the API listener's URL and credentials file, and a Restart keeps the URL.
+func TestGGBrokerTestServesAPI(t *testing.T) {
+	s := ggbrokertest.Start(t)
+	client := func() *iot.Client {
+		cfg, err := awsconfig.LoadDefaultConfig(context.Background(),
+			awsconfig.WithSharedCredentialsFiles([]string{s.APICredentialsFile()}), awsconfig.WithSharedConfigFiles([]string{}),
+			awsconfig.WithSharedConfigProfile("ggbroker"), awsconfig.WithRegion("us-east-1"),
+			awsconfig.WithCustomCABundle(bytes.NewReader(s.CoreCA().PEM)), awsconfig.WithRetryMaxAttempts(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.BaseEndpoint = aws.String(s.APIURL())
+		return iot.NewFromConfig(cfg)
+	}
+	if _, err := client().CreateThing(context.Background(), &iot.CreateThingInput{ThingName: aws.String("gbt-1")}); err != nil {
+		t.Fatal(err)
+	}
+	url := s.APIURL()
+	s.Restart(t)
+	if s.APIURL() != url {
+		t.Fatalf("API URL %s after a restart, was %s", s.APIURL(), url)
+	}
+	if _, err := client().DescribeThing(context.Background(), &iot.DescribeThingInput{ThingName: aws.String("gbt-1")}); err != nil {
+		t.Fatalf("after a restart: %v", err)
 	}
 }
