@@ -43,7 +43,7 @@ func (s *Service) JustInTime(chain []*x509.Certificate) {
 	switch {
 	case rec == nil:
 		if rec, err = s.state.Registry.AddCertificate(leaf, auth.StatusPendingActivation, ca.ID); errors.Is(err, auth.ErrExists) {
-			if rec, _, err = s.state.Registry.Certificate(id); rec == nil {
+			if rec, _, _ = s.state.Registry.Certificate(id); rec == nil {
 				return
 			}
 		} else if err != nil {

@@ -97,7 +97,7 @@ func TestCACertificatesThroughAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev, err := c.RegisterCertificate(ctx, &iot.RegisterCertificateInput{CertificatePem: aws.String(string(devPEM)), SetAsActive: aws.Bool(true)})
+	dev, err := c.RegisterCertificate(ctx, &iot.RegisterCertificateInput{CertificatePem: aws.String(string(devPEM)), Status: iottypes.CertificateStatusActive})
 	if err != nil {
 		t.Fatal(err)
 	}
