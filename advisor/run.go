@@ -109,10 +109,14 @@ type verdict struct {
 	reason string
 }
 
-func pass() verdict                            { return verdict{status: StatusPass} }
-func warn(format string, a ...any) verdict     { return verdict{StatusPassWithWarnings, fmt.Sprintf(format, a...)} }
-func fail(format string, a ...any) verdict     { return verdict{StatusFail, fmt.Sprintf(format, a...)} }
-func errVerdict(format string, a ...any) verdict { return verdict{StatusError, fmt.Sprintf(format, a...)} }
+func pass() verdict { return verdict{status: StatusPass} }
+func warn(format string, a ...any) verdict {
+	return verdict{StatusPassWithWarnings, fmt.Sprintf(format, a...)}
+}
+func fail(format string, a ...any) verdict { return verdict{StatusFail, fmt.Sprintf(format, a...)} }
+func errVerdict(format string, a ...any) verdict {
+	return verdict{StatusError, fmt.Sprintf(format, a...)}
+}
 
 // timedOut is the verdict of a case whose EXECUTION_TIMEOUT passed without one: FAIL with what the
 // case was waiting for (acceptance case 8).

@@ -271,4 +271,3 @@ func tlsVersionName(v uint16) string {
 	}
 	return fmt.Sprintf("TLS 0x%04x", v)
 }
-
