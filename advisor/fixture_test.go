@@ -1,8 +1,11 @@
 package advisor
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -86,4 +89,10 @@ func (f *fixture) start(t *testing.T, b refdevice.Behaviour) *refdevice.Device {
 	go func() { defer close(done); d.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return d
+}
+
+func bufioReader(r io.Reader) *bufio.Reader { return bufio.NewReader(r) }
+
+func x509VerifyOptions(f *fixture, name string, now time.Time) x509.VerifyOptions {
+	return x509.VerifyOptions{DNSName: name, Roots: f.core.Pool(), CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 }

@@ -104,7 +104,9 @@ func (s *session) version() string {
 func (s *session) send(cp *packets.ControlPacket) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	_ = s.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if s.conn != nil {
+		_ = s.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	}
 	return s.codec.write(cp)
 }
 
