@@ -54,6 +54,7 @@ Configuration comes from the embedded defaults, a YAML file (--config), GGBROKER
 	root.AddCommand(newDiscoverCommand(g))
 	root.AddCommand(newHealthCommand(g))
 	root.AddCommand(newAdvisorCommand(g))
+	root.AddCommand(newAuditCommand(g))
 	refuseUnknownSubcommands(root)
 	return root
 }
