@@ -105,7 +105,9 @@ type Resource struct {
 	ID   string `json:"resourceIdentifier"`
 }
 
-func (r Resource) String() string { return strings.ToLower(strings.ReplaceAll(r.Type, "_", " ")) + " " + r.ID }
+func (r Resource) String() string {
+	return strings.ToLower(strings.ReplaceAll(r.Type, "_", " ")) + " " + r.ID
+}
 
 // Finding is one non-compliant resource, shaped like Device Defender's AuditFinding.
 type Finding struct {

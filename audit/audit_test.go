@@ -83,7 +83,9 @@ func (w *world) device(things []string, policies []string, status auth.Status, k
 	return id
 }
 
-func (w *world) policy(name, doc string) { w.pols = append(w.pols, PolicyDoc{Name: name, Raw: []byte(doc)}) }
+func (w *world) policy(name, doc string) {
+	w.pols = append(w.pols, PolicyDoc{Name: name, Raw: []byte(doc)})
+}
 
 func (w *world) audit() *Report {
 	w.t.Helper()

@@ -529,8 +529,8 @@ func (a *auditor) deviceKeyQuality() []Finding {
 			c := a.in.Registry.Certificates[id]
 			out = append(out, Finding{
 				Resource: Resource{ResourceDeviceCertificate, id},
-				Reason: fmt.Sprintf("the certificate of %s has a %s", strings.Join(c.Things, ", "), why),
-				Fix:    "make a new key and certificate (ECDSA P-256 or RSA 2048+: `ggbroker device create " + firstOr(c.Things, "THING") + "`), install it, then `ggbroker device revoke " + id[:12] + "`",
+				Reason:   fmt.Sprintf("the certificate of %s has a %s", strings.Join(c.Things, ", "), why),
+				Fix:      "make a new key and certificate (ECDSA P-256 or RSA 2048+: `ggbroker device create " + firstOr(c.Things, "THING") + "`), install it, then `ggbroker device revoke " + id[:12] + "`",
 			})
 		}
 	}
@@ -544,8 +544,8 @@ func (a *auditor) caKeyQuality() []Finding {
 		if why := keyWeakness(ca.Cert.PublicKey); why != "" {
 			out = append(out, Finding{
 				Resource: Resource{ResourceCACertificate, ca.Name},
-				Reason: fmt.Sprintf("%s (%s) has a %s", ca.Name, ca.Cert.Subject.CommonName, why),
-				Fix:    "replace the CA with one with an ECDSA P-256 or RSA 2048+ key and reissue the certificates it signed",
+				Reason:   fmt.Sprintf("%s (%s) has a %s", ca.Name, ca.Cert.Subject.CommonName, why),
+				Fix:      "replace the CA with one with an ECDSA P-256 or RSA 2048+ key and reissue the certificates it signed",
 			})
 		}
 	}
