@@ -54,6 +54,9 @@ func runAgainst(t *testing.T, b refdevice.Behaviour) map[string]Result {
 	var table strings.Builder
 	_ = rep.WriteTable(&table)
 	t.Log("\n" + table.String())
+	if rep.Refused == 0 {
+		t.Error("no connection was refused between cases: the grace window did not refuse TLS")
+	}
 	if len(lines) != 2*len(catalogue) {
 		t.Errorf("progress events: %d, want %d (start and end of each case)", len(lines), 2*len(catalogue))
 	}
@@ -88,6 +91,18 @@ func TestWellBehavedDevicePassesEveryCase(t *testing.T) {
 	t.Parallel()
 	got := runAgainst(t, refdevice.WellBehaved(20*time.Millisecond, 500*time.Millisecond))
 	checkResults(t, got, serviceErrors)
+	// Acceptance case 13: two cycles of six CONNECTs (12) before the verdict; case 14: five
+	// reconnections timed with the default RECONNECTION_ATTEMPTS.
+	jitter := strings.Join(got["MQTT_Connect_Jitter_Backoff_Retries"].Details, "\n")
+	if strings.Count(jitter, "jitter backoff: delays") != 2 || !strings.Contains(jitter, "cycle 2:") {
+		t.Errorf("jitter case details: %s", jitter)
+	}
+	for _, id := range []string{"MQTT_Reconnect_Backoff_Retries_On_Server_Disconnect", "MQTT_Reconnect_Backoff_Retries_On_Unstable_Connection"} {
+		d := strings.Join(got[id].Details, "\n")
+		if _, rest, ok := strings.Cut(d, "delays "); !ok || strings.Count(strings.SplitN(rest, ", median", 2)[0], "s") != 5 {
+			t.Errorf("%s: want 5 delays measured, details: %s", id, d)
+		}
+	}
 }
 
 func TestNaiveDeviceFailsWhatItShould(t *testing.T) {

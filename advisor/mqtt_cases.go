@@ -455,8 +455,11 @@ func runNoAckPingResp(ctx context.Context, tc *testCtx) verdict {
 				took := time.Since(since)
 				tc.notef("the device disconnected after %s (keep alive %d s, %d PINGREQs unanswered)", formatSeconds(took.Round(time.Millisecond)), keepAlive, pings)
 				v := pass()
-				if pings == 0 {
+				switch limit := time.Duration(keepAlive) * 1500 * time.Millisecond; {
+				case pings == 0:
 					v = warn("the device disconnected after %s but sent no PINGREQ", formatSeconds(took.Round(time.Millisecond)))
+				case keepAlive > 0 && took > limit:
+					v = warn("the device disconnected after %s, later than 1.5 times its keep alive (%s), when a broker would have dropped it", formatSeconds(took.Round(time.Millisecond)), formatSeconds(limit))
 				}
 				return &v
 			}

@@ -59,6 +59,8 @@ type Report struct {
 	StartTime time.Time `json:"startTime"`
 	EndTime   time.Time `json:"endTime"`
 	Results   []Result  `json:"tests"`
+	// Refused counts the connections the endpoint refused between cases (the grace windows).
+	Refused int `json:"refusedConnections"`
 }
 
 // Passed reports whether nothing FAILed or ERRORed: the command's exit status.

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/eclipse/paho.golang/packets"
+
 	"github.com/ggbroker/ggbroker/auth"
 	"github.com/ggbroker/ggbroker/certs"
 )
@@ -28,7 +30,7 @@ type Options struct {
 	CoreCA *certs.Authority
 	// PolicyDir holds the policy documents Security_Device_Policies reads.
 	PolicyDir string
-	// Listener is the endpoint's TCP listener; the caller closes it after Run.
+	// Listener is the endpoint's TCP listener; Run closes it when it returns.
 	Listener net.Listener
 	// ServerNames are the DNS names the device dials, put in the normal certificate (with the
 	// listener's IP address); default "localhost".
@@ -61,12 +63,52 @@ type Options struct {
 // the device. It is the seam for those services: tc gives it the device's MQTT connections.
 type ServiceCase func(ctx context.Context, tc *TestContext) (Status, string)
 
-// TestContext is what a ServiceCase gets: the case's configuration and the endpoint.
+// TestContext is what a ServiceCase gets: the thing under test, the case's merged configuration
+// (validated when the suite was loaded) and the device's connections to the endpoint.
 type TestContext struct {
 	Thing  string
 	Config Config
 	tc     *testCtx
 }
+
+// Accept waits for the device's next MQTT connection (a completed handshake with the normal
+// certificate and a CONNECT) and acknowledges it with session present = 0.
+func (t *TestContext) Accept(ctx context.Context) (*Session, error) {
+	s, err := t.tc.acceptSession(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.connack(false); err != nil {
+		return nil, err
+	}
+	return &Session{s: s}, nil
+}
+
+// Notef adds a line to the case's details.
+func (t *TestContext) Notef(format string, args ...any) { t.tc.notef(format, args...) }
+
+// Session is one MQTT connection of the device, as a ServiceCase drives it.
+type Session struct{ s *session }
+
+// ClientID is the CONNECT's client ID.
+func (s *Session) ClientID() string { return s.s.connect.ClientID }
+
+// Next returns the device's next packet; ErrDeviceClosed once the device closed the connection.
+func (s *Session) Next(ctx context.Context) (*packets.ControlPacket, error) { return s.s.next(ctx) }
+
+// Answer replies as a normal broker does: PUBACK, SUBACK, UNSUBACK, PINGRESP.
+func (s *Session) Answer(cp *packets.ControlPacket) error { return s.s.answer(cp, blockSet{}) }
+
+// Publish sends a message to the device and returns its packet ID (0 for QoS 0).
+func (s *Session) Publish(topic string, qos byte, payload []byte) (uint16, error) {
+	return s.s.publish(topic, qos, payload)
+}
+
+// Close drops the connection.
+func (s *Session) Close() { s.s.close() }
+
+// ErrDeviceClosed is what Session.Next returns once the device closed the connection.
+var ErrDeviceClosed = errDeviceClosed
 
 // Progress is one event of a run: a case started (Status RUNNING) or ended.
 type Progress struct {
@@ -204,6 +246,7 @@ func Run(ctx context.Context, suite Suite, opts Options) (*Report, error) {
 		return nil, err
 	}
 	r.endpoint = newEndpoint(opts.Listener)
+	defer opts.Listener.Close()
 	defer r.endpoint.shut()
 
 	rep := &Report{Suite: suite.Name, Thing: opts.Thing, Endpoint: opts.Listener.Addr().String(), StartTime: time.Now()}
@@ -230,6 +273,7 @@ func Run(ctx context.Context, suite Suite, opts Options) (*Report, error) {
 		}
 	}
 	rep.EndTime = time.Now()
+	rep.Refused = r.endpoint.refusedCount()
 	rep.finish(canceled)
 	return rep, nil
 }

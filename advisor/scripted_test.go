@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
+
+	"github.com/ggbroker/ggbroker/advisor/refdevice"
 )
 
 // scripted is a device written out step by step for one acceptance case.
@@ -305,4 +307,61 @@ func TestSecurityDevicePolicies(t *testing.T) {
 	expect(t, runScriptedPolicy(t, scopedPolicy, "Security_Device_Policies", nil, nil), StatusPass, "")
 	notRes := `{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"iot:Publish","NotResource":"arn:aws:iot:*:*:topic/$aws/*"}}`
 	expect(t, runScriptedPolicy(t, notRes, "Security_Device_Policies", nil, nil), StatusFail, "NotResource")
+}
+
+// TestServiceSeam: a shadow case runs only through Options.Services; without it the case is an
+// ERROR, never a PASS; with it, the ServiceCase drives the device's connection.
+func TestServiceSeam(t *testing.T) {
+	t.Parallel()
+	suite, err := TestsSuite("shadow", []string{"Shadow_Publish_Reported_State"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Run(context.Background(), suite, newFixture(t, scopedPolicy).options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect(t, rep.Results[0], StatusError, "service not available: the shadow service")
+	f := newFixture(t, scopedPolicy)
+	f.start(t, refdevice.WellBehaved(20*time.Millisecond, 200*time.Millisecond))
+	opts := f.options()
+	opts.Services = map[string]ServiceCase{"Shadow_Publish_Reported_State": func(ctx context.Context, tc *TestContext) (Status, string) {
+		s, err := tc.Accept(ctx)
+		if err != nil {
+			return StatusFail, err.Error()
+		}
+		for {
+			cp, err := s.Next(ctx)
+			if err != nil {
+				return StatusFail, "no publish"
+			}
+			_ = s.Answer(cp)
+			if p, ok := cp.Content.(*packets.Publish); ok && s.ClientID() == tc.Thing {
+				tc.Notef("fake shadow service saw %s", p.Topic)
+				return StatusPass, ""
+			}
+		}
+	}}
+	rep, err = Run(context.Background(), suite, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect(t, rep.Results[0], StatusPass, "")
+}
+
+// TestClientPubackPayloadSize is acceptance case 12: PAYLOAD_SIZE "100" sends a 100 KB payload.
+func TestClientPubackPayloadSize(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, scopedPolicy)
+	f.start(t, refdevice.WellBehaved(20*time.Millisecond, 200*time.Millisecond))
+	suite, _ := TestsSuite("one", []string{"MQTT_Client_Puback_QoS1"})
+	suite.Configuration = Config{"PAYLOAD_SIZE": "100", "TRIGGER_TOPIC": "ref/trigger"}
+	rep, err := Run(context.Background(), suite, f.options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect(t, rep.Results[0], StatusPass, "")
+	if d := strings.Join(rep.Results[0].Details, " "); !strings.Contains(d, "102400-byte QoS 1 message") {
+		t.Errorf("details: %s", d)
+	}
 }
