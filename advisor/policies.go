@@ -5,9 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/ggbroker/ggbroker/state"
 )
 
 // rawStatement is the part of a policy statement Security_Device_Policies reads.
@@ -120,7 +121,7 @@ func runDevicePolicies(_ context.Context, tc *testCtx) verdict {
 	}
 	var problems []string
 	for _, n := range names {
-		path := filepath.Join(r.opts.PolicyDir, n+".json")
+		path := state.PolicyPath(r.opts.PolicyDir, n)
 		raw, err := os.ReadFile(path)
 		if err != nil {
 			return errVerdict("policy %q: %v", n, err)

@@ -63,10 +63,11 @@ type Report struct {
 	Refused int `json:"refusedConnections"`
 }
 
-// Passed reports whether nothing FAILed or ERRORed: the command's exit status.
+// Passed reports whether nothing FAILed or ERRORed and the run was not stopped: the command's exit
+// status.
 func (rep *Report) Passed() bool {
 	for _, r := range rep.Results {
-		if r.Status == StatusFail || r.Status == StatusError {
+		if r.Status == StatusFail || r.Status == StatusError || r.Status == StatusCanceled {
 			return false
 		}
 	}

@@ -298,7 +298,7 @@ func (r *run) runCase(ctx context.Context, d *testDef, cfg Config, res Result, i
 	r.endpoint.shut()
 	tc.closeAll()
 	res.EndTime = time.Now()
-	if ctx.Err() != nil && v.status != StatusPass && v.status != StatusPassWithWarnings && v.status != StatusFail {
+	if ctx.Err() != nil && v.status != StatusPass && v.status != StatusPassWithWarnings {
 		v = verdict{StatusCanceled, "the run was stopped during this case"}
 	}
 	res.Status = v.status

@@ -365,3 +365,25 @@ func TestClientPubackPayloadSize(t *testing.T) {
 		t.Errorf("details: %s", d)
 	}
 }
+
+// TestRunStopped: a run stopped midway (SIGINT in the command) marks the running and the remaining
+// cases CANCELED, and does not pass.
+func TestRunStopped(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, scopedPolicy)
+	suite, _ := TestsSuite("two", []string{"MQTT_Connect", "MQTT_Subscribe"})
+	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+	defer cancel()
+	rep, err := Run(ctx, suite, f.options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Status != StatusCanceled || rep.Passed() || rep.Results[0].Status != StatusCanceled || rep.Results[1].Status != StatusCanceled {
+		t.Errorf("suite %s, passed %t, cases %s %s", rep.Status, rep.Passed(), rep.Results[0].Status, rep.Results[1].Status)
+	}
+	var buf strings.Builder
+	_ = rep.WriteJUnit(&buf)
+	if !strings.Contains(buf.String(), `skipped="2"`) {
+		t.Errorf("CANCELED cases are not <skipped>:\n%s", buf.String())
+	}
+}

@@ -29,6 +29,7 @@ type session struct {
 	wmu    sync.Mutex
 	nextID uint16
 	closed time.Time
+	acked  bool // a CONNACK was sent
 }
 
 func newSession(conn *tls.Conn, accepted time.Time) *session {
@@ -113,6 +114,7 @@ func (s *session) send(cp *packets.ControlPacket) error {
 func (s *session) connack(sessionPresent bool) error {
 	cp := packets.NewControlPacket(packets.CONNACK)
 	cp.Content.(*packets.Connack).SessionPresent = sessionPresent
+	s.acked = true
 	return s.send(cp)
 }
 
@@ -150,9 +152,10 @@ func (s *session) publish(topic string, qos byte, payload []byte) (uint16, error
 	return p.PacketID, s.send(cp)
 }
 
-// close drops the connection (MQTT 3.1.1 has no server DISCONNECT; an MQTT 5 device is told why).
+// close drops the connection. An MQTT 5 device that got its CONNACK is sent a DISCONNECT first
+// (MQTT 5 §3.14: not before the CONNACK); MQTT 3.1.1 has no server DISCONNECT.
 func (s *session) close() {
-	if s.codec.version == mqtt5 {
+	if s.codec.version == mqtt5 && s.acked {
 		cp := packets.NewControlPacket(packets.DISCONNECT)
 		cp.Content.(*packets.Disconnect).ReasonCode = 0x80 // unspecified error
 		_ = s.send(cp)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -95,7 +96,7 @@ func (f *advisorFlags) loadSuite() (advisor.Suite, error) {
 		if err != nil {
 			return advisor.Suite{}, err
 		}
-		name := strings.TrimSuffix(f.suiteFile[strings.LastIndex(f.suiteFile, "/")+1:], ".json")
+		name := strings.TrimSuffix(filepath.Base(f.suiteFile), ".json")
 		s, err := advisor.ParseSuiteDefinition(name, raw)
 		if err != nil {
 			return advisor.Suite{}, fmt.Errorf("%s: %w", f.suiteFile, err)
