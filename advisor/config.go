@@ -36,6 +36,8 @@ func (c Config) String(key string) (string, bool, error) {
 		return strconv.FormatFloat(x, 'f', -1, 64), true, nil
 	case json.Number:
 		return x.String(), true, nil
+	case int, int64, int32, uint, uint64, uint32, float32:
+		return fmt.Sprint(x), true, nil
 	}
 	return "", true, fmt.Errorf("%s: want a string, got %T", key, v)
 }

@@ -135,7 +135,11 @@ func TestAdvisorCommandGradesReferenceDevices(t *testing.T) {
 		suite := map[string]any{"configuration": map[string]any{"TRIGGER_TOPIC": "ref/trigger"}, "tests": []any{}}
 		group := map[string]any{"name": "offline", "configuration": map[string]any{}, "tests": []any{}}
 		for _, id := range ids {
-			group["tests"] = append(group["tests"].([]any), map[string]any{"name": id, "configuration": map[string]any{}, "test": map[string]any{"id": id, "version": "0.0.0"}})
+			cfg := map[string]any{}
+			if id == "MQTT_Connect_Jitter_Backoff_Retries" {
+				cfg["EXECUTION_TIMEOUT"] = "10" // two cycles of a 1 s backoff
+			}
+			group["tests"] = append(group["tests"].([]any), map[string]any{"name": id, "configuration": cfg, "test": map[string]any{"id": id, "version": "0.0.0"}})
 		}
 		suite["tests"] = []any{group}
 		raw, _ := json.Marshal(suite)
@@ -147,7 +151,7 @@ func TestAdvisorCommandGradesReferenceDevices(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		dev := &refdevice.Device{Addr: a.endpoint, ServerName: "localhost", RootCAs: pool, Cert: cert, ClientID: "dut",
-			B: refdevice.WellBehaved(20*time.Millisecond, 500*time.Millisecond)}
+			B: refdevice.WellBehaved(20*time.Millisecond, 600*time.Millisecond)}
 		go dev.Run(ctx)
 		if code := a.wait(t, 2*time.Minute); code != 0 {
 			t.Fatalf("exit %d, want 0:\n%s", code, a.stdout.String())

@@ -43,7 +43,7 @@ type Behaviour struct {
 
 // jitter are the factors of WellBehaved's backoff: deterministic, so a test's verdict does not
 // depend on a random draw, and irregular, as jitter is.
-var jitter = []float64{1.0, 0.8, 1.2, 0.85, 1.15, 0.9, 1.1, 0.95}
+var jitter = []float64{1.0, 0.9, 1.1, 0.85, 1.15, 0.95, 1.05, 0.9}
 
 // WellBehaved is a device that does everything Device Advisor asks: it verifies the server, backs
 // off exponentially with jitter from base up to limit and resets only after a connection that
