@@ -27,6 +27,7 @@ const scopedPolicy = `{"Version":"2012-10-17","Statement":[
 // certificate and policy, and an endpoint listener.
 type fixture struct {
 	core     *certs.Authority
+	devCA    *certs.Authority
 	registry *auth.Registry
 	policies string
 	ln       net.Listener
@@ -68,7 +69,7 @@ func newFixture(t *testing.T, policyDoc string) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	return &fixture{core: core, registry: reg, policies: pdir, ln: ln, cert: cert}
+	return &fixture{core: core, devCA: devCA, registry: reg, policies: pdir, ln: ln, cert: cert}
 }
 
 // options are fast timings: every wait is configured short, none is slept for a real default.

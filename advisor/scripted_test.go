@@ -13,6 +13,7 @@ import (
 	"github.com/eclipse/paho.golang/packets"
 
 	"github.com/ggbroker/ggbroker/advisor/refdevice"
+	"github.com/ggbroker/ggbroker/auth"
 )
 
 // scripted is a device written out step by step for one acceptance case.
@@ -159,6 +160,28 @@ func TestTLSAcceptance(t *testing.T) {
 		})
 		expect(t, r, StatusPassWithWarnings, "without sending a TLS alert")
 	})
+}
+
+// TestOnlyTheDeviceIsAccepted: a client certificate that is not an ACTIVE certificate of the thing
+// under test (another thing's) is refused at the handshake, and the case waits for the device.
+func TestOnlyTheDeviceIsAccepted(t *testing.T) {
+	t.Parallel()
+	r := runScripted(t, "TLS_Connect", Config{"EXECUTION_TIMEOUT": "0.5"}, func(s *scripted) {
+		other, err := auth.CreateDevice(s.f.registry, s.f.devCA, auth.NewDevice{Thing: auth.Thing{Name: "other"}})
+		if err != nil {
+			s.t.Error(err)
+			return
+		}
+		cert, _ := tls.X509KeyPair(other.CertPEM, other.KeyPEM)
+		for s.ctx.Err() == nil {
+			if c, err := tls.Dial("tcp", s.f.ln.Addr().String(), &tls.Config{ServerName: "localhost", RootCAs: s.f.core.Pool(), Certificates: []tls.Certificate{cert}}); err == nil {
+				_, _ = c.Read(make([]byte, 1))
+				c.Close()
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	expect(t, r, StatusFail, `is not an ACTIVE certificate of thing "dut"`)
 }
 
 // TestMQTTAcceptance covers acceptance cases 8 to 11, 15 to 17 and 21 with scripted devices.
