@@ -219,31 +219,14 @@ func TestAdvisorCommandGradesReferenceDevices(t *testing.T) {
 	})
 }
 
-// writeSuite writes a Device Advisor suite definition (a rootGroup) with one group of the given
-// test IDs and the suite-level configuration cfg.
-func writeSuite(t *testing.T, path string, ids []string, cfg map[string]any) {
-	t.Helper()
-	var cases []any
-	for _, id := range ids {
-		cases = append(cases, map[string]any{"name": id, "configuration": map[string]any{}, "test": map[string]any{"id": id, "version": "0.0.0"}})
-	}
-	raw, err := json.Marshal(map[string]any{"configuration": cfg, "tests": []any{map[string]any{"name": "offline", "configuration": map[string]any{}, "tests": cases}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestAdvisorMQTT311Device grades a real MQTT 3.1.1 client (paho.mqtt.golang: most AWS IoT firmware
 // speaks 3.1.1) through the MQTT cases a well-configured library passes.
 func TestAdvisorMQTT311Device(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	ids := []string{"MQTT_Connect", "MQTT_Subscribe", "MQTT_Publish", "MQTT_Client_Puback_QoS1", "MQTT_Expired_Persistent_Session"}
-	writeSuite(t, filepath.Join(dir, "suite.json"), ids, map[string]any{"TRIGGER_TOPIC": "ref/trigger", "TOPIC_FOR_PUBLISH_VALIDATION": "ref/data"})
-	a := startAdvisor(t, dir, "--suite-file", "suite.json")
+	a := startAdvisor(t, dir, "--tests", strings.Join(ids, ","), "--set", "TRIGGER_TOPIC=ref/trigger", "--set", "TOPIC_FOR_PUBLISH_VALIDATION=ref/data",
+		"--set", `TOPIC_LIST_FOR_SUBSCRIPTION_VALIDATION_ID=["ref/trigger"]`)
 	cert, pool := deviceFiles(t, dir)
 	opts := pahov3.NewClientOptions().AddBroker("ssl://" + a.endpoint).SetClientID("dut").SetCleanSession(false).
 		SetTLSConfig(&tls.Config{ServerName: "localhost", RootCAs: pool, Certificates: []tls.Certificate{cert}}).
@@ -279,6 +262,8 @@ func TestAdvisorCommandRefusesBadSuites(t *testing.T) {
 		reason string
 	}{
 		{[]string{"--tests", "MQTT_Persistent_Session_Happy_Case"}, "TRIGGER_TOPIC is required"},
+		{[]string{"--tests", "MQTT_Client_Puback_QoS1", "--set", "PAYLOAD_SIZE=129"}, "PAYLOAD_SIZE: 129 KB is outside 0 to 128"},
+		{[]string{"--tests", "MQTT_Connect", "--set", "nokey"}, `--set "nokey": want KEY=VALUE`},
 		{[]string{"--tests", "MQTT_Publish_Retained_Messages"}, `unknown test "MQTT_Publish_Retained_Messages"`},
 		{[]string{"--suite", "qualification", "--tests", "MQTT_Connect"}, "give one of --suite, --tests and --suite-file"},
 		{[]string{"--thing", "nobody"}, `thing "nobody" is not in the registry`},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -37,7 +38,7 @@ criteria. See advisor/README.md.`,
 type advisorFlags struct {
 	thing, suite, tests, suiteFile, listen, junit string
 	json                                          bool
-	serverNames                                   []string
+	serverNames, set                              []string
 	grace, timeout, stable, settle                time.Duration
 }
 
@@ -71,6 +72,7 @@ Exit status: 0 when no case FAILed or ERRORed, 1 when one did, 2 when the suite 
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8884", "test endpoint listen address")
 	fs.StringVar(&f.junit, "junit", "", "write a JUnit XML report (as AWS IoT Device Tester writes) to this file")
 	fs.BoolVar(&f.json, "json", false, "print the report as JSON on stdout (the live lines go to stderr)")
+	fs.StringArrayVar(&f.set, "set", nil, "KEY=VALUE suite-level configuration, e.g. TRIGGER_TOPIC=my/topic (repeatable; a JSON array or object value is decoded)")
 	fs.StringSliceVar(&f.serverNames, "server-name", []string{"localhost"}, "DNS name the device dials, put in the endpoint's certificate (repeatable)")
 	fs.DurationVar(&f.grace, "grace", 5*time.Second, "how long the endpoint refuses TLS before each test case")
 	fs.DurationVar(&f.timeout, "timeout", 0, "EXECUTION_TIMEOUT for cases whose configuration sets none (default: each case's own, mostly 300s)")
@@ -80,6 +82,29 @@ Exit status: 0 when no case FAILed or ERRORed, 1 when one did, 2 when the suite 
 }
 
 func (f *advisorFlags) loadSuite() (advisor.Suite, error) {
+	s, err := f.baseSuite()
+	if err != nil || len(f.set) == 0 {
+		return s, err
+	}
+	if s.Configuration == nil {
+		s.Configuration = advisor.Config{}
+	}
+	for _, kv := range f.set {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return advisor.Suite{}, fmt.Errorf("--set %q: want KEY=VALUE", kv)
+		}
+		var decoded any
+		if t := strings.TrimSpace(v); (strings.HasPrefix(t, "[") || strings.HasPrefix(t, "{")) && json.Unmarshal([]byte(t), &decoded) == nil {
+			s.Configuration[k] = decoded
+		} else {
+			s.Configuration[k] = v
+		}
+	}
+	return s, s.Validate()
+}
+
+func (f *advisorFlags) baseSuite() (advisor.Suite, error) {
 	set := 0
 	for _, s := range []string{f.suite, f.tests, f.suiteFile} {
 		if s != "" {
@@ -90,7 +115,11 @@ func (f *advisorFlags) loadSuite() (advisor.Suite, error) {
 	case set > 1:
 		return advisor.Suite{}, errors.New("give one of --suite, --tests and --suite-file")
 	case f.tests != "":
-		return advisor.TestsSuite("tests", strings.Split(f.tests, ","))
+		s, err := advisor.TestsSuite("tests", strings.Split(f.tests, ","))
+		if err != nil || len(f.set) > 0 {
+			return s, err // validated once --set is applied
+		}
+		return s, s.Validate()
 	case f.suiteFile != "":
 		raw, err := os.ReadFile(f.suiteFile)
 		if err != nil {
