@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"time"
 
@@ -223,5 +222,3 @@ func (tc *testCtx) acceptSession(ctx context.Context) (*session, error) {
 		return s, nil
 	}
 }
-
-func remote(c net.Conn) string { return c.RemoteAddr().String() }

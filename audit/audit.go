@@ -82,15 +82,6 @@ var Checks = []struct {
 	{CheckCAKeyQuality, Critical},
 }
 
-func severityOf(check string) Severity {
-	for _, c := range Checks {
-		if c.Name == check {
-			return c.Severity
-		}
-	}
-	return ""
-}
-
 // Resource types, Device Defender's ResourceType names.
 const (
 	ResourceDeviceCertificate = "DEVICE_CERTIFICATE"
