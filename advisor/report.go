@@ -26,7 +26,7 @@ const (
 
 // Result is one test case run, shaped like Device Advisor's TestCaseRun (DA-API).
 type Result struct {
-	Group     string    `json:"groupName"`
+	Group     string    `json:"-"` // the JSON has the cases under their group
 	Name      string    `json:"testCaseDefinitionName"`
 	TestID    string    `json:"testCaseDefinitionId"`
 	Status    Status    `json:"status"`
@@ -91,6 +91,56 @@ func (rep *Report) finish(canceled bool) {
 	if canceled && rep.Status != StatusFail {
 		rep.Status = StatusCanceled
 	}
+}
+
+// suiteRunJSON is the report's JSON form, after Device Advisor's GetSuiteRun response (DA-API): the
+// cases under testResult.groups[].tests[].
+type suiteRunJSON struct {
+	Suite      string    `json:"suiteDefinitionName"`
+	Thing      string    `json:"thingName"`
+	Endpoint   string    `json:"endpoint"`
+	Status     Status    `json:"status"`
+	StartTime  time.Time `json:"startTime"`
+	EndTime    time.Time `json:"endTime"`
+	Refused    int       `json:"refusedConnections"`
+	TestResult struct {
+		Groups []groupJSON `json:"groups"`
+	} `json:"testResult"`
+}
+
+type groupJSON struct {
+	GroupName string   `json:"groupName"`
+	Tests     []Result `json:"tests"`
+}
+
+// MarshalJSON writes the GetSuiteRun shape.
+func (rep *Report) MarshalJSON() ([]byte, error) {
+	out := suiteRunJSON{Suite: rep.Suite, Thing: rep.Thing, Endpoint: rep.Endpoint, Status: rep.Status, StartTime: rep.StartTime, EndTime: rep.EndTime, Refused: rep.Refused}
+	out.TestResult.Groups = []groupJSON{}
+	for _, r := range rep.Results {
+		if n := len(out.TestResult.Groups); n == 0 || out.TestResult.Groups[n-1].GroupName != r.Group {
+			out.TestResult.Groups = append(out.TestResult.Groups, groupJSON{GroupName: r.Group})
+		}
+		g := &out.TestResult.Groups[len(out.TestResult.Groups)-1]
+		g.Tests = append(g.Tests, r)
+	}
+	return json.Marshal(out)
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (rep *Report) UnmarshalJSON(b []byte) error {
+	var in suiteRunJSON
+	if err := json.Unmarshal(b, &in); err != nil {
+		return err
+	}
+	*rep = Report{Suite: in.Suite, Thing: in.Thing, Endpoint: in.Endpoint, Status: in.Status, StartTime: in.StartTime, EndTime: in.EndTime, Refused: in.Refused}
+	for _, g := range in.TestResult.Groups {
+		for _, r := range g.Tests {
+			r.Group = g.GroupName
+			rep.Results = append(rep.Results, r)
+		}
+	}
+	return nil
 }
 
 // WriteJSON writes the report as JSON.

@@ -3,6 +3,7 @@ package advisor
 import (
 	"bytes"
 	"crypto/tls"
+	"encoding/json"
 	"encoding/xml"
 	"strings"
 	"testing"
@@ -125,6 +126,18 @@ func TestJUnitReport(t *testing.T) {
 	}
 	if failures != 1 || errs != 1 {
 		t.Errorf("%d <failure> and %d <error>, want 1 and 1", failures, errs)
+	}
+	// The JSON is GetSuiteRun's shape and reads back.
+	buf.Reset()
+	if err := rep.WriteJSON(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), `"testResult": {`) || !strings.Contains(buf.String(), `"groupName": "MQTT"`) {
+		t.Errorf("JSON shape:\n%s", buf.String())
+	}
+	var back Report
+	if err := json.Unmarshal(buf.Bytes(), &back); err != nil || len(back.Results) != 4 || back.Results[2].Group != "MQTT" || back.Results[2].Failure != "published QoS 1" || back.Status != StatusFail {
+		t.Errorf("JSON read back: %v %+v", err, back)
 	}
 }
 
