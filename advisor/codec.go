@@ -134,7 +134,11 @@ func to5(typ, first byte, b []byte) ([]byte, error) {
 			if len(b) < idAt+2 {
 				return nil, errors.New("truncated")
 			}
-			b = insertZero(b, idAt+2+(int(b[idAt])<<8|int(b[idAt+1])))
+			willAt := idAt + 2 + (int(b[idAt])<<8 | int(b[idAt+1]))
+			if willAt > len(b) {
+				return nil, errors.New("truncated")
+			}
+			b = insertZero(b, willAt)
 		}
 		return b, nil
 	case packets.PUBLISH:
@@ -170,9 +174,9 @@ func to311(typ, first byte, b []byte) ([]byte, error) {
 	switch typ {
 	case packets.CONNACK:
 		return b[:2], nil
-	case packets.PUBACK, packets.PUBREC, packets.PUBREL, packets.PUBCOMP:
-		return b[:2], nil
-	case packets.SUBACK, packets.UNSUBACK:
+	case packets.PUBACK, packets.PUBREC, packets.PUBREL, packets.PUBCOMP, packets.UNSUBACK:
+		return b[:2], nil // MQTT 3.1.1's UNSUBACK has no reason codes
+	case packets.SUBACK:
 		return removeAt(b, 2), nil
 	case packets.PUBLISH:
 		at := 2 + (int(b[0])<<8 | int(b[1]))

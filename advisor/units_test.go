@@ -263,7 +263,8 @@ func TestCodecMQTT311(t *testing.T) {
 	p := pub.Content.(*packets.Publish)
 	p.Topic, p.QoS, p.PacketID, p.Payload = "a/b", 1, 3, []byte("hi")
 	_ = c.write(pub)
-	want := []byte{0x20, 2, 1, 0, 0x40, 2, 0, 7, 0x90, 3, 0, 9, 1, 0x32, 9, 0, 3, 'a', '/', 'b', 0, 3, 'h', 'i'}
+	_ = s.answer(&packets.ControlPacket{FixedHeader: packets.FixedHeader{Type: packets.UNSUBSCRIBE}, Content: &packets.Unsubscribe{PacketID: 5, Topics: []string{"a/#"}}}, blockSet{})
+	want := []byte{0x20, 2, 1, 0, 0x40, 2, 0, 7, 0x90, 3, 0, 9, 1, 0x32, 9, 0, 3, 'a', '/', 'b', 0, 3, 'h', 'i', 0xb0, 2, 0, 5}
 	if !bytes.Equal(out.Bytes(), want) {
 		t.Errorf("written\n% x\nwant\n% x", out.Bytes(), want)
 	}
