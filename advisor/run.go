@@ -236,13 +236,8 @@ func Run(ctx context.Context, suite Suite, opts Options) (*Report, error) {
 	if len(r.deviceCerts) == 0 {
 		return nil, fmt.Errorf("thing %q has no ACTIVE certificate", opts.Thing)
 	}
-	var ips []net.IP
-	if ta, ok := opts.Listener.Addr().(*net.TCPAddr); ok && ta.IP != nil && !ta.IP.IsUnspecified() {
-		ips = append(ips, ta.IP)
-	} else {
-		ips = append(ips, net.IPv4(127, 0, 0, 1), net.IPv6loopback)
-	}
-	if r.certs, err = newServerCerts(opts.CoreCA, opts.ServerNames, ips, 24*time.Hour, opts.Now()); err != nil {
+	names, ips := endpointNames(opts.ServerNames, opts.Listener.Addr())
+	if r.certs, err = newServerCerts(opts.CoreCA, names, ips, 24*time.Hour, opts.Now()); err != nil {
 		return nil, err
 	}
 	r.endpoint = newEndpoint(opts.Listener)
@@ -276,6 +271,36 @@ func Run(ctx context.Context, suite Suite, opts Options) (*Report, error) {
 	rep.Refused = r.endpoint.refusedCount()
 	rep.finish(canceled)
 	return rep, nil
+}
+
+// endpointNames are the DNS names and IP addresses of the endpoint's certificates: the server names
+// (an IP given as a name goes with the IPs), and the listen address, or every local address when it
+// listens on all of them.
+func endpointNames(serverNames []string, addr net.Addr) ([]string, []net.IP) {
+	var names []string
+	var ips []net.IP
+	for _, n := range serverNames {
+		if ip := net.ParseIP(n); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			names = append(names, n)
+		}
+	}
+	ta, ok := addr.(*net.TCPAddr)
+	switch {
+	case ok && ta.IP != nil && !ta.IP.IsUnspecified():
+		ips = append(ips, ta.IP)
+	default:
+		ips = append(ips, net.IPv4(127, 0, 0, 1), net.IPv6loopback)
+		if as, err := net.InterfaceAddrs(); err == nil {
+			for _, a := range as {
+				if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
+					ips = append(ips, n.IP)
+				}
+			}
+		}
+	}
+	return names, ips
 }
 
 // runCase refuses TLS for the grace window, then runs one case with its EXECUTION_TIMEOUT.

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"encoding/xml"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -298,5 +299,16 @@ func TestAdversarialCertificates(t *testing.T) {
 	}
 	if sc.wrongName.Leaf.DNSNames[0] != WrongServerName || !sc.expired.Leaf.NotAfter.Before(now) {
 		t.Errorf("wrong-name %v, expired until %v", sc.wrongName.Leaf.DNSNames, sc.expired.Leaf.NotAfter)
+	}
+}
+
+func TestEndpointNames(t *testing.T) {
+	names, ips := endpointNames([]string{"localhost", "10.1.2.3"}, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8884})
+	if len(names) != 1 || names[0] != "localhost" || len(ips) != 2 || !ips[0].Equal(net.ParseIP("10.1.2.3")) || !ips[1].Equal(net.IPv4(127, 0, 0, 1)) {
+		t.Errorf("names %v, ips %v", names, ips)
+	}
+	_, ips = endpointNames(nil, &net.TCPAddr{IP: net.IPv4zero, Port: 8884})
+	if len(ips) < 2 || !ips[0].Equal(net.IPv4(127, 0, 0, 1)) {
+		t.Errorf("all-addresses listener: ips %v", ips)
 	}
 }

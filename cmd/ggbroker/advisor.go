@@ -73,7 +73,7 @@ Exit status: 0 when no case FAILed or ERRORed, 1 when one did, 2 when the suite 
 	fs.StringVar(&f.junit, "junit", "", "write a JUnit XML report (as AWS IoT Device Tester writes) to this file")
 	fs.BoolVar(&f.json, "json", false, "print the report as JSON on stdout (the live lines go to stderr)")
 	fs.StringArrayVar(&f.set, "set", nil, "KEY=VALUE suite-level configuration, e.g. TRIGGER_TOPIC=my/topic (repeatable; a JSON array or object value is decoded)")
-	fs.StringSliceVar(&f.serverNames, "server-name", []string{"localhost"}, "DNS name the device dials, put in the endpoint's certificate (repeatable)")
+	fs.StringSliceVar(&f.serverNames, "server-name", []string{"localhost"}, "DNS name or IP the device dials, put in the endpoint's certificate (repeatable)")
 	fs.DurationVar(&f.grace, "grace", 5*time.Second, "how long the endpoint refuses TLS before each test case")
 	fs.DurationVar(&f.timeout, "timeout", 0, "EXECUTION_TIMEOUT for cases whose configuration sets none (default: each case's own, mostly 300s)")
 	fs.DurationVar(&f.stable, "stable-connection", 30*time.Second, "how long the backoff cases keep a connection up before dropping it, so the device's backoff resets")
