@@ -166,7 +166,7 @@ func TestTLSAcceptance(t *testing.T) {
 // under test (another thing's) is refused at the handshake, and the case waits for the device.
 func TestOnlyTheDeviceIsAccepted(t *testing.T) {
 	t.Parallel()
-	r := runScripted(t, "TLS_Connect", Config{"EXECUTION_TIMEOUT": "0.5"}, func(s *scripted) {
+	r := runScripted(t, "TLS_Connect", Config{"EXECUTION_TIMEOUT": "1.5"}, func(s *scripted) {
 		other, err := auth.CreateDevice(s.f.registry, s.f.devCA, auth.NewDevice{Thing: auth.Thing{Name: "other"}})
 		if err != nil {
 			s.t.Error(err)
@@ -207,7 +207,7 @@ func TestMQTTAcceptance(t *testing.T) {
 		reason string
 	}{
 		{"no CONNECT before the timeout", "MQTT_Connect", Config{"EXECUTION_TIMEOUT": "0.3"}, nil, StatusFail, "EXECUTION_TIMEOUT 0.3s passed: the device sent no CONNECT"},
-		{"publish on a/c only", "MQTT_Publish", Config{"TOPIC_FOR_PUBLISH_VALIDATION": "a/b", "EXECUTION_TIMEOUT": "0.5"}, publisher("a/c", 0), StatusFail, "seen: QoS 0 on a/c"},
+		{"publish on a/c only", "MQTT_Publish", Config{"TOPIC_FOR_PUBLISH_VALIDATION": "a/b", "EXECUTION_TIMEOUT": "1.5"}, publisher("a/c", 0), StatusFail, "seen: QoS 0 on a/c"},
 		{"publish on a/b", "MQTT_Publish", Config{"TOPIC_FOR_PUBLISH_VALIDATION": "a/b"}, publisher("a/b", 0), StatusPass, ""},
 		{"publish on a/b with QoS 1", "MQTT_Publish", Config{"TOPIC_FOR_PUBLISH_VALIDATION": "a/b"}, publisher("a/b", 1), StatusFail, "this case wants QoS 0"},
 		{"republish id 7 with DUP", "MQTT_Publish_Retry_No_Puback", nil, func(s *scripted) {
@@ -268,7 +268,7 @@ func TestMQTTAcceptance(t *testing.T) {
 			subscribe(c, "a/#", 4)
 			<-s.ctx.Done()
 		}, StatusFail, "new packet ID 4 instead of 3"},
-		{"no SUBSCRIBE retry", "MQTT_Subscribe_Retry_No_Suback", Config{"EXECUTION_TIMEOUT": "0.5"}, func(s *scripted) {
+		{"no SUBSCRIBE retry", "MQTT_Subscribe_Retry_No_Suback", Config{"EXECUTION_TIMEOUT": "1.5"}, func(s *scripted) {
 			c, _, err := s.mqtt(true, 0)
 			if err != nil {
 				return
@@ -298,7 +298,7 @@ func TestMQTTAcceptance(t *testing.T) {
 			subscribe(c, "myTrigger/topic", 1)
 			<-s.ctx.Done()
 		}, StatusFail, "clean session"},
-		{"expired session without a new SUBSCRIBE", "MQTT_Expired_Persistent_Session", Config{"TRIGGER_TOPIC": "myTrigger/topic", "EXECUTION_TIMEOUT": "1"}, func(s *scripted) {
+		{"expired session without a new SUBSCRIBE", "MQTT_Expired_Persistent_Session", Config{"TRIGGER_TOPIC": "myTrigger/topic", "EXECUTION_TIMEOUT": "2"}, func(s *scripted) {
 			c, _, err := s.mqtt(false, 0)
 			if err != nil {
 				return
@@ -317,6 +317,7 @@ func TestMQTTAcceptance(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			expect(t, runScripted(t, c.id, c.cfg, c.device), c.want, c.reason)
 		})
 	}

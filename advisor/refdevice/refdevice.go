@@ -63,7 +63,7 @@ func WellBehaved(base, limit time.Duration) Behaviour {
 		StableAfter: 200 * time.Millisecond,
 		Retry:       100 * time.Millisecond,
 		Puback:      true,
-		KeepAlive:   1, PingTimeout: 300 * time.Millisecond,
+		KeepAlive:   1, PingTimeout: 200 * time.Millisecond,
 		SubscribeTopic: "ref/trigger", PublishTopic: "ref/data",
 	}
 }
@@ -76,7 +76,7 @@ func Naive(interval time.Duration) Behaviour {
 		StableAfter: 200 * time.Millisecond,
 		Retry:       100 * time.Millisecond, RetryNewID: true,
 		Resubscribe: true,
-		KeepAlive:   1, PingTimeout: 300 * time.Millisecond,
+		KeepAlive:   1, PingTimeout: 200 * time.Millisecond,
 		SubscribeTopic: "ref/trigger", PublishTopic: "ref/data",
 	}
 }
