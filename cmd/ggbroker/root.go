@@ -53,6 +53,8 @@ Configuration comes from the embedded defaults, a YAML file (--config), GGBROKER
 	root.AddCommand(newServeCommand(g), newDeviceCommand(g), newCACommand(g), newPolicyCommand(g), newVersionCommand())
 	root.AddCommand(newDiscoverCommand(g))
 	root.AddCommand(newHealthCommand(g))
+	root.AddCommand(newAdvisorCommand(g))
+	root.AddCommand(newAuditCommand(g))
 	refuseUnknownSubcommands(root)
 	return root
 }
