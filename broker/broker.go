@@ -431,6 +431,17 @@ func ipStringers(ips []net.IP) []fmt.Stringer {
 	return out
 }
 
+// applyProfile sets the mochi capabilities the profile decides: the QoS and packet size mochi enforces
+// and advertises, and the MQTT 5 session expiry clamp (returned in CONNACK).
+func applyProfile(p profile.Profile, caps *mqtt.Capabilities) {
+	caps.MaximumQos = byte(p.MaxQoS)
+	caps.MaximumPacketSize = uint32(p.MaxPacketBytes)
+	if p.MaxSessionExpirySeconds > 0 {
+		caps.MaximumSessionExpiryInterval = uint32(p.MaxSessionExpirySeconds)
+	}
+	caps.TopicAliasMaximum = uint16(p.TopicAliasMaximum) // advertised in CONNACK; 0: no aliases
+}
+
 // applyLimits applies the limits block to mochi's capabilities. It runs after applyProfile, so
 // limits.maxPacketSize is a ceiling over the behaviour profile's packet size.
 func applyLimits(l config.Limits, caps *mqtt.Capabilities) {

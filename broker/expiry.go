@@ -4,21 +4,10 @@ import (
 	"context"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
 	"go.uber.org/zap"
 
 	"github.com/ggbroker/ggbroker/profile"
 )
-
-// applyProfile sets the mochi capabilities the profile decides: the QoS and packet size mochi enforces
-// and advertises, and the MQTT 5 session expiry clamp (returned in CONNACK).
-func applyProfile(p profile.Profile, caps *mqtt.Capabilities) {
-	caps.MaximumQos = byte(p.MaxQoS)
-	caps.MaximumPacketSize = uint32(p.MaxPacketBytes)
-	if p.MaxSessionExpirySeconds > 0 {
-		caps.MaximumSessionExpiryInterval = uint32(p.MaxSessionExpirySeconds)
-	}
-}
 
 // expireSessions ends MQTT 3.1.1 persistent sessions whose client has been gone longer than the
 // profile's session expiry (AWS IoT Core: 1 hour). mochi expires 3.1.1 sessions only at

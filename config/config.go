@@ -118,6 +118,7 @@ type Behaviour struct {
 	SessionExpirySeconds          string `mapstructure:"sessionExpirySeconds"`
 	MaxSessionExpirySeconds       string `mapstructure:"maxSessionExpirySeconds"`
 	PublishesPerSecond            string `mapstructure:"publishesPerSecond"`
+	TopicAliasMaximum             string `mapstructure:"topicAliasMaximum"`
 	LifecycleEvents               string `mapstructure:"lifecycleEvents"`
 	SysTopics                     string `mapstructure:"sysTopics"`
 }

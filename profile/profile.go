@@ -47,6 +47,9 @@ type Profile struct {
 	// (AWS: 7 days), returned in CONNACK.
 	SessionExpirySeconds    int
 	MaxSessionExpirySeconds int
+	// TopicAliasMaximum is the MQTT 5 Topic Alias Maximum advertised in CONNACK: how many aliases a
+	// client may set per connection (AWS IoT Core: 8). Each alias holds a topic in memory.
+	TopicAliasMaximum int
 	// PublishesPerSecond limits inbound publishes per connection (AWS: 100/s); the excess is dropped.
 	PublishesPerSecond int
 	// LifecycleEvents publishes $aws/events/presence/connected|disconnected/<clientId>.
@@ -83,6 +86,7 @@ var profiles = map[string]Profile{
 		// matching publish. Far above what any Greengrass client device uses.
 		MaxSubscriptionsPerConnection: 1000,
 		MaxTopicSlashes:               127,
+		TopicAliasMaximum:             64,
 	},
 	IoTCore: {
 		Name:            IoTCore,
@@ -97,6 +101,7 @@ var profiles = map[string]Profile{
 		SessionExpirySeconds:    3600,
 		MaxSessionExpirySeconds: 7 * 24 * 3600,
 		PublishesPerSecond:      100,
+		TopicAliasMaximum:       8,
 		LifecycleEvents:         true,
 	},
 }
@@ -125,6 +130,7 @@ func FromConfig(b config.Behaviour) (Profile, error) {
 		{"sessionExpirySeconds", b.SessionExpirySeconds, &p.SessionExpirySeconds},
 		{"maxSessionExpirySeconds", b.MaxSessionExpirySeconds, &p.MaxSessionExpirySeconds},
 		{"publishesPerSecond", b.PublishesPerSecond, &p.PublishesPerSecond},
+		{"topicAliasMaximum", b.TopicAliasMaximum, &p.TopicAliasMaximum},
 	}
 	for _, o := range ints {
 		if isProfileDefault(o.raw) {
@@ -156,6 +162,9 @@ func FromConfig(b config.Behaviour) (Profile, error) {
 			return Profile{}, fmt.Errorf("behaviour.%s: %q is not \"profile\", true or false", o.key, o.raw)
 		}
 		*o.dst = v
+	}
+	if p.TopicAliasMaximum > 65535 {
+		return Profile{}, fmt.Errorf("behaviour.topicAliasMaximum: %d is more than 65535", p.TopicAliasMaximum)
 	}
 	if p.MaxQoS > 2 {
 		return Profile{}, fmt.Errorf("behaviour.maxQos: %d is not 0, 1 or 2", p.MaxQoS)
