@@ -301,11 +301,15 @@ func (b *Bridge) serve(ctx context.Context, s *session, subs []subscription) err
 	return b.pump(ctx, s)
 }
 
-// pump sends the spool upstream in order, up to the upstream's receive maximum unacknowledged, and
-// deletes what the upstream acknowledged. It starts from the oldest record each session: what was in
-// flight when the last one broke goes again (QoS 1 is at least once).
+// pump sends the spool upstream in order, up to the upstream's receive maximum unacknowledged and at
+// most settings.Rate a second, and deletes what the upstream acknowledged. It starts from the oldest
+// record each session: what was in flight when the last one broke goes again (QoS 1 is at least once).
 func (b *Bridge) pump(ctx context.Context, s *session) error {
 	window := min(maxInflight, max(s.receiveMax, 1))
+	var interval time.Duration
+	if b.set.Rate > 0 {
+		interval = time.Second / time.Duration(b.set.Rate)
+	}
 	type flight struct {
 		seq   uint64
 		topic string
@@ -313,8 +317,26 @@ func (b *Bridge) pump(ctx context.Context, s *session) error {
 	inflight := map[uint16]flight{}
 	var last uint64
 	var done []uint64
+	var nextAt time.Time // the rate's next slot
+	var pace <-chan time.Time
+	// throttled: the upstream answered PUBACK 0x97 (quota exceeded). Sending stops until what is in
+	// flight is answered, waits throttleWait, and starts again from the oldest refused record.
+	throttled, retryFrom := false, uint64(0)
+	var resume <-chan time.Time
 	for {
-		if free := window - len(inflight); free > 0 {
+		free := window - len(inflight)
+		if throttled {
+			free = 0
+		}
+		if interval > 0 && free > 0 {
+			now := time.Now()
+			if now.Before(nextAt) {
+				free, pace = 0, time.After(nextAt.Sub(now))
+			} else {
+				free = 1
+			}
+		}
+		if free > 0 {
 			recs, err := b.spool.read(last, free)
 			if err != nil {
 				return err
@@ -333,6 +355,9 @@ func (b *Bridge) pump(ctx context.Context, s *session) error {
 						inflight[id] = flight{seq: r.Seq, topic: r.Topic}
 						if err := s.publish(w, id, r, expiry); err != nil {
 							return err
+						}
+						if interval > 0 {
+							nextAt = time.Now().Add(interval)
 						}
 					}
 					return nil
@@ -354,15 +379,32 @@ func (b *Bridge) pump(ctx context.Context, s *session) error {
 				return
 			}
 			delete(inflight, a.id)
-			done = append(done, f.seq)
-			// 0x10 "no matching subscribers" is a success (services/bridge.md §2, BR-L5).
-			if a.code >= 0x80 {
+			switch {
+			case a.code == quotaExceeded:
+				if !throttled || f.seq < retryFrom {
+					retryFrom = f.seq
+				}
+				if !throttled {
+					b.log.Warn("upstream throttles the bridge: pausing", zap.String("topicName", f.topic),
+						zap.String("clientId", b.set.Upstream.ClientID), zap.String("reason", "PUBACK 0x97 quota exceeded"),
+						zap.Duration("retryIn", throttleWait))
+				}
+				throttled = true
+				return
+			case a.code >= 0x80:
+				// Refused for good (not authorized, topic invalid ...): sending it again would refuse it
+				// again and hold up everything behind it. 0x10 "no matching subscribers" is a success
+				// (services/bridge.md §2, BR-L5).
 				b.m.drop(dropRefused, 1)
 				b.log.Warn("upstream refused a message; dropped", zap.String("topicName", f.topic),
 					zap.String("clientId", b.set.Upstream.ClientID), zap.String("reason", fmt.Sprintf("PUBACK 0x%02x", a.code)))
-				return
+			default:
+				b.m.forward(dirToUpstream, 1)
 			}
-			b.m.forward(dirToUpstream, 1)
+			done = append(done, f.seq)
+		}
+		if throttled && len(inflight) == 0 && resume == nil {
+			resume = time.After(throttleWait)
 		}
 		select {
 		case a := <-s.acks:
@@ -376,6 +418,10 @@ func (b *Bridge) pump(ctx context.Context, s *session) error {
 				}
 			}
 		case <-b.spool.added:
+		case <-pace:
+			pace = nil
+		case <-resume:
+			resume, throttled, last = nil, false, retryFrom-1
 		case <-s.done:
 			_ = b.spool.remove(done) // what was acknowledged before the break
 			return s.cause()
@@ -385,6 +431,13 @@ func (b *Bridge) pump(ctx context.Context, s *session) error {
 		}
 	}
 }
+
+// quotaExceeded is the MQTT 5 PUBACK reason code of a throttled publish; throttleWait is how long the
+// pump pauses then (AWS IoT Core's publish quota is per second).
+const (
+	quotaExceeded = 0x97
+	throttleWait  = time.Second
+)
 
 // remainingExpiry is a spooled message's MQTT 5 message expiry left now (0: none), and whether it is
 // still alive: a message that expired in the spool is not sent (MQTT 5 §3.3.2.3.3).

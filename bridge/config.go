@@ -39,6 +39,8 @@ type Config struct {
 	Spool             SpoolConfig             `mapstructure:"spool"`
 	MinReconnectDelay time.Duration           `mapstructure:"minReconnectDelay"`
 	MaxReconnectDelay time.Duration           `mapstructure:"maxReconnectDelay"`
+	// UpstreamPublishesPerSecond paces messages to the upstream (0: as fast as it acknowledges).
+	UpstreamPublishesPerSecond int `mapstructure:"upstreamPublishesPerSecond"`
 
 	// Keys of Greengrass' component that configure its own client of the local broker. The bridge runs
 	// inside this broker and has no such client, so they are accepted (a pasted Greengrass configuration
@@ -101,6 +103,7 @@ type settings struct {
 	Spool      SpoolConfig
 	MinBackoff time.Duration
 	MaxBackoff time.Duration
+	Rate       int             // upstream publishes per second, 0: unpaced
 	Upstream   *upstreamConfig // nil: no upstream
 	Warnings   []string
 }
@@ -149,7 +152,7 @@ func (cfg *Config) check(names map[string]string) (*settings, error) {
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("bridge.%s: %s", key, fmt.Sprintf(format, args...)))
 	}
-	s := &settings{Spool: cfg.Spool, MinBackoff: cfg.MinReconnectDelay, MaxBackoff: cfg.MaxReconnectDelay}
+	s := &settings{Spool: cfg.Spool, MinBackoff: cfg.MinReconnectDelay, MaxBackoff: cfg.MaxReconnectDelay, Rate: cfg.UpstreamPublishesPerSecond}
 	display := func(name string) string {
 		if n, ok := names[strings.ToLower(name)]; ok {
 			return n
@@ -222,6 +225,9 @@ func (cfg *Config) check(names map[string]string) (*settings, error) {
 	}
 	if cfg.MaxReconnectDelay < cfg.MinReconnectDelay {
 		bad("maxReconnectDelay", "%s is less than minReconnectDelay %s", cfg.MaxReconnectDelay, cfg.MinReconnectDelay)
+	}
+	if cfg.UpstreamPublishesPerSecond < 0 {
+		bad("upstreamPublishesPerSecond", "must be 0 (unpaced) or more, got %d", cfg.UpstreamPublishesPerSecond)
 	}
 	s.Warnings = append(s.Warnings, cfg.checkGreengrassClient(bad)...)
 	if err := errors.Join(errs...); err != nil {

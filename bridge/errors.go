@@ -25,6 +25,8 @@ func failureKind(err error) string {
 		return "server-certificate"
 	case errors.As(err, &op) && op.Op == "remote error":
 		return "client-certificate"
+	case errors.As(err, &ref) && ref.notAuthorized():
+		return "not-authorized"
 	case errors.As(err, &ref):
 		return "connack"
 	case errors.Is(err, errNoConnack):
@@ -62,6 +64,8 @@ func describe(err error) string {
 		// A TLS alert from the upstream: it did not accept the core device's certificate (not
 		// registered, inactive, revoked, or signed by a CA it does not trust).
 		return fmt.Sprintf("bad certificate: the upstream rejected the client certificate in core.certificateFilePath (%v)", op.Err)
+	case errors.As(err, &ref) && ref.notAuthorized():
+		return ref.Error() + fmt.Sprintf(": is the certificate in core.certificateFilePath registered and active upstream, with a policy that allows iot:Connect for client ID %q (core.thingName)?", ref.clientID)
 	case errors.As(err, &ref):
 		return ref.Error()
 	case errors.Is(err, errNoConnack):

@@ -72,13 +72,23 @@ type inbound struct {
 
 // refusal is a CONNACK that refused the connection.
 type refusal struct {
-	version byte
-	code    byte
-	reason  string
+	clientID string
+	version  byte
+	code     byte
+	reason   string
 }
 
 func (r *refusal) Error() string {
 	return fmt.Sprintf("upstream refused the connection: CONNACK %s code 0x%02x (%s)", versionName(r.version), r.code, r.reason)
+}
+
+// notAuthorized says whether a refusal is about the core device's identity: bad user name or password
+// (how brokers answer an unknown certificate) or not authorized.
+func (r *refusal) notAuthorized() bool {
+	if r.version == mqtt5 {
+		return r.code == 0x86 || r.code == 0x87
+	}
+	return r.code == 4 || r.code == 5
 }
 
 // protocolRefused says whether a refusal means "speak another MQTT version".
@@ -178,7 +188,7 @@ func (s *session) connect(clientID string) error {
 			if ca.Properties != nil && ca.Properties.ReasonString != "" {
 				reason += " " + ca.Properties.ReasonString
 			}
-			return &refusal{version: s.version, code: code, reason: reason}
+			return &refusal{clientID: clientID, version: s.version, code: code, reason: reason}
 		}
 		if p := ca.Properties; p != nil {
 			if p.ReceiveMaximum != nil {
@@ -199,7 +209,7 @@ func (s *session) connect(clientID string) error {
 		return nil
 	}
 	if code != 0 {
-		return &refusal{version: s.version, code: code, reason: connackReason(s.version, code)}
+		return &refusal{clientID: clientID, version: s.version, code: code, reason: connackReason(s.version, code)}
 	}
 	return nil
 }

@@ -207,6 +207,12 @@ func (s *spool) commit(batch []*spoolWrite) {
 	})
 	if err != nil {
 		err = fmt.Errorf("bridge spool: %w", err)
+	} else {
+		s.count.Store(count)
+		s.bytes.Store(bytes)
+		if dropped > 0 && s.onDrop != nil {
+			s.onDrop(dropped)
+		}
 	}
 	for i, w := range batch {
 		if err != nil {
@@ -215,15 +221,7 @@ func (s *spool) commit(batch []*spoolWrite) {
 			w.err <- errs[i]
 		}
 	}
-	if err != nil {
-		return
-	}
-	s.count.Store(count)
-	s.bytes.Store(bytes)
-	if dropped > 0 && s.onDrop != nil {
-		s.onDrop(dropped)
-	}
-	if added {
+	if err == nil && added {
 		select {
 		case s.added <- struct{}{}:
 		default:

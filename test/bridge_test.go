@@ -1,0 +1,318 @@
+package test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ggbroker/ggbroker/bridge"
+	"github.com/ggbroker/ggbroker/config"
+)
+
+// startUpstream starts a second ggbroker in the iot-core profile: the AWS IoT Core stand-in.
+func startUpstream(t *testing.T) *harness {
+	t.Helper()
+	return startBroker(t, func(c *config.Config) { c.Behaviour.Profile = "iot-core" })
+}
+
+// startFastUpstream is startUpstream without AWS IoT Core's 100 publishes per second per connection,
+// for tests that move a thousand messages (the bridge is unpaced there too; TestBridgePacesItself
+// checks the pacing against the quota).
+func startFastUpstream(t *testing.T) *harness {
+	t.Helper()
+	return startBroker(t, func(c *config.Config) {
+		c.Behaviour.Profile = "iot-core"
+		c.Behaviour.PublishesPerSecond = "0"
+	})
+}
+
+// TestBridgeBothWays is Greengrass' bridge against an AWS IoT Core stand-in: LocalMqtt -> IotCore
+// at QoS 1 with and without a target prefix (one message per matching mapping), IotCore -> LocalMqtt
+// with a wildcard, retain only where retainAsPublished says, and no loop through mappings that
+// overlap in both directions (services/bridge.md acceptance cases 1, 2, 4, 5, 6, 7, 17).
+func TestBridgeBothWays(t *testing.T) {
+	up := startUpstream(t)
+	id := up.coreIdentity("gateway-1")
+	local := startBroker(t, func(c *config.Config) {
+		setCore(c, upstreamEndpoint(up.addr()), id)
+		setBridge(c, map[string]any{
+			"mqttTopicMapping": map[string]any{
+				"Hello":    mapping("clients/+/hello", bridge.LocalMqtt, bridge.IotCore, ""),
+				"Prefixed": mapping("clients/+/hello", bridge.LocalMqtt, bridge.IotCore, "gw/1/"),
+				"Status":   mapping("status/+", bridge.LocalMqtt, bridge.IotCore, ""),
+				"Commands": mapping("cmd/#", bridge.IotCore, bridge.LocalMqtt, ""),
+				"ShadowUp": mapping("sync/+/state/#", bridge.LocalMqtt, bridge.IotCore, ""),
+				"ShadowDn": mapping("sync/+/state/#", bridge.IotCore, bridge.LocalMqtt, ""),
+			},
+			"mqtt5RouteOptions": map[string]any{"Status": map[string]any{"retainAsPublished": true}},
+		})
+	})
+	local.record(t, "upstream connected", map[string]string{"clientId": "gateway-1", "protocol": "MQTT 5", "status": "Success"})
+
+	cloudApp := up.mustConnectV3(up.createDevice("cloud-app"))
+	upHello := collectV3(t, cloudApp, "clients/#")
+	upPrefixed := collectV3(t, cloudApp, "gw/#")
+	upSync := collectV3(t, cloudApp, "sync/#")
+	marker := collectV3(t, cloudApp, "marker/up")
+	dev := local.mustConnectV3(local.createDevice("d1"))
+	devCmd := collectV3(t, dev, "cmd/#")
+	devSync := collectV3(t, dev, "sync/#")
+
+	// Case 1, 2, 4: QoS 0 in, QoS 1 out, once per mapping.
+	publishV3(t, dev, "clients/d1/hello", 0, false, "x")
+	if m := next(t, upHello, "clients/d1/hello upstream"); m.String() != "clients/d1/hello x" || m.qos != 1 || m.retained {
+		t.Fatalf("upstream got %+v, want clients/d1/hello x at QoS 1, not retained", m)
+	}
+	if m := next(t, upPrefixed, "the prefixed copy"); m.String() != "gw/1/clients/d1/hello x" || m.qos != 1 {
+		t.Fatalf("upstream got %+v, want gw/1/clients/d1/hello x", m)
+	}
+	// Case 5: a topic no mapping matches stays local.
+	publishV3(t, dev, "other/topic", 1, false, "local only")
+	publishV3(t, dev, "clients/d1/x", 1, false, "no mapping either")
+	expectNone(t, upHello, marker, cloudApp, "marker/up")
+
+	// Case 6: down from the upstream, through a wildcard mapping.
+	publishV3(t, cloudApp, "cmd/d1/reboot", 1, false, "now")
+	if m := next(t, devCmd, "cmd/d1/reboot locally"); m.String() != "cmd/d1/reboot now" {
+		t.Fatalf("device got %v", m)
+	}
+
+	// Case 7: retained where retainAsPublished says (by mapping name), not elsewhere.
+	publishV3(t, dev, "status/d1", 1, true, "online")
+	publishV3(t, dev, "clients/d1/hello", 1, true, "retained locally only")
+	next(t, upHello, "the second hello")
+	waitRetained := func(topic string) <-chan received {
+		c := up.mustConnectV3(up.createDevice("late-" + strings.ReplaceAll(topic, "/", "-")))
+		return collectV3(t, c, topic)
+	}
+	if m := next(t, waitRetained("status/d1"), "the retained status"); m.String() != "status/d1 online" || !m.retained {
+		t.Fatalf("late subscriber got %+v, want the retained status/d1 online", m)
+	}
+	lateHello := waitRetained("clients/d1/hello")
+	expectNone(t, lateHello, marker, cloudApp, "marker/up")
+
+	// Case 17: the same filter mapped both ways. Up: the device's message reaches the upstream once
+	// and does not come back down (MQTT 5 noLocal upstream). Down: the upstream's message reaches the
+	// device once and does not go back up (the bridge skips what it published itself).
+	publishV3(t, dev, "sync/d1/state/reported", 1, false, "r1")
+	if m := next(t, upSync, "sync up"); m.String() != "sync/d1/state/reported r1" {
+		t.Fatalf("upstream got %v", m)
+	}
+	if m := next(t, devSync, "the device's own message"); m.String() != "sync/d1/state/reported r1" {
+		t.Fatalf("device got %v", m) // a local subscriber of its own topic gets it, from the local broker
+	}
+	publishV3(t, cloudApp, "sync/d1/state/desired", 1, false, "d1")
+	if m := next(t, devSync, "sync down"); m.String() != "sync/d1/state/desired d1" {
+		t.Fatalf("device got %v", m)
+	}
+	if m := next(t, upSync, "the cloud app's own message"); m.String() != "sync/d1/state/desired d1" {
+		t.Fatalf("upstream got %v", m)
+	}
+	devMarker := collectV3(t, dev, "marker/local")
+	expectNone(t, upSync, marker, cloudApp, "marker/up")
+	expectNone(t, devSync, devMarker, dev, "marker/local")
+	local.waitMetric(`ggbroker_bridge_messages_forwarded_total{direction="to-upstream"}`, func(v float64) bool { return v == 6 })
+	local.waitMetric(`ggbroker_bridge_messages_forwarded_total{direction="from-upstream"}`, func(v float64) bool { return v == 2 })
+	if v := local.metric("ggbroker_bridge_upstream_connected"); v != 1 {
+		t.Fatalf("connected = %v", v)
+	}
+}
+
+// TestBridgeOutage: 1,000 QoS 1 messages published while the upstream is unreachable are all
+// acknowledged to the device, wait in the spool, and arrive upstream in order once it is back;
+// messages the upstream had for the bridge meanwhile arrive too (persistent session, clean start false).
+func TestBridgeOutage(t *testing.T) {
+	up := startFastUpstream(t)
+	id := up.coreIdentity("gateway-1")
+	link := newOutage(t, up.addr())
+	local := startBroker(t, func(c *config.Config) {
+		setCore(c, upstreamEndpoint(link.addr), id)
+		setBridge(c, map[string]any{"mqttTopicMapping": map[string]any{
+			"Up":   mapping("telemetry/#", bridge.LocalMqtt, bridge.IotCore, ""),
+			"Down": mapping("cmd/#", bridge.IotCore, bridge.LocalMqtt, ""),
+		}, "upstreamPublishesPerSecond": 0})
+	})
+	local.record(t, "upstream connected", map[string]string{"sessionPresent": "false"})
+	cloudApp := up.mustConnectV3(up.createDevice("cloud-app"))
+	got := collectV3(t, cloudApp, "telemetry/#")
+	dev := local.mustConnectV3(local.createDevice("d1"))
+	devCmd := collectV3(t, dev, "cmd/#")
+
+	link.cut()
+	local.record(t, "upstream disconnected", nil)
+	local.record(t, "upstream connection failed", nil)
+	publishMany(t, dev, "telemetry/d1", 1000)
+	publishV3(t, cloudApp, "cmd/d1", 1, false, "while you were away")
+	if v := local.metric("ggbroker_bridge_spool_messages"); v != 1000 {
+		t.Fatalf("spool holds %v messages, want 1000", v)
+	}
+	if v := local.metric("ggbroker_bridge_upstream_connected"); v != 0 {
+		t.Fatalf("connected = %v during the outage", v)
+	}
+	// Local devices still work during the outage, and the broker stays ready.
+	if code, body := local.adminGet("/readyz"); code != 200 {
+		t.Fatalf("/readyz %d during the outage: %s", code, body)
+	}
+
+	link.restore()
+	local.record(t, "upstream connected", map[string]string{"sessionPresent": "true"})
+	expectInOrder(t, got, "telemetry/d1", 0, 1000)
+	if m := next(t, devCmd, "the command sent during the outage"); m.String() != "cmd/d1 while you were away" {
+		t.Fatalf("device got %v", m)
+	}
+	local.waitMetric("ggbroker_bridge_spool_messages", func(v float64) bool { return v == 0 })
+}
+
+// TestBridgeSpoolLimit: a full spool drops its oldest messages, counts and logs it; the newest are
+// delivered.
+func TestBridgeSpoolLimit(t *testing.T) {
+	up := startUpstream(t)
+	id := up.coreIdentity("gateway-1")
+	link := newOutage(t, up.addr())
+	link.cut()
+	local := startBroker(t, func(c *config.Config) {
+		setCore(c, upstreamEndpoint(link.addr), id)
+		setBridge(c, map[string]any{
+			"mqttTopicMapping": map[string]any{"Up": mapping("telemetry/#", bridge.LocalMqtt, bridge.IotCore, "")},
+			"spool":            map[string]any{"maxMessages": 10, "maxBytes": 1 << 20},
+		})
+	})
+	dev := local.mustConnectV3(local.createDevice("d1"))
+	publishMany(t, dev, "telemetry/d1", 15)
+	local.record(t, "bridge spool full: dropped the oldest messages", map[string]string{"reason": "spool-full", "maxMessages": "10"})
+	if v := local.metric(`ggbroker_bridge_messages_dropped_total{reason="spool-full"}`); v != 5 {
+		t.Fatalf("dropped = %v, want 5", v)
+	}
+	cloudApp := up.mustConnectV3(up.createDevice("cloud-app"))
+	got := collectV3(t, cloudApp, "telemetry/#")
+	link.restore()
+	expectInOrder(t, got, "telemetry/d1", 5, 10)
+}
+
+// TestBridgeRefusedUpstream: a wrong CA for the upstream and a client certificate the upstream does
+// not know are logged with the reason, retried with backoff, and local devices carry on.
+func TestBridgeRefusedUpstream(t *testing.T) {
+	up := startUpstream(t)
+	good := up.coreIdentity("gateway-1")
+	other := startBroker(t, nil) // another CA and registry
+	stranger := other.coreIdentity("gateway-1")
+	cases := []struct {
+		name   string
+		id     coreIdentity
+		reason string
+		kind   string
+	}{
+		{"wrong CA", coreIdentity{thing: good.thing, cert: good.cert, key: good.key, ca: stranger.ca}, "wrong CA", "server-certificate"},
+		// ggbroker, like AWS IoT Core for a certificate it does not know, completes the handshake and
+		// refuses the CONNECT.
+		{"unknown client certificate", coreIdentity{thing: good.thing, cert: stranger.cert, key: stranger.key, ca: good.ca}, "core.certificateFilePath registered and active upstream", "not-authorized"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			local := startBroker(t, func(c *config.Config) {
+				setCore(c, upstreamEndpoint(up.addr()), tc.id)
+				setBridge(c, map[string]any{"mqttTopicMapping": map[string]any{"Up": mapping("t/#", bridge.LocalMqtt, bridge.IotCore, "")}})
+			})
+			rec := local.record(t, "upstream connection failed", map[string]string{"eventType": "Connect", "status": "Failure", "clientId": "gateway-1"})
+			if !strings.Contains(rec["reason"].(string), tc.reason) {
+				t.Fatalf("reason %q does not say %q", rec["reason"], tc.reason)
+			}
+			local.waitMetric(`ggbroker_bridge_connect_failures_total{reason="`+tc.kind+`"}`, func(v float64) bool { return v >= 3 })
+			dev := local.mustConnectV3(local.createDevice("d1"))
+			got := collectV3(t, dev, "t/#")
+			publishV3(t, dev, "t/1", 1, false, "still works")
+			if m := next(t, got, "a local message"); m.String() != "t/1 still works" {
+				t.Fatalf("got %v", m)
+			}
+		})
+	}
+}
+
+// TestBridgeSurvivesKill: messages acknowledged to a device while the upstream is down survive
+// SIGKILL of ggbroker and arrive upstream, in order, after the restart.
+func TestBridgeSurvivesKill(t *testing.T) {
+	up := startFastUpstream(t)
+	id := up.coreIdentity("gateway-1")
+	link := newOutage(t, up.addr())
+	link.cut()
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "ggbroker.yaml")
+	cfg := "core:\n  thingName: gateway-1\n  iotDataEndpoint: " + upstreamEndpoint(link.addr) + "\n  certificateFilePath: " + id.cert +
+		"\n  privateKeyPath: " + id.key + "\n  rootCaPath: " + id.ca +
+		"\nbridge:\n  upstreamPublishesPerSecond: 0\n  minReconnectDelay: 20ms\n  maxReconnectDelay: 200ms\n  mqttTopicMapping:\n    TelemetryToCloud: {topic: \"telemetry/#\", source: LocalMqtt, target: IotCore}\n"
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(t, dir, "device", "create", "d1", "--out", "devices/d1")
+	s := serve(t, dir, "--config", cfgPath)
+	s.waitLog(t, `"msg":"upstream connection failed"`)
+	dev := connectFiles(t, s.mqtt, "d1", deviceFiles(t, filepath.Join(dir, "devices/d1")), true)
+	publishMany(t, dev, "telemetry/d1", 1000)
+	if err := s.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-s.stopped
+	s.stopped <- nil
+
+	cloudApp := up.mustConnectV3(up.createDevice("cloud-app"))
+	got := collectV3(t, cloudApp, "telemetry/#")
+	s = serve(t, dir, "--config", cfgPath)
+	s.waitLog(t, `"messages":1000`)
+	link.restore()
+	expectInOrder(t, got, "telemetry/d1", 0, 1000)
+
+	cmd := exec.Command(ggbrokerBinary(t), "bridge", "status", "--config", cfgPath)
+	cmd.Dir = dir
+	deadline := 0
+	for {
+		out, err := cmd.CombinedOutput()
+		if err == nil && strings.Contains(string(out), "connected (MQTT 5)") && strings.Contains(string(out), "spool:         0 messages") {
+			if !strings.Contains(string(out), "1000 to upstream") {
+				t.Fatalf("bridge status:\n%s", out)
+			}
+			break
+		}
+		if deadline++; deadline > 100 {
+			t.Fatalf("bridge status: %v\n%s", err, out)
+		}
+		waitALittle()
+		cmd = exec.Command(ggbrokerBinary(t), "bridge", "status", "--config", cfgPath)
+		cmd.Dir = dir
+	}
+	s.terminate(t)
+}
+
+// TestBridgePacesItself: against AWS IoT Core's 100 publishes per second per connection, a spool
+// emptied after an outage is paced so that the upstream refuses nothing, and arrives in order.
+func TestBridgePacesItself(t *testing.T) {
+	up := startUpstream(t)
+	id := up.coreIdentity("gateway-1")
+	link := newOutage(t, up.addr())
+	link.cut()
+	local := startBroker(t, func(c *config.Config) {
+		setCore(c, upstreamEndpoint(link.addr), id)
+		setBridge(c, map[string]any{"mqttTopicMapping": map[string]any{"Up": mapping("telemetry/#", bridge.LocalMqtt, bridge.IotCore, "")}})
+	})
+	dev := local.mustConnectV3(local.createDevice("d1"))
+	const n = 250
+	publishMany(t, dev, "telemetry/d1", n)
+	cloudApp := up.mustConnectV3(up.createDevice("cloud-app"))
+	got := collectV3(t, cloudApp, "telemetry/#")
+	start := time.Now()
+	link.restore()
+	expectInOrder(t, got, "telemetry/d1", 0, n)
+	if took := time.Since(start); took < (n/100-1)*time.Second {
+		t.Fatalf("%d messages in %s: faster than 100/s", n, took)
+	}
+	for _, reason := range []string{"refused-by-upstream", "spool-full"} {
+		if v := local.metric(`ggbroker_bridge_messages_dropped_total{reason="` + reason + `"}`); v != 0 {
+			t.Fatalf("dropped %s = %v", reason, v)
+		}
+	}
+	if recs := local.logs.FilterMessage("upstream throttles the bridge: pausing").Len(); recs != 0 {
+		t.Logf("throttled %d times (paced publishes can still bunch on the wire)", recs)
+	}
+}
