@@ -58,6 +58,8 @@ type Bridge struct {
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 
+	poison poisonSuspect // only the run goroutine uses it
+
 	dropMu      sync.Mutex
 	dropLogged  time.Time
 	dropPending int
@@ -310,11 +312,8 @@ func (b *Bridge) pump(ctx context.Context, s *session) error {
 	if b.set.Rate > 0 {
 		interval = time.Second / time.Duration(b.set.Rate)
 	}
-	type flight struct {
-		seq   uint64
-		topic string
-	}
-	inflight := map[uint16]flight{}
+	inflight := map[uint16]uint64{}
+	topics := map[uint64]string{}
 	var last uint64
 	var done []uint64
 	var nextAt time.Time // the rate's next slot
@@ -352,7 +351,8 @@ func (b *Bridge) pump(ctx context.Context, s *session) error {
 							continue
 						}
 						id := s.id()
-						inflight[id] = flight{seq: r.Seq, topic: r.Topic}
+						inflight[id] = r.Seq
+						topics[r.Seq] = r.Topic
 						if err := s.publish(w, id, r, expiry); err != nil {
 							return err
 						}
@@ -374,11 +374,16 @@ func (b *Bridge) pump(ctx context.Context, s *session) error {
 			done = done[:0]
 		}
 		handle := func(a ack) {
-			f, ok := inflight[a.id]
+			seq, ok := inflight[a.id]
 			if !ok {
 				return
 			}
 			delete(inflight, a.id)
+			f := struct {
+				seq   uint64
+				topic string
+			}{seq, topics[seq]}
+			delete(topics, seq)
 			switch {
 			case a.code == quotaExceeded:
 				if !throttled || f.seq < retryFrom {
@@ -423,13 +428,67 @@ func (b *Bridge) pump(ctx context.Context, s *session) error {
 		case <-resume:
 			resume, throttled, last = nil, false, retryFrom-1
 		case <-s.done:
-			_ = b.spool.remove(done) // what was acknowledged before the break
+			for more := true; more; { // acknowledgements that arrived before the break
+				select {
+				case a := <-s.acks:
+					handle(a)
+				default:
+					more = false
+				}
+			}
+			_ = b.spool.remove(done)
+			b.suspectPoison(s, inflight)
 			return s.cause()
 		case <-ctx.Done():
 			_ = b.spool.remove(done)
 			return ctx.Err()
 		}
 	}
+}
+
+// suspectPoison handles what MQTT 3.1.1 cannot say: AWS IoT Core answers a publish the policy denies by
+// closing the connection (services/bridge.md §4, mosquitto#1486; the iot-core profile does the same).
+// A record that was the oldest in flight when the upstream closed the connection poisonAfter times in
+// a row is dropped, logged and counted, instead of holding up the spool forever.
+func (b *Bridge) suspectPoison(s *session, inflight map[uint16]uint64) {
+	if s.version != mqtt311 || len(inflight) == 0 || !errors.Is(s.err, io.EOF) {
+		b.poison = poisonSuspect{}
+		return
+	}
+	head := uint64(0)
+	for _, seq := range inflight {
+		if head == 0 || seq < head {
+			head = seq
+		}
+	}
+	if b.poison.seq != head {
+		b.poison = poisonSuspect{seq: head}
+	}
+	b.poison.strikes++
+	if b.poison.strikes < poisonAfter {
+		return
+	}
+	recs, err := b.spool.read(head-1, 1)
+	if err != nil || len(recs) == 0 || recs[0].Seq != head {
+		return
+	}
+	if err := b.spool.remove([]uint64{head}); err != nil {
+		return
+	}
+	b.m.drop(dropRefused, 1)
+	b.log.Warn("upstream closed the connection on this message each time; dropped", zap.String("topicName", recs[0].Topic),
+		zap.String("clientId", b.set.Upstream.ClientID), zap.Int("attempts", b.poison.strikes),
+		zap.String("reason", "MQTT 3.1.1 upstream closes the connection on a publish it refuses (AWS IoT Core: the policy denies iot:Publish)"))
+	b.poison = poisonSuspect{}
+}
+
+// poisonAfter is how many times in a row the upstream may close the connection on the same message.
+const poisonAfter = 3
+
+// poisonSuspect is the record suspectPoison watches.
+type poisonSuspect struct {
+	seq     uint64
+	strikes int
 }
 
 // quotaExceeded is the MQTT 5 PUBACK reason code of a throttled publish; throttleWait is how long the
