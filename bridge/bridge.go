@@ -264,9 +264,6 @@ func (b *Bridge) run(ctx context.Context) {
 			continue
 		}
 		attempt = 0
-		b.log.Info("upstream connected", zap.String("eventType", "Connect"), zap.String("status", "Success"),
-			zap.String("clientId", up.ClientID), zap.String("endpoint", up.Address), zap.String("protocol", versionName(s.version)),
-			zap.Bool("sessionPresent", s.sessionPresent), zap.Uint32("sessionExpiry", s.expiry))
 		err = b.serve(ctx, s, subs)
 		s.close(err)
 		err = s.cause()
@@ -298,6 +295,11 @@ func (b *Bridge) serve(ctx context.Context, s *session, subs []subscription) err
 				zap.String("reason", fmt.Sprintf("SUBACK 0x%02x", code)))
 		}
 	}
+	// Logged once the subscriptions are in place: from here on, the upstream's messages come down.
+	up := b.set.Upstream
+	b.log.Info("upstream connected", zap.String("eventType", "Connect"), zap.String("status", "Success"),
+		zap.String("clientId", up.ClientID), zap.String("endpoint", up.Address), zap.String("protocol", versionName(s.version)),
+		zap.Bool("sessionPresent", s.sessionPresent), zap.Uint32("sessionExpiry", s.expiry), zap.Int("subscriptions", len(subs)))
 	b.m.connected.Set(1)
 	b.status.connected(versionName(s.version))
 	return b.pump(ctx, s)

@@ -128,11 +128,11 @@ func loadSettings(c *config.Config) (*settings, error) {
 	}
 	s, err := cfg.check(names)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("config %s: %w", c.Source, err)
 	}
 	s.Upstream, err = checkUpstream(c.Core)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("config %s: %w", c.Source, err)
 	}
 	if s.Upstream == nil {
 		for _, r := range s.Routes {

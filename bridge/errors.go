@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"syscall"
@@ -76,6 +77,10 @@ func describe(err error) string {
 		return "timeout: the upstream did not answer in time"
 	case errors.Is(err, context.Canceled):
 		return "stopping"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "the upstream closed the connection"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
 	}
 	return err.Error()
 }

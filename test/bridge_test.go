@@ -1,12 +1,15 @@
 package test
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/ggbroker/ggbroker/bridge"
 	"github.com/ggbroker/ggbroker/config"
@@ -314,5 +317,140 @@ func TestBridgePacesItself(t *testing.T) {
 	}
 	if recs := local.logs.FilterMessage("upstream throttles the bridge: pausing").Len(); recs != 0 {
 		t.Logf("throttled %d times (paced publishes can still bunch on the wire)", recs)
+	}
+}
+
+// TestBridgeMQTT5AndLocalRoutes: MQTT 5 properties (user properties, content type, response topic)
+// travel up and down; a LocalMqtt -> LocalMqtt mapping whose output matches its own filter copies a
+// message once and does not loop (services/bridge.md cases 8 and 16); retainAsPublished keeps the
+// retain flag of an upstream retained message delivered on subscribe.
+func TestBridgeMQTT5AndLocalRoutes(t *testing.T) {
+	up := startUpstream(t)
+	id := up.coreIdentity("gateway-1")
+	// Retained upstream before the bridge subscribes: delivered to the bridge with retain set.
+	cloudPub := up.mustConnectV3(up.createDevice("cloud-pub"))
+	publishV3(t, cloudPub, "config/d1", 1, true, "v7")
+	local := startBroker(t, func(c *config.Config) {
+		setCore(c, upstreamEndpoint(up.addr()), id)
+		setBridge(c, map[string]any{
+			"mqttTopicMapping": map[string]any{
+				"Up":     mapping("req/#", bridge.LocalMqtt, bridge.IotCore, ""),
+				"Down":   mapping("resp/#", bridge.IotCore, bridge.LocalMqtt, ""),
+				"Config": mapping("config/+", bridge.IotCore, bridge.LocalMqtt, ""),
+				"Copy":   mapping("in/#", bridge.LocalMqtt, bridge.LocalMqtt, "in/copy/"),
+			},
+			"mqtt5RouteOptions": map[string]any{"Config": map[string]any{"retainAsPublished": true}, "Copy": map[string]any{"noLocal": false}},
+		})
+	})
+	local.record(t, "upstream connected", nil)
+
+	type props struct {
+		topic, payload, contentType, responseTopic, user string
+		retain                                           bool
+	}
+	collect := func(h *harness, name string, filters ...string) (<-chan props, func(string, string, string)) {
+		got := make(chan props, 100)
+		_, c, err := h.connectV5(h.createDevice(name), name, func(p paho.PublishReceived) {
+			pr := props{topic: p.Packet.Topic, payload: string(p.Packet.Payload), retain: p.Packet.Retain}
+			if pp := p.Packet.Properties; pp != nil {
+				pr.contentType, pr.responseTopic = pp.ContentType, pp.ResponseTopic
+				for _, u := range pp.User {
+					pr.user += u.Key + "=" + u.Value
+				}
+			}
+			got <- pr
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		subscribeV5(t, c, filters...)
+		pub := func(topic, payload, user string) {
+			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+			defer cancel()
+			_, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(payload), Properties: &paho.PublishProperties{
+				ContentType: "application/json", ResponseTopic: "resp/" + name, User: paho.UserProperties{{Key: "k", Value: user}}}})
+			if err != nil {
+				t.Fatalf("publish %s: %v", topic, err)
+			}
+		}
+		return got, pub
+	}
+	wait := func(got <-chan props, what string) props {
+		t.Helper()
+		select {
+		case p := <-got:
+			return p
+		case <-time.After(waitFor):
+			t.Fatalf("did not receive %s", what)
+		}
+		return props{}
+	}
+	devGot, devPub := collect(local, "d1", "resp/#", "in/#", "config/#")
+	if p := wait(devGot, "the retained config"); p.topic != "config/d1" || p.payload != "v7" || !p.retain {
+		t.Fatalf("device got %+v, want config/d1 v7 retained", p)
+	}
+	cloudGot, cloudPub5 := collect(up, "cloud-app", "req/#")
+
+	devPub("req/d1/time", `{"q":1}`, "up")
+	want := props{topic: "req/d1/time", payload: `{"q":1}`, contentType: "application/json", responseTopic: "resp/d1", user: "k=up"}
+	if p := wait(cloudGot, "the request upstream"); p != want {
+		t.Fatalf("upstream got %+v, want %+v", p, want)
+	}
+	cloudPub5("resp/d1", `{"t":2}`, "down")
+	want = props{topic: "resp/d1", payload: `{"t":2}`, contentType: "application/json", responseTopic: "resp/cloud-app", user: "k=down"}
+	if p := wait(devGot, "the response locally"); p != want {
+		t.Fatalf("device got %+v, want %+v", p, want)
+	}
+
+	devPub("in/x", "1", "copy")
+	seen := map[string]int{}
+	for range 2 {
+		p := wait(devGot, "the message and its copy")
+		seen[p.topic]++
+		if p.user != "k=copy" || p.contentType != "application/json" {
+			t.Fatalf("properties lost on %+v", p)
+		}
+	}
+	if seen["in/x"] != 1 || seen["in/copy/in/x"] != 1 {
+		t.Fatalf("got %v, want in/x and in/copy/in/x once each", seen)
+	}
+	devPub("in/marker", "m", "")
+	for range 2 { // the marker and its one copy; a loop would have put more in between
+		if p := wait(devGot, "the marker"); p.topic != "in/marker" && p.topic != "in/copy/in/marker" {
+			t.Fatalf("after the copy, got %+v", p)
+		}
+	}
+	local.waitMetric(`ggbroker_bridge_messages_forwarded_total{direction="local"}`, func(v float64) bool { return v == 2 })
+}
+
+// TestBinaryRefusesBadBridgeConfig: serve stops on a bad bridge or core.* key, naming it and the reason.
+func TestBinaryRefusesBadBridgeConfig(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct{ name, body, key, reason string }{
+		{"Pubsub", "bridge:\n  mqttTopicMapping:\n    ToComponents: {topic: a/b, source: LocalMqtt, target: Pubsub}\n",
+			"bridge.mqttTopicMapping.ToComponents.target", "no Greengrass IPC"},
+		{"no topic", "bridge:\n  mqttTopicMapping:\n    Up: {source: LocalMqtt, target: IotCore}\n", "bridge.mqttTopicMapping.Up.topic", "missing"},
+		{"endpoint without host", "core:\n  iotDataEndpoint: \":8883\"\n", "core.iotDataEndpoint", "no host"},
+		{"unreadable certificate", "core:\n  iotDataEndpoint: example.com\n  certificateFilePath: /nonexistent/core.pem\n  privateKeyPath: /nonexistent/core.key\n  rootCaPath: /nonexistent/ca.pem\n",
+			"core.certificateFilePath", "no such file"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".yaml")
+			if err := os.WriteFile(path, []byte(tc.body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(ggbrokerBinary(t), "serve", "--config", path, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--discovery-listen", "127.0.0.1:0")
+			cmd.Dir = dir
+			out, err := cmd.CombinedOutput()
+			if err == nil {
+				t.Fatal("serve started with a bad bridge config")
+			}
+			for _, want := range []string{tc.key, tc.reason} {
+				if !strings.Contains(string(out), want) {
+					t.Errorf("output does not say %q:\n%s", want, out)
+				}
+			}
+		})
 	}
 }
