@@ -289,6 +289,9 @@ func checkFilter(f string) error {
 	return nil
 }
 
+// alpnMQTTOver443 is the ALPN protocol of MQTT with X.509 client certificates on AWS IoT Core's port 443.
+const alpnMQTTOver443 = "x-amzn-mqtt-ca"
+
 // defaultPort is MQTT over TLS, what AWS IoT Core's data endpoint serves.
 const defaultPort = "8883"
 
@@ -346,17 +349,18 @@ func checkUpstream(core config.Core) (*upstreamConfig, error) {
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, fmt.Errorf("core.rootCaPath: %s holds no PEM certificate", core.RootCAPath)
 	}
-	return &upstreamConfig{
-		Address:  net.JoinHostPort(host, port),
-		Host:     host,
-		ClientID: core.ThingName,
-		TLS: &tls.Config{
-			Certificates: []tls.Certificate{pair},
-			RootCAs:      pool,
-			ServerName:   host,
-			MinVersion:   tls.VersionTLS12,
-		},
-	}, nil
+	tc := &tls.Config{
+		Certificates: []tls.Certificate{pair},
+		RootCAs:      pool,
+		ServerName:   host,
+		MinVersion:   tls.VersionTLS12,
+	}
+	if port == "443" {
+		// AWS IoT Core serves MQTT with client certificates on 443 only to clients that ask for it
+		// with this ALPN protocol (services/bridge.md §3, bridge_alpn); where outbound 8883 is blocked.
+		tc.NextProtos = []string{alpnMQTTOver443}
+	}
+	return &upstreamConfig{Address: net.JoinHostPort(host, port), Host: host, ClientID: core.ThingName, TLS: tc}, nil
 }
 
 // mappingNames reads the mapping names of bridge.mqttTopicMapping from the config file with their case

@@ -130,10 +130,14 @@ func TestEndpointPort(t *testing.T) {
 		{"localhost:1884", "localhost:1884"},
 		{"[::1]:8884", "[::1]:8884"},
 		{"::1", "[::1]:8883"},
+		{"abc-ats.iot.us-east-1.amazonaws.com:443", "abc-ats.iot.us-east-1.amazonaws.com:443"},
 	} {
 		up, err := checkUpstream(config.Core{IoTDataEndpoint: tc.endpoint, ThingName: "core", CertificateFilePath: cert, PrivateKeyPath: key, RootCAPath: ca})
 		if err != nil || up.Address != tc.want || up.ClientID != "core" {
 			t.Fatalf("%s: %+v %v, want %s", tc.endpoint, up, err, tc.want)
+		}
+		if alpn := strings.Join(up.TLS.NextProtos, ","); (alpn == alpnMQTTOver443) != strings.HasSuffix(tc.want, ":443") {
+			t.Fatalf("%s: ALPN %q", tc.endpoint, alpn)
 		}
 	}
 }
