@@ -285,6 +285,9 @@ func (b *Bridge) run(ctx context.Context) {
 // serve runs one session: subscriptions first (restored after every reconnect: an upstream that lost
 // the session has none), then the pump until the session ends.
 func (b *Bridge) serve(ctx context.Context, s *session, subs []subscription) error {
+	if err := b.unsubscribeStale(ctx, s, subs); err != nil {
+		return fmt.Errorf("unsubscribe: %w", err)
+	}
 	if len(subs) > 0 {
 		refused, err := s.subscribe(ctx, subs)
 		if err != nil {
@@ -303,6 +306,42 @@ func (b *Bridge) serve(ctx context.Context, s *session, subs []subscription) err
 	b.m.connected.Set(1)
 	b.status.connected(versionName(s.version))
 	return b.pump(ctx, s)
+}
+
+// unsubscribeStale removes from the upstream's persistent session the filters an earlier run
+// subscribed to and no mapping names now: otherwise the upstream keeps sending (and, on AWS IoT Core,
+// charging for) messages the bridge can only discard, for as long as the session lives. It then
+// records the current filters.
+func (b *Bridge) unsubscribeStale(ctx context.Context, s *session, subs []subscription) error {
+	up := b.set.Upstream
+	key := up.Address + " " + up.ClientID
+	old, err := b.spool.subscribed(key)
+	if err != nil {
+		return err
+	}
+	current := map[string]bool{}
+	var filters []string
+	for _, sub := range subs {
+		current[sub.Filter] = true
+		filters = append(filters, sub.Filter)
+	}
+	var stale []string
+	for _, f := range old {
+		if !current[f] {
+			stale = append(stale, f)
+		}
+	}
+	if len(stale) > 0 && s.sessionPresent {
+		if err := s.unsubscribe(ctx, stale); err != nil {
+			return err
+		}
+		b.log.Info("unsubscribed upstream from filters no mapping names any more", zap.Strings("topicFilters", stale),
+			zap.String("clientId", up.ClientID))
+	}
+	if len(stale) > 0 || len(old) != len(filters) {
+		return b.spool.setSubscribed(key, filters)
+	}
+	return nil
 }
 
 // pump sends the spool upstream in order, up to the upstream's receive maximum unacknowledged and at
@@ -518,10 +557,12 @@ func remainingExpiry(r *record, now time.Time) (uint32, bool) {
 // unacknowledged upstream, which sends it again.
 func (b *Bridge) deliver(in inbound) error {
 	var errs []error
+	matched := false
 	for _, r := range b.set.Routes {
 		if r.Source != IotCore || !matchTopic(r.Topic, in.Topic) {
 			continue
 		}
+		matched = true
 		out := in.Message
 		out.Topic, out.QoS, out.Retain = r.target(in.Topic), 1, in.Retain && r.Options.RetainAsPublished
 		if err := b.host.Publish(out); err != nil {
@@ -531,6 +572,9 @@ func (b *Bridge) deliver(in inbound) error {
 			continue
 		}
 		b.m.forward(dirFromUpstream, 1)
+	}
+	if !matched {
+		b.log.Debug("message from the upstream matches no mapping; discarded", zap.String("topicName", in.Topic))
 	}
 	return errors.Join(errs...)
 }

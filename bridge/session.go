@@ -52,6 +52,7 @@ type session struct {
 
 	acks      chan ack
 	subacks   chan []byte
+	unsubacks chan struct{}
 	onMessage func(inbound) error
 
 	closeOnce sync.Once
@@ -123,7 +124,7 @@ func dialSession(ctx context.Context, up *upstreamConfig, version byte, keepAliv
 	}
 	s := &session{
 		conn: conn, version: version, keepAlive: keepAlive, receiveMax: 65535, retainOK: true,
-		w: bufio.NewWriterSize(conn, 32<<10), acks: make(chan ack, 1024), subacks: make(chan []byte, 1),
+		w: bufio.NewWriterSize(conn, 32<<10), acks: make(chan ack, 1024), subacks: make(chan []byte, 1), unsubacks: make(chan struct{}, 1),
 		onMessage: onMessage, done: make(chan struct{}),
 	}
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
@@ -408,6 +409,38 @@ func (s *session) subscribe(ctx context.Context, subs []subscription) (map[strin
 	return refused, nil
 }
 
+// unsubscribe removes filters from the upstream session, eight per UNSUBSCRIBE.
+func (s *session) unsubscribe(ctx context.Context, filters []string) error {
+	for len(filters) > 0 {
+		n := min(len(filters), maxFiltersPerSubscribe)
+		chunk := filters[:n]
+		filters = filters[n:]
+		id := s.id()
+		err := s.write(func(w io.Writer) error {
+			if s.version == mqtt5 {
+				_, err := (&p5.Unsubscribe{PacketID: id, Topics: chunk}).WriteTo(w)
+				return err
+			}
+			p := p3.NewControlPacket(p3.Unsubscribe).(*p3.UnsubscribePacket)
+			p.MessageID, p.Topics = id, chunk
+			return p.Write(w)
+		})
+		if err != nil {
+			return err
+		}
+		select {
+		case <-s.unsubacks:
+		case <-s.done:
+			return s.err
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(30 * time.Second):
+			return errors.New("no UNSUBACK from the upstream within 30s")
+		}
+	}
+	return nil
+}
+
 // read is the session's reader goroutine.
 func (s *session) read() {
 	r := bufio.NewReaderSize(s.conn, 32<<10)
@@ -436,6 +469,8 @@ func (s *session) read5(r io.Reader) error {
 		s.deliverAck(ack{id: p.PacketID, code: p.ReasonCode})
 	case *p5.Suback:
 		s.deliverSuback(p.Reasons)
+	case *p5.Unsuback:
+		s.deliverUnsuback()
 	case *p5.Pingresp:
 	case *p5.Disconnect:
 		reason := p.Reason()
@@ -481,6 +516,13 @@ func (s *session) deliverSuback(codes []byte) {
 	}
 }
 
+func (s *session) deliverUnsuback() {
+	select {
+	case s.unsubacks <- struct{}{}:
+	case <-s.done:
+	}
+}
+
 func (s *session) read3(r io.Reader) error {
 	cp, err := p3.ReadPacket(r)
 	if err != nil {
@@ -491,6 +533,8 @@ func (s *session) read3(r io.Reader) error {
 		s.deliverAck(ack{id: p.MessageID})
 	case *p3.SubackPacket:
 		s.deliverSuback(p.ReturnCodes)
+	case *p3.UnsubackPacket:
+		s.deliverUnsuback()
 	case *p3.PingrespPacket:
 	case *p3.PublishPacket:
 		m := service.Message{Topic: p.TopicName, Payload: p.Payload, QoS: p.Qos, Retain: p.Retain}

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -30,7 +31,13 @@ type record struct {
 // size is what a record counts against spool.maxBytes: its stored key and value.
 func (r *record) size(encoded []byte) int64 { return int64(len(encoded)) + 8 }
 
-var spoolBucket = []byte("spool")
+var (
+	spoolBucket = []byte("spool")
+	// subsBucket remembers what the bridge subscribed to upstream, so that a filter no mapping names
+	// any more can be unsubscribed from the persistent session: "session" is the endpoint and client
+	// ID the filters ("f/<filter>") belong to.
+	subsBucket = []byte("upstreamSubscriptions")
+)
 
 // errTooLarge refuses a message that could never fit in the spool.
 var errTooLarge = errors.New("message is larger than bridge.spool.maxBytes")
@@ -75,6 +82,9 @@ func openSpool(path string, limits SpoolConfig, onDrop func(n int)) (*spool, err
 	}
 	var count, bytes int64
 	err = db.Update(func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(subsBucket); err != nil {
+			return err
+		}
 		b, err := tx.CreateBucketIfNotExists(spoolBucket)
 		if err != nil {
 			return err
@@ -248,6 +258,46 @@ func (s *spool) read(after uint64, max int) ([]*record, error) {
 		return nil, fmt.Errorf("bridge spool: %w", err)
 	}
 	return out, nil
+}
+
+// subscribed returns the filters recorded for the upstream session named key ("" for none, or for
+// another session).
+func (s *spool) subscribed(key string) ([]string, error) {
+	var out []string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(subsBucket)
+		if string(b.Get([]byte("session"))) != key {
+			return nil
+		}
+		c := b.Cursor()
+		for k, _ := c.Seek([]byte("f/")); k != nil && bytes.HasPrefix(k, []byte("f/")); k, _ = c.Next() {
+			out = append(out, string(k[2:]))
+		}
+		return nil
+	})
+	return out, err
+}
+
+// setSubscribed records the filters of the upstream session named key.
+func (s *spool) setSubscribed(key string, filters []string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(subsBucket); err != nil {
+			return err
+		}
+		b, err := tx.CreateBucket(subsBucket)
+		if err != nil {
+			return err
+		}
+		if err := b.Put([]byte("session"), []byte(key)); err != nil {
+			return err
+		}
+		for _, f := range filters {
+			if err := b.Put([]byte("f/"+f), nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // close stops the writer after the requests already queued and closes the file.

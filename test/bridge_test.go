@@ -454,3 +454,35 @@ func TestBinaryRefusesBadBridgeConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestBridgeForgetsRemovedMappings: after a restart without an IotCore-source mapping, its filter is
+// unsubscribed from the upstream's persistent session, so the upstream stops sending what no mapping
+// wants; the remaining subscription carries on.
+func TestBridgeForgetsRemovedMappings(t *testing.T) {
+	up := startUpstream(t)
+	id := up.coreIdentity("gateway-1")
+	local := startBroker(t, func(c *config.Config) {
+		setCore(c, upstreamEndpoint(up.addr()), id)
+		setBridge(c, map[string]any{"mqttTopicMapping": map[string]any{
+			"Old": mapping("old/#", bridge.IotCore, bridge.LocalMqtt, ""),
+			"New": mapping("new/#", bridge.IotCore, bridge.LocalMqtt, ""),
+		}})
+	})
+	local.record(t, "upstream connected", map[string]string{"subscriptions": "2"})
+	local.stop()
+	setBridge(local.cfg, map[string]any{"mqttTopicMapping": map[string]any{"New": mapping("new/#", bridge.IotCore, bridge.LocalMqtt, "")}})
+	local = startWith(t, local.cfg)
+	local.record(t, "unsubscribed upstream from filters no mapping names any more", map[string]string{"topicFilters": "[old/#]"})
+	local.record(t, "upstream connected", map[string]string{"sessionPresent": "true", "subscriptions": "1"})
+	dev := local.mustConnectV3(local.createDevice("d1"))
+	got := collectV3(t, dev, "#")
+	cloud := up.mustConnectV3(up.createDevice("cloud-app"))
+	publishV3(t, cloud, "old/x", 1, false, "nobody wants this")
+	publishV3(t, cloud, "new/x", 1, false, "still bridged")
+	if m := next(t, got, "new/x"); m.String() != "new/x still bridged" {
+		t.Fatalf("device got %v", m)
+	}
+	if n := local.logs.FilterMessage("message from the upstream matches no mapping; discarded").Len(); n != 0 {
+		t.Fatalf("the upstream still sent %d messages on the removed mapping's filter", n)
+	}
+}
