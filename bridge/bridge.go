@@ -18,6 +18,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -492,7 +493,8 @@ func (b *Bridge) pump(ctx context.Context, s *session) error {
 // A record that was the oldest in flight when the upstream closed the connection poisonAfter times in
 // a row is dropped, logged and counted, instead of holding up the spool forever.
 func (b *Bridge) suspectPoison(s *session, inflight map[uint16]uint64) {
-	if s.version != mqtt311 || len(inflight) == 0 || !errors.Is(s.err, io.EOF) {
+	closed := errors.Is(s.err, io.EOF) || errors.Is(s.err, io.ErrUnexpectedEOF) || errors.Is(s.err, syscall.ECONNRESET) || errors.Is(s.err, syscall.EPIPE)
+	if s.version != mqtt311 || len(inflight) == 0 || !closed {
 		b.poison = poisonSuspect{}
 		return
 	}

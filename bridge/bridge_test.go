@@ -197,14 +197,21 @@ func TestBridgeFallsBackToMQTT311(t *testing.T) {
 	host.devicePublish(t, service.Message{Topic: "a/2", Payload: []byte("two")})
 	host.devicePublish(t, service.Message{Topic: "cloud/cmd/x", Payload: []byte("came down"), Origin: Name}) // not back up
 	host.devicePublish(t, service.Message{Topic: "a/3", Payload: []byte("three")})
-	for _, want := range []string{"a/1 one", "a/2 two", "a/3 three"} {
+	// In order; a message may come twice (QoS 1 is at least once: the upstream's close can cut off a
+	// PUBACK already sent).
+	wants := []string{"a/1 one", "a/2 two", "a/3 three"}
+	for i := 0; i < len(wants); {
 		select {
 		case got := <-up.got:
-			if got != want {
-				t.Fatalf("upstream got %q, want %q", got, want)
+			switch {
+			case got == wants[i]:
+				i++
+			case i > 0 && got == wants[i-1]:
+			default:
+				t.Fatalf("upstream got %q, want %q", got, wants[i])
 			}
 		case <-time.After(5 * time.Second):
-			t.Fatalf("upstream did not get %q", want)
+			t.Fatalf("upstream did not get %q", wants[i])
 		}
 	}
 	if n := logs.FilterMessage("upstream closed the connection on this message each time; dropped").Len(); n != 1 {
