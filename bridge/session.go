@@ -57,6 +57,7 @@ type session struct {
 
 	closeOnce sync.Once
 	done      chan struct{}
+	readDone  chan struct{} // closed when the reader goroutine has returned
 	err       error
 }
 
@@ -125,7 +126,7 @@ func dialSession(ctx context.Context, up *upstreamConfig, version byte, keepAliv
 	s := &session{
 		conn: conn, version: version, keepAlive: keepAlive, receiveMax: 65535, retainOK: true,
 		w: bufio.NewWriterSize(conn, 32<<10), acks: make(chan ack, 1024), subacks: make(chan []byte, 1), unsubacks: make(chan struct{}, 1),
-		onMessage: onMessage, done: make(chan struct{}),
+		onMessage: onMessage, done: make(chan struct{}), readDone: make(chan struct{}),
 	}
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
 	if err := s.connect(up.ClientID); err != nil {
@@ -301,9 +302,10 @@ func (s *session) close(err error) {
 	})
 }
 
-// cause is why the session ended.
+// cause is why the session ended, once the reader has stopped delivering messages.
 func (s *session) cause() error {
 	<-s.done
+	<-s.readDone
 	return s.err
 }
 
@@ -443,6 +445,7 @@ func (s *session) unsubscribe(ctx context.Context, filters []string) error {
 
 // read is the session's reader goroutine.
 func (s *session) read() {
+	defer close(s.readDone)
 	r := bufio.NewReaderSize(s.conn, 32<<10)
 	for {
 		_ = s.conn.SetReadDeadline(time.Now().Add(s.keepAlive * 3 / 2))
