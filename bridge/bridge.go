@@ -410,10 +410,11 @@ func (b *Bridge) pump(ctx context.Context, s *session) error {
 			}
 		}
 		if len(done) > 0 {
-			if err := b.spool.remove(done); err != nil {
-				return err
-			}
-			done = done[:0]
+			// Not waited for: a delete lost in a crash only sends a message again (QoS 1 is at least
+			// once), and deletes share the appends' commits instead of adding fsyncs of their own. The
+			// synchronous remove at the session's end orders them before the next session reads.
+			b.spool.removeLater(done)
+			done = nil
 		}
 		handle := func(a ack) {
 			seq, ok := inflight[a.id]

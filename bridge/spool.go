@@ -128,6 +128,16 @@ func (s *spool) remove(seqs []uint64) error {
 	return s.do(&spoolWrite{delete: seqs})
 }
 
+// removeLater queues a remove without waiting for its commit; the writer commits requests in the
+// order they come, so a later remove (or append) returns only after it.
+func (s *spool) removeLater(seqs []uint64) {
+	w := &spoolWrite{delete: seqs, err: make(chan error, 1)}
+	select {
+	case s.writes <- w:
+	case <-s.done:
+	}
+}
+
 func (s *spool) do(w *spoolWrite) error {
 	w.err = make(chan error, 1)
 	select {

@@ -140,3 +140,38 @@ func TestSpoolConcurrentAppends(t *testing.T) {
 		next[r.Topic]++
 	}
 }
+
+// BenchmarkSpoolAppend is the spool's write cost per message (fsynced), for one publisher and for
+// several publishing at once (they share commits):
+//
+//	go test -run '^$' -bench BenchmarkSpoolAppend ./bridge/
+func BenchmarkSpoolAppend(b *testing.B) {
+	for _, writers := range []int{1, 8} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			sp, err := openSpool(filepath.Join(b.TempDir(), SpoolFile), SpoolConfig{MaxMessages: 1 << 30, MaxBytes: 1 << 40}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer sp.close()
+			payload := make([]byte, 64)
+			b.SetBytes(int64(len(payload)))
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			for w := range writers {
+				n := b.N / writers
+				if w < b.N%writers {
+					n++
+				}
+				wg.Go(func() {
+					for range n {
+						if err := sp.append(&record{Topic: "bench/data", Payload: payload, Enqueued: time.Now()}); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+		})
+	}
+}

@@ -23,7 +23,7 @@ const mosquittoBin = "/usr/sbin/mosquitto"
 
 // mosquitto is a Mosquitto broker with a mutual-TLS listener on 127.0.0.1, started by the test.
 type mosquitto struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	addr    string
 	caPool  *x509.CertPool
@@ -37,11 +37,27 @@ func startMosquitto(t *testing.T) *mosquitto {
 	if _, err := os.Stat(mosquittoBin); err != nil {
 		t.Skip("Mosquitto is not installed (" + mosquittoBin + "; apt-get install mosquitto, as .ci/run does): skipping the bridge test with Mosquitto as the upstream")
 	}
-	dir := t.TempDir()
 	ca, err := certs.NewAuthority(certs.AuthorityOptions{CommonName: "upstream test CA"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	m := startMosquittoWith(t, t.TempDir(), ca, "")
+	// The core device's certificate and a cloud application's, from the same CA (Mosquitto trusts its cafile).
+	for _, name := range []string{"gateway-1", "cloud-app"} {
+		certPEM, keyPEM, _, err := ca.IssueClient(name, certs.ECDSAP256, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(m.dir, name+".pem"), certPEM)
+		writeFile(t, filepath.Join(m.dir, name+".key"), keyPEM)
+	}
+	return m
+}
+
+// startMosquittoWith starts Mosquitto in dir with a mutual-TLS listener on 127.0.0.1 whose server
+// certificate and client CA are ca's, and the extra config lines.
+func startMosquittoWith(t testing.TB, dir string, ca *certs.Authority, extra string) *mosquitto {
+	t.Helper()
 	srv, err := ca.IssueServer(certs.ServerCertRequest{DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
 	if err != nil {
 		t.Fatal(err)
@@ -60,8 +76,9 @@ func startMosquitto(t *testing.T) *mosquitto {
 	addr := ln.Addr().String()
 	ln.Close()
 	_, port, _ := net.SplitHostPort(addr)
+	// user root: when started as root Mosquitto would otherwise switch to the mosquitto user, which
+	// cannot read the test's 0600 files.
 	conf := fmt.Sprintf(`user root
-persistence false
 log_dest stderr
 log_type error
 log_type warning
@@ -72,24 +89,18 @@ certfile %s
 keyfile %s
 require_certificate true
 use_identity_as_username true
-`, port, filepath.Join(dir, "ca.pem"), filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key"))
+%s`, port, filepath.Join(dir, "ca.pem"), filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key"), extra)
+	if extra == "" {
+		conf = "persistence false\n" + conf
+	}
 	writeFile(t, filepath.Join(dir, "mosquitto.conf"), []byte(conf))
 	m := &mosquitto{t: t, dir: dir, addr: addr, caPool: ca.Pool()}
 	m.start()
-	// The core device's certificate and a cloud application's, from the same CA (Mosquitto trusts its cafile).
-	for _, name := range []string{"gateway-1", "cloud-app"} {
-		certPEM, keyPEM, _, err := ca.IssueClient(name, certs.ECDSAP256, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		writeFile(t, filepath.Join(dir, name+".pem"), certPEM)
-		writeFile(t, filepath.Join(dir, name+".key"), keyPEM)
-	}
 	t.Cleanup(m.stop)
 	return m
 }
 
-func writeFile(t *testing.T, path string, data []byte) {
+func writeFile(t testing.TB, path string, data []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
