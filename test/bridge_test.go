@@ -203,20 +203,26 @@ func TestBridgeRefusedUpstream(t *testing.T) {
 	other := startBroker(t, nil) // another CA and registry
 	stranger := other.coreIdentity("gateway-1")
 	cases := []struct {
-		name   string
-		id     coreIdentity
-		reason string
-		kind   string
+		name     string
+		id       coreIdentity
+		reason   string
+		kind     string
+		endpoint string // "" for the upstream
 	}{
-		{"wrong CA", coreIdentity{thing: good.thing, cert: good.cert, key: good.key, ca: stranger.ca}, "wrong CA", "server-certificate"},
+		{"DNS", good, "DNS: cannot resolve gateway-upstream.invalid", "dns", "gateway-upstream.invalid:8883"},
+		{"wrong CA", coreIdentity{thing: good.thing, cert: good.cert, key: good.key, ca: stranger.ca}, "wrong CA", "server-certificate", ""},
 		// ggbroker, like AWS IoT Core for a certificate it does not know, completes the handshake and
 		// refuses the CONNECT.
-		{"unknown client certificate", coreIdentity{thing: good.thing, cert: stranger.cert, key: stranger.key, ca: good.ca}, "core.certificateFilePath registered and active upstream", "not-authorized"},
+		{"unknown client certificate", coreIdentity{thing: good.thing, cert: stranger.cert, key: stranger.key, ca: good.ca}, "core.certificateFilePath registered and active upstream", "not-authorized", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			local := startBroker(t, func(c *config.Config) {
-				setCore(c, upstreamEndpoint(up.addr()), tc.id)
+				ep := tc.endpoint
+				if ep == "" {
+					ep = upstreamEndpoint(up.addr())
+				}
+				setCore(c, ep, tc.id)
 				setBridge(c, map[string]any{"mqttTopicMapping": map[string]any{"Up": mapping("t/#", bridge.LocalMqtt, bridge.IotCore, "")}})
 			})
 			rec := local.record(t, "upstream connection failed", map[string]string{"eventType": "Connect", "status": "Failure", "clientId": "gateway-1"})
@@ -224,6 +230,13 @@ func TestBridgeRefusedUpstream(t *testing.T) {
 				t.Fatalf("reason %q does not say %q", rec["reason"], tc.reason)
 			}
 			local.waitMetric(`ggbroker_bridge_connect_failures_total{reason="`+tc.kind+`"}`, func(v float64) bool { return v >= 3 })
+			// Backoff: attempt n waits within [min, min(min*2^n, max)] (20ms, 200ms here).
+			for n, e := range local.logs.FilterMessage("upstream connection failed").All()[:3] {
+				d, _ := e.ContextMap()["retryIn"].(time.Duration)
+				if ceil := min(20*time.Millisecond<<n, 200*time.Millisecond); d < 20*time.Millisecond || d > ceil {
+					t.Fatalf("attempt %d waits %s, want 20ms..%s", n, d, ceil)
+				}
+			}
 			dev := local.mustConnectV3(local.createDevice("d1"))
 			got := collectV3(t, dev, "t/#")
 			publishV3(t, dev, "t/1", 1, false, "still works")
