@@ -176,3 +176,16 @@ func TestBackoff(t *testing.T) {
 		t.Fatal("no jitter")
 	}
 }
+
+// TestEnvironmentOverrides: GGBROKER_BRIDGE_... overrides the bridge's keys like the broker's.
+func TestEnvironmentOverrides(t *testing.T) {
+	t.Setenv("GGBROKER_BRIDGE_SPOOL_MAXMESSAGES", "42")
+	t.Setenv("GGBROKER_BRIDGE_MAXRECONNECTDELAY", "30s")
+	s, err := loadFile(t, "bridge:\n  spool:\n    maxMessages: 7\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Spool.MaxMessages != 42 || s.Spool.MaxBytes != 64<<20 || s.MaxBackoff.Seconds() != 30 {
+		t.Fatalf("got %+v", s)
+	}
+}
