@@ -499,3 +499,36 @@ func TestBridgeForgetsRemovedMappings(t *testing.T) {
 		t.Fatalf("the upstream still sent %d messages on the removed mapping's filter", n)
 	}
 }
+
+// TestBridgeDownstreamRespectsReceive: a message from the upstream reaches only the local subscribers
+// whose policy allows iot:Receive on its topic.
+func TestBridgeDownstreamRespectsReceive(t *testing.T) {
+	up := startUpstream(t)
+	id := up.coreIdentity("gateway-1")
+	local := startBroker(t, func(c *config.Config) {
+		c.Authorization.Mode = config.AuthzPolicies
+		setCore(c, upstreamEndpoint(up.addr()), id)
+		setBridge(c, map[string]any{"mqttTopicMapping": map[string]any{"Down": mapping("cmd/#", bridge.IotCore, bridge.LocalMqtt, "")}})
+	})
+	local.writePolicy("own-commands", `{"Version": "2012-10-17", "Statement": [
+	  {"Effect": "Allow", "Action": "iot:Connect", "Resource": "arn:aws:iot:us-east-1:123456789012:client/${iot:Connection.Thing.ThingName}"},
+	  {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": "arn:aws:iot:us-east-1:123456789012:topicfilter/cmd/*"},
+	  {"Effect": "Allow", "Action": "iot:Receive", "Resource": "arn:aws:iot:us-east-1:123456789012:topic/cmd/${iot:ClientId}/*"}]}`)
+	local.record(t, "upstream connected", nil)
+	d1 := local.mustConnectV3(local.createDevice("d1", "own-commands"))
+	d2 := local.mustConnectV3(local.createDevice("d2", "own-commands"))
+	got1, got2 := collectV3(t, d1, "cmd/#"), collectV3(t, d2, "cmd/#")
+	cloud := up.mustConnectV3(up.createDevice("cloud-app"))
+	publishV3(t, cloud, "cmd/d2/x", 1, false, "for d2")
+	publishV3(t, cloud, "cmd/d1/x", 1, false, "for d1")
+	if m := next(t, got1, "d1's command"); m.String() != "cmd/d1/x for d1" {
+		t.Fatalf("d1 got %v", m) // cmd/d2/x came first upstream: d1 would have it first if allowed
+	}
+	if m := next(t, got2, "d2's command"); m.String() != "cmd/d2/x for d2" {
+		t.Fatalf("d2 got %v", m)
+	}
+	publishV3(t, cloud, "cmd/d2/marker", 1, false, "m")
+	if m := next(t, got2, "d2's marker"); m.String() != "cmd/d2/marker m" {
+		t.Fatalf("d2 got %v", m) // d1's command, sent before the marker, did not reach d2
+	}
+}
