@@ -95,6 +95,9 @@ func (b *Bridge) Name() string { return Name }
 // Start registers the handlers of LocalMqtt-source mappings and starts the upstream connection.
 func (b *Bridge) Start(ctx context.Context, host service.Host) error {
 	b.host = host
+	if b.set.Upstream == nil && len(b.set.Routes) == 0 {
+		return nil // no bridge configured: nothing to run, no status file
+	}
 	var err error
 	if b.m, err = newMetrics(host.Metrics(), b); err != nil {
 		return err

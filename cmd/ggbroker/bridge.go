@@ -45,7 +45,7 @@ figures are on /metrics (ggbroker_bridge_*). Exit status 1 when the bridge is no
 			}
 			st, err := bridge.ReadStatus(cfg.StateDir)
 			if errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("no bridge status in %s: the broker has not run with this state directory", cfg.StateDir)
+				return fmt.Errorf("no bridge status in %s: no broker has run a bridge with this state directory (core.iotDataEndpoint and bridge.mqttTopicMapping are empty?)", cfg.StateDir)
 			}
 			if err != nil {
 				return err
