@@ -172,33 +172,36 @@ func (b *Bridge) handler(routes []route) service.Handler {
 		var up []*record
 		now := time.Now()
 		for _, r := range routes {
-			retain := m.Retain && r.Options.RetainAsPublished
-			switch r.Target {
-			case IotCore:
+			if r.Target == IotCore {
 				up = append(up, &record{
-					Topic: r.target(m.Topic), Payload: m.Payload, Retain: retain, Enqueued: now,
+					Topic: r.target(m.Topic), Payload: m.Payload, Retain: m.Retain && r.Options.RetainAsPublished, Enqueued: now,
 					ContentType: m.ContentType, ResponseTopic: m.ResponseTopic, CorrelationData: m.CorrelationData,
 					MessageExpiry: m.MessageExpiry, UserProperties: m.UserProperties,
 				})
-			case LocalMqtt:
-				out := *m
-				out.Topic, out.Retain, out.From, out.QoS = r.target(m.Topic), retain, nil, min(m.QoS, 1)
-				if err := b.host.Publish(out); err != nil {
-					b.log.Error("bridge could not publish locally", zap.String("topicName", out.Topic),
-						zap.String("mapping", r.Name), zap.Error(err))
-					continue
-				}
-				b.m.forward(dirLocal, 1)
 			}
 		}
 		// Durable before the handler returns: the broker sends the device's PUBACK after it. A failed
-		// write refuses the message instead.
+		// write refuses the message instead (and nothing of it is relayed).
 		if err := b.spool.append(up...); err != nil {
 			b.log.Error("bridge could not spool a message; refused", zap.String("topicName", m.Topic), zap.Error(err))
 			if errors.Is(err, errTooLarge) {
 				b.m.drop(dropTooLarge, len(up))
 			}
 			return err
+		}
+		for _, r := range routes {
+			if r.Target != LocalMqtt {
+				continue
+			}
+			// QoS 1, as Greengrass' bridge publishes to the local broker (services/bridge.md §2).
+			out := *m
+			out.Topic, out.Retain, out.From, out.QoS = r.target(m.Topic), m.Retain && r.Options.RetainAsPublished, nil, 1
+			if err := b.host.Publish(out); err != nil {
+				b.log.Error("bridge could not publish locally", zap.String("topicName", out.Topic),
+					zap.String("mapping", r.Name), zap.Error(err))
+				continue
+			}
+			b.m.forward(dirLocal, 1)
 		}
 		return nil
 	}

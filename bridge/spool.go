@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -54,8 +55,11 @@ type spool struct {
 	maxBytes    int64
 	onDrop      func(n int)
 
-	writes chan *spoolWrite
-	done   chan struct{}
+	// closeMu guards writes against close: senders hold it shared, close exclusively.
+	closeMu sync.RWMutex
+	closed  bool
+	writes  chan *spoolWrite
+	done    chan struct{}
 	// count and bytes mirror the bucket; only the writer goroutine changes them.
 	count atomic.Int64
 	bytes atomic.Int64
@@ -131,21 +135,28 @@ func (s *spool) remove(seqs []uint64) error {
 // removeLater queues a remove without waiting for its commit; the writer commits requests in the
 // order they come, so a later remove (or append) returns only after it.
 func (s *spool) removeLater(seqs []uint64) {
-	w := &spoolWrite{delete: seqs, err: make(chan error, 1)}
-	select {
-	case s.writes <- w:
-	case <-s.done:
-	}
+	_ = s.send(&spoolWrite{delete: seqs, err: make(chan error, 1)})
 }
 
 func (s *spool) do(w *spoolWrite) error {
 	w.err = make(chan error, 1)
-	select {
-	case s.writes <- w:
-	case <-s.done:
-		return errors.New("bridge spool closed")
+	if err := s.send(w); err != nil {
+		return err
 	}
 	return <-w.err
+}
+
+// errClosed refuses writes after close (a message then is refused, not acknowledged).
+var errClosed = errors.New("bridge spool closed")
+
+func (s *spool) send(w *spoolWrite) error {
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed {
+		return errClosed
+	}
+	s.writes <- w
+	return nil
 }
 
 // writer is the one goroutine that writes: it takes every request waiting and commits them together.
@@ -312,7 +323,10 @@ func (s *spool) setSubscribed(key string, filters []string) error {
 
 // close stops the writer after the requests already queued and closes the file.
 func (s *spool) close() error {
+	s.closeMu.Lock()
+	s.closed = true
 	close(s.writes)
+	s.closeMu.Unlock()
 	<-s.done
 	return s.db.Close()
 }

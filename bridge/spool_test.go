@@ -110,6 +110,22 @@ func TestSpoolDropsOldestWhenFull(t *testing.T) {
 	}
 }
 
+// TestSpoolRefusesAfterClose: a write that cannot be stored is an error (the device's message is
+// refused), never a silent success.
+func TestSpoolRefusesAfterClose(t *testing.T) {
+	sp, err := openSpool(filepath.Join(t.TempDir(), SpoolFile), SpoolConfig{MaxMessages: 10, MaxBytes: 1024}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.append(&record{Topic: "t"}); !errors.Is(err, errClosed) {
+		t.Fatalf("append after close: %v", err)
+	}
+	sp.removeLater([]uint64{1}) // no panic
+}
+
 // TestSpoolConcurrentAppends: many writers share commits and every record is stored once.
 func TestSpoolConcurrentAppends(t *testing.T) {
 	sp, err := openSpool(filepath.Join(t.TempDir(), SpoolFile), SpoolConfig{MaxMessages: 10000, MaxBytes: 1 << 24}, nil)
