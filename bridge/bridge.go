@@ -398,6 +398,14 @@ func (b *Bridge) pump(ctx context.Context, s *session) error {
 							b.m.drop(dropExpired, 1)
 							continue
 						}
+						if !s.fits(r) {
+							// The upstream would close the connection on it, every time.
+							done = append(done, r.Seq)
+							b.m.drop(dropTooLarge, 1)
+							b.log.Warn("message larger than the upstream's maximum packet size; dropped", zap.String("topicName", r.Topic),
+								zap.Int("payloadBytes", len(r.Payload)), zap.Uint32("maximumPacketSize", s.maxPacket))
+							continue
+						}
 						id := s.id()
 						inflight[id] = r.Seq
 						topics[r.Seq] = r.Topic

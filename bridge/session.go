@@ -41,6 +41,7 @@ type session struct {
 	// receiveMax is how many QoS 1 PUBLISHes the upstream takes unacknowledged (MQTT 5 CONNACK).
 	receiveMax     int
 	retainOK       bool
+	maxPacket      uint32 // the upstream's Maximum Packet Size (MQTT 5 CONNACK), 0: none said
 	sessionPresent bool
 	expiry         uint32 // session expiry the upstream granted (MQTT 5)
 
@@ -195,6 +196,9 @@ func (s *session) connect(clientID string) error {
 		if p := ca.Properties; p != nil {
 			if p.ReceiveMaximum != nil {
 				s.receiveMax = int(*p.ReceiveMaximum)
+			}
+			if p.MaximumPacketSize != nil {
+				s.maxPacket = *p.MaximumPacketSize
 			}
 			if p.RetainAvailable != nil {
 				s.retainOK = *p.RetainAvailable == 1
@@ -351,6 +355,19 @@ func (s *session) publish(w io.Writer, id uint16, r *record, expiry uint32) erro
 	p := p3.NewControlPacket(p3.Publish).(*p3.PublishPacket)
 	p.Qos, p.Retain, p.TopicName, p.MessageID, p.Payload = 1, retain, r.Topic, id, r.Payload
 	return p.Write(w)
+}
+
+// fits says whether r's PUBLISH stays within the upstream's Maximum Packet Size, estimated from
+// above (a few bytes of headers and property identifiers more than it takes).
+func (s *session) fits(r *record) bool {
+	if s.maxPacket == 0 {
+		return true
+	}
+	n := 16 + len(r.Topic) + len(r.Payload) + len(r.ContentType) + len(r.ResponseTopic) + len(r.CorrelationData) + 16
+	for _, u := range r.UserProperties {
+		n += 5 + len(u.Key) + len(u.Value)
+	}
+	return n <= int(s.maxPacket)
 }
 
 // subscription is one upstream SUBSCRIBE entry.

@@ -532,3 +532,28 @@ func TestBridgeDownstreamRespectsReceive(t *testing.T) {
 		t.Fatalf("d2 got %v", m) // d1's command, sent before the marker, did not reach d2
 	}
 }
+
+// TestBridgeDropsWhatTheUpstreamCannotTake: a message larger than the upstream's Maximum Packet Size
+// (AWS IoT Core: 128 KiB payload) is dropped, logged and counted, and does not hold up the next.
+func TestBridgeDropsWhatTheUpstreamCannotTake(t *testing.T) {
+	up := startUpstream(t)
+	id := up.coreIdentity("gateway-1")
+	local := startBroker(t, func(c *config.Config) {
+		c.Behaviour.MaxPayloadBytes = "0" // the local broker takes more than the upstream
+		setCore(c, upstreamEndpoint(up.addr()), id)
+		setBridge(c, map[string]any{"mqttTopicMapping": map[string]any{"Up": mapping("t/#", bridge.LocalMqtt, bridge.IotCore, "")}})
+	})
+	local.record(t, "upstream connected", nil)
+	cloud := up.mustConnectV3(up.createDevice("cloud-app"))
+	got := collectV3(t, cloud, "t/#")
+	dev := local.mustConnectV3(local.createDevice("d1"))
+	publishV3(t, dev, "t/big", 1, false, strings.Repeat("x", 200000))
+	publishV3(t, dev, "t/small", 1, false, "fits")
+	if m := next(t, got, "the small message"); m.String() != "t/small fits" {
+		t.Fatalf("upstream got %.40v", m)
+	}
+	local.record(t, "message larger than the upstream's maximum packet size; dropped", map[string]string{"topicName": "t/big"})
+	if v := local.metric(`ggbroker_bridge_messages_dropped_total{reason="too-large"}`); v != 1 {
+		t.Fatalf("too-large = %v", v)
+	}
+}
