@@ -16,18 +16,20 @@ import (
 	"github.com/ggbroker/ggbroker/config"
 )
 
-// BenchmarkBridge measures bridged QoS 1 throughput, local broker -> upstream, with 4 local publishers
+// BenchmarkBridge measures bridged QoS 1 throughput, local broker -> upstream, with 4 or 16 local publishers
 // over mutual TLS and one subscriber at the upstream (a ggbroker in the iot-core profile without its
 // 100/s quota): ggbroker's bridge (every message fsynced to the spool before its PUBACK, unpaced
 // upstream), and Mosquitto's own bridge to the same upstream (skipped without /usr/sbin/mosquitto):
 //
-//	go test -run '^$' -bench BenchmarkBridge -benchtime 20000x ./test/
+//	go test -run '^$' -bench BenchmarkBridge -benchtime 10000x ./test/
 func BenchmarkBridge(b *testing.B) {
-	b.Run("ggbroker", benchBridgeGGBroker)
-	b.Run("mosquitto", benchBridgeMosquitto)
+	for _, pubs := range []int{4, 16} {
+		b.Run(fmt.Sprintf("publishers=%d/ggbroker", pubs), func(b *testing.B) { benchBridgeGGBroker(b, pubs) })
+		b.Run(fmt.Sprintf("publishers=%d/mosquitto", pubs), func(b *testing.B) { benchBridgeMosquitto(b, pubs) })
+	}
 }
 
-func benchBridgeGGBroker(b *testing.B) {
+func benchBridgeGGBroker(b *testing.B, publishers int) {
 	up := startBroker(b, func(c *config.Config) {
 		c.Behaviour.Profile, c.Behaviour.PublishesPerSecond, c.Log.Level = "iot-core", "0", "warn"
 	})
@@ -39,7 +41,7 @@ func benchBridgeGGBroker(b *testing.B) {
 			"upstreamPublishesPerSecond": 0})
 	})
 	var pubs []pahov3.Client
-	for i := range 4 {
+	for i := range publishers {
 		pubs = append(pubs, local.mustConnectV3(local.createDevice(fmt.Sprintf("bench-pub-%d", i)), func(o *pahov3.ClientOptions) {
 			o.SetWriteTimeout(waitFor)
 		}))
@@ -102,7 +104,7 @@ func runBridgeBench(b *testing.B, up *harness, pubs []pahov3.Client, spoolDepth 
 // benchBridgeMosquitto is the same load through Mosquitto's bridge: Mosquitto with a mutual-TLS
 // listener for the publishers and a bridge (topic bench/# out 1, cleansession false, persistence on)
 // to the same kind of upstream.
-func benchBridgeMosquitto(b *testing.B) {
+func benchBridgeMosquitto(b *testing.B, publishers int) {
 	if _, err := exec.LookPath(mosquittoBin); err != nil {
 		b.Skip("Mosquitto is not installed: " + mosquittoBin)
 	}
@@ -131,7 +133,7 @@ bridge_keyfile %s
 `, dir, upstreamEndpoint(up.addr()), id.ca, id.cert, id.key)
 	m := startMosquittoWith(b, dir, ca, extra)
 	var pubs []pahov3.Client
-	for i := range 4 {
+	for i := range publishers {
 		name := fmt.Sprintf("bench-pub-%d", i)
 		certPEM, keyPEM, _, err := ca.IssueClient(name, certs.ECDSAP256, time.Hour)
 		if err != nil {
