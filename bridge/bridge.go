@@ -300,9 +300,20 @@ func (b *Bridge) serve(ctx context.Context, s *session, subs []subscription) err
 		if err != nil {
 			return fmt.Errorf("subscribe: %w", err)
 		}
-		for f, code := range refused {
-			b.log.Warn("upstream refused a subscription", zap.String("topicName", f), zap.String("clientId", b.set.Upstream.ClientID),
-				zap.String("reason", fmt.Sprintf("SUBACK 0x%02x", code)))
+		var again []subscription
+		for _, sub := range subs {
+			if code, ok := refused[sub.Filter]; ok {
+				again = append(again, sub)
+				b.log.Warn("upstream refused a subscription; retrying with backoff", zap.String("topicName", sub.Filter),
+					zap.String("clientId", b.set.Upstream.ClientID), zap.String("reason", fmt.Sprintf("SUBACK 0x%02x", code)))
+			}
+		}
+		if len(again) > 0 {
+			b.wg.Add(1)
+			go func() {
+				defer b.wg.Done()
+				b.resubscribe(ctx, s, again)
+			}()
 		}
 	}
 	// Logged once the subscriptions are in place: from here on, the upstream's messages come down.
@@ -313,6 +324,38 @@ func (b *Bridge) serve(ctx context.Context, s *session, subs []subscription) err
 	b.m.connected.Set(1)
 	b.status.connected(versionName(s.version))
 	return b.pump(ctx, s)
+}
+
+// resubscribe tries refused subscriptions again, with backoff, for as long as the session lives (as
+// Greengrass' bridge does: 1 s to 120 s, no limit, services/bridge.md §2): a policy fixed upstream
+// takes effect without a restart.
+func (b *Bridge) resubscribe(ctx context.Context, s *session, subs []subscription) {
+	for n := 0; len(subs) > 0; n++ {
+		t := time.NewTimer(backoff(n, b.set.MinBackoff, b.set.MaxBackoff))
+		select {
+		case <-t.C:
+		case <-s.done:
+			t.Stop()
+			return
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
+		refused, err := s.subscribe(ctx, subs)
+		if err != nil {
+			return // the session is ending; the next one subscribes to everything
+		}
+		var still []subscription
+		for _, sub := range subs {
+			if _, ok := refused[sub.Filter]; ok {
+				still = append(still, sub)
+				continue
+			}
+			b.log.Info("upstream accepted a subscription it had refused", zap.String("topicName", sub.Filter),
+				zap.String("clientId", b.set.Upstream.ClientID), zap.Int("attempts", n+2))
+		}
+		subs = still
+	}
 }
 
 // unsubscribeStale removes from the upstream's persistent session the filters an earlier run

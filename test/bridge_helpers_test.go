@@ -27,10 +27,11 @@ type coreIdentity struct {
 }
 
 // coreIdentity registers a thing and certificate for the core device in the upstream's registry
-// (as `aws iot create-keys-and-certificate` would in AWS IoT Core) and returns its files.
-func (h *harness) coreIdentity(thing string) coreIdentity {
+// (as `aws iot create-keys-and-certificate` would in AWS IoT Core), with the policies named (the
+// default device policy if none), and returns its files.
+func (h *harness) coreIdentity(thing string, policies ...string) coreIdentity {
 	h.t.Helper()
-	d := h.createDevice(thing)
+	d := h.createDevice(thing, policies...)
 	return coreIdentity{thing: thing, cert: filepath.Join(d.dir, auth.DeviceCertFile), key: filepath.Join(d.dir, auth.DeviceKeyFile),
 		ca: filepath.Join(d.dir, auth.CoreCAFile)}
 }

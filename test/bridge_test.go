@@ -557,3 +557,41 @@ func TestBridgeDropsWhatTheUpstreamCannotTake(t *testing.T) {
 		t.Fatalf("too-large = %v", v)
 	}
 }
+
+// TestBridgeRetriesRefusedSubscriptions: a subscription the upstream's policy refuses is tried again
+// with backoff, and works once the policy allows it, without a restart.
+func TestBridgeRetriesRefusedSubscriptions(t *testing.T) {
+	up := startBroker(t, func(c *config.Config) {
+		c.Behaviour.Profile = "iot-core"
+		c.Authorization.Mode = config.AuthzPolicies
+	})
+	policy := func(filters string) string {
+		return `{"Version": "2012-10-17", "Statement": [
+		  {"Effect": "Allow", "Action": "iot:Connect", "Resource": "arn:aws:iot:us-east-1:123456789012:client/gateway-1"},
+		  {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": [` + filters + `]},
+		  {"Effect": "Allow", "Action": "iot:Receive", "Resource": "arn:aws:iot:us-east-1:123456789012:topic/*"}]}`
+	}
+	up.writePolicy("gateway", policy(`"arn:aws:iot:us-east-1:123456789012:topicfilter/cmd/*"`))
+	id := up.coreIdentity("gateway-1", "gateway")
+	local := startBroker(t, func(c *config.Config) {
+		setCore(c, upstreamEndpoint(up.addr()), id)
+		setBridge(c, map[string]any{"mqttTopicMapping": map[string]any{
+			"Commands": mapping("cmd/#", bridge.IotCore, bridge.LocalMqtt, ""),
+			"Alerts":   mapping("alerts/#", bridge.IotCore, bridge.LocalMqtt, ""),
+		}})
+	})
+	local.record(t, "upstream refused a subscription; retrying with backoff", map[string]string{"topicName": "alerts/#", "reason": "SUBACK 0x87"})
+	local.record(t, "upstream connected", nil)
+	dev := local.mustConnectV3(local.createDevice("d1"))
+	got := collectV3(t, dev, "#")
+
+	before := up.reloads()
+	up.writePolicy("gateway", policy(`"arn:aws:iot:us-east-1:123456789012:topicfilter/cmd/*", "arn:aws:iot:us-east-1:123456789012:topicfilter/alerts/*"`))
+	up.waitReload(t, before)
+	local.record(t, "upstream accepted a subscription it had refused", map[string]string{"topicName": "alerts/#"})
+	cloud := up.mustConnectV3(up.createDevice("cloud-app"))
+	publishV3(t, cloud, "alerts/fire", 1, false, "now")
+	if m := next(t, got, "the alert"); m.String() != "alerts/fire now" {
+		t.Fatalf("device got %v", m)
+	}
+}
