@@ -247,8 +247,8 @@ func (o *outage) restore() {
 	o.serve(ln)
 }
 
-// deviceFiles is a client device's TLS configuration from the files `ggbroker device create` wrote.
-func deviceFiles(t testing.TB, dir string) *tls.Config {
+// bridgeDeviceTLS is a client device's TLS configuration from the files `ggbroker device create` wrote.
+func bridgeDeviceTLS(t testing.TB, dir string) *tls.Config {
 	t.Helper()
 	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, auth.DeviceCertFile), filepath.Join(dir, auth.DeviceKeyFile))
 	if err != nil {

@@ -265,7 +265,7 @@ func TestBridgeSurvivesKill(t *testing.T) {
 	run(t, dir, "device", "create", "d1", "--out", "devices/d1")
 	s := serve(t, dir, "--config", cfgPath)
 	s.waitLog(t, `"msg":"upstream connection failed"`)
-	dev := connectFiles(t, s.mqtt, "d1", deviceFiles(t, filepath.Join(dir, "devices/d1")), true)
+	dev := connectFiles(t, s.mqtt, "d1", bridgeDeviceTLS(t, filepath.Join(dir, "devices/d1")), true)
 	publishMany(t, dev, "telemetry/d1", 1000)
 	if err := s.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
