@@ -39,6 +39,9 @@ const (
 // messages per connection (aws-iot-core quotas); an MQTT 5 upstream may ask for fewer (Receive Maximum).
 const maxInflight = 100
 
+// stableSession is how long a session must last for the reconnect backoff to start over.
+const stableSession = 30 * time.Second
+
 // dropLogEvery spaces the records of a full spool.
 const dropLogEvery = 10 * time.Second
 
@@ -270,7 +273,7 @@ func (b *Bridge) run(ctx context.Context) {
 			}
 			continue
 		}
-		attempt = 0
+		connectedAt := time.Now()
 		err = b.serve(ctx, s, subs)
 		s.close(err)
 		err = s.cause()
@@ -280,7 +283,14 @@ func (b *Bridge) run(ctx context.Context) {
 			b.log.Info("upstream disconnected: stopping", zap.String("eventType", "Disconnect"), zap.String("clientId", up.ClientID))
 			return
 		}
-		delay := backoff(0, b.set.MinBackoff, b.set.MaxBackoff)
+		// The backoff starts over only after a session that held (mosquitto.conf's restart_timeout
+		// "stable", services/bridge.md §3): an upstream that accepts and then drops the bridge at once
+		// is not hammered every minReconnectDelay.
+		if time.Since(connectedAt) >= stableSession {
+			attempt = 0
+		}
+		delay := backoff(attempt, b.set.MinBackoff, b.set.MaxBackoff)
+		attempt++
 		b.log.Warn("upstream disconnected", zap.String("eventType", "Disconnect"), zap.String("clientId", up.ClientID),
 			zap.String("endpoint", up.Address), zap.String("reason", describe(err)), zap.Duration("retryIn", delay))
 		if !sleep(ctx, delay) {
