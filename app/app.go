@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
+	"github.com/ggbroker/ggbroker/bridge"
 	"github.com/ggbroker/ggbroker/broker"
 	"github.com/ggbroker/ggbroker/config"
 	"github.com/ggbroker/ggbroker/iotapi"
@@ -16,6 +17,7 @@ import (
 func Sections() []config.Section {
 	return []config.Section{
 		// bridge
+		bridge.Section,
 
 		// shadow
 
@@ -30,6 +32,7 @@ func Sections() []config.Section {
 func Services() []broker.Constructor {
 	return []broker.Constructor{
 		// bridge
+		bridge.New,
 
 		// shadow
 

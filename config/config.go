@@ -97,6 +97,14 @@ type Core struct {
 	ThingName string `mapstructure:"thingName"`
 	Region    string `mapstructure:"region"`
 	AccountID string `mapstructure:"accountId"`
+	// The core device's own identity towards AWS IoT Core (or another upstream broker), named as the
+	// Greengrass nucleus names them: the upstream's host or host:port (empty: no upstream), the core's
+	// client certificate and private key, and the CA that verifies the upstream. The bridge service
+	// validates them (bridge/config.go).
+	IoTDataEndpoint     string `mapstructure:"iotDataEndpoint"`
+	CertificateFilePath string `mapstructure:"certificateFilePath"`
+	PrivateKeyPath      string `mapstructure:"privateKeyPath"`
+	RootCAPath          string `mapstructure:"rootCaPath"`
 }
 
 // Behaviour chooses the AWS behaviour profile and overrides its rules one by one. Every override is

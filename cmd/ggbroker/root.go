@@ -55,6 +55,7 @@ Configuration comes from the embedded defaults, a YAML file (--config), GGBROKER
 	root.AddCommand(newHealthCommand(g))
 	root.AddCommand(newAdvisorCommand(g))
 	root.AddCommand(newAuditCommand(g))
+	root.AddCommand(newBridgeCommand(g))
 	refuseUnknownSubcommands(root)
 	return root
 }
