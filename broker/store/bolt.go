@@ -258,7 +258,14 @@ func subscriptionKey(id, filter string) string {
 
 func retainedKey(topic string) string { return storage.RetainedKey + "_" + topic }
 
+// inflightKey is where a session's inflight record is kept. The client's packet IDs and the server's
+// are separate spaces (MQTT; mochi patch 7), so the server's PUBREC for a client's QoS 2 message N is
+// kept apart (":in:N") from the server's queued message N: keyed alike, one overwrote the other on
+// disk and the PUBREL deleted the queued message, which only showed after a restart.
 func inflightKey(id string, pk packets.Packet) string {
+	if pk.FixedHeader.Type == packets.Pubrec {
+		return storage.InflightKey + "_" + id + ":in:" + pk.FormatID()
+	}
 	return storage.InflightKey + "_" + id + ":" + pk.FormatID()
 }
 

@@ -416,6 +416,10 @@ func (s *Hook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 			return
 		}
 	}
+	if pk.FixedHeader.Type == packets.Pubrel {
+		// The client's PUBREL ends its own QoS 2 message: the record is the server's PUBREC of it.
+		pk.FixedHeader.Type = packets.Pubrec
+	}
 	s.db.writeLater(deleteRecord(inflightKey(cl.ID, pk)))
 }
 

@@ -243,3 +243,29 @@ func TestFailedPublishLogWriteRefusesTheMessage(t *testing.T) {
 		})
 	}
 }
+
+// TestInboundAndOutboundIDsAreKeptApart: the server's PUBREC for a client's QoS 2 message 5 and the
+// server's own queued message 5 are two records; the client's PUBREL removes only the first.
+func TestInboundAndOutboundIDsAreKeptApart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sessions.db")
+	s := openTestStore(t, path)
+	server := mqtt.New(nil)
+	cl := server.NewClient(nil, "t", "dev", false)
+	cl.Properties.ProtocolVersion = 5
+	cl.Properties.Props.SessionExpiryInterval = 3600
+	queued := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "a", Payload: []byte("q"), PacketID: 5}
+	pubrec := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: 5}
+	s.OnQosPublish(cl, queued, 1, 0)
+	s.OnQosPublish(cl, pubrec, 1, 0)
+	s.OnQosComplete(cl, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel}, PacketID: 5})
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	k := keys(t, path)
+	if !k[inflightKey("dev", queued)] {
+		t.Fatalf("the client's PUBREL 5 removed the server's queued message 5: %v", k)
+	}
+	if k[inflightKey("dev", pubrec)] {
+		t.Fatalf("the PUBREC record outlived its PUBREL: %v", k)
+	}
+}
