@@ -287,7 +287,9 @@ func (h *host) Publish(m service.Message) error {
 		}
 	}
 	pk := packetOf(m)
-	pk.PacketID = 1 // mochi validates a QoS 1 PUBLISH's ID even from its inline client, which it never acknowledges
+	if pk.FixedHeader.Qos > 0 {
+		pk.PacketID = 1 // mochi validates a QoS 1 PUBLISH's ID even from its inline client, which it never acknowledges
+	}
 	return h.b.server.InjectPacket(h.b.server.InlineClient(), pk)
 }
 

@@ -68,3 +68,36 @@ func TestClientIDOfAnotherIdentityIsRefused(t *testing.T) {
 		t.Fatal("the device's session was lost")
 	}
 }
+
+// TestQueuedMessagesAreCheckedAgainWhenSent (issue 17, medium): a message queued for an offline
+// session was delivered on the permission it had when it was queued. A policy that took iot:Receive
+// away meanwhile now keeps it from the device when it reconnects.
+func TestQueuedMessagesAreCheckedAgainWhenSent(t *testing.T) {
+	h := startBroker(t, nil)
+	h.writePolicy("reader", `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:*","Resource":"*"}]}`)
+	dev := h.createDevice("queued-dev", "reader")
+	pub := h.mustConnectV3(h.createDevice("queued-pub"))
+
+	got := make(chan string, 10)
+	c := connectSession(t, h.endpoint(dev), "queued-dev", false, got)
+	subscribeV3(t, c, "news/#", 1)
+	c.Disconnect(0)
+	publishV3(t, pub, "news/secret", 1, false, "queued while offline")
+	publishV3(t, pub, "news/public", 1, false, "also queued")
+
+	before := h.reloads()
+	h.writePolicy("reader", `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:*","Resource":"*"},
+	  {"Effect":"Deny","Action":"iot:Receive","Resource":"arn:aws:iot:*:*:topic/news/secret"}]}`)
+	h.waitReload(t, before)
+
+	connectSession(t, h.endpoint(dev), "queued-dev", false, got)
+	expectMessage(t, got, "news/public also queued")
+	publishV3(t, pub, "news/marker", 1, false, "m")
+	expectMessage(t, got, "news/marker m")
+	select {
+	case m := <-got:
+		t.Fatalf("received %q after the policy took it away", m)
+	default:
+	}
+	h.record(t, "not authorized", map[string]string{"clientId": "queued-dev", "topicName": "news/secret", "eventType": "Publish-Out"})
+}

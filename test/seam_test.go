@@ -57,6 +57,9 @@ func (e *echoService) ask(_ context.Context, m *service.Message) error {
 		if err := e.host.Publish(service.Message{Topic: "watch/" + thing, Payload: []byte("from echo"), QoS: 1}); err != nil {
 			return err
 		}
+		if err := e.host.Publish(service.Message{Topic: "watch/" + thing + "/qos0", Payload: []byte("at most once")}); err != nil {
+			return err // a QoS 0 publish (packet ID 0) used to be refused as a protocol error
+		}
 	}
 	err := e.host.SendTo(m.From, service.Message{Topic: "answer/" + thing, Payload: m.Payload, QoS: 1}, service.SendOptions{RequireSubscription: true})
 	if err != nil {
@@ -92,10 +95,11 @@ func TestServiceSeam(t *testing.T) {
 	}
 
 	publishV5(t, ca, "ask/dev-a", 1, "broadcast")
-	for _, want := range []string{"watch/dev-a from echo", "answer/dev-a broadcast"} {
+	for _, want := range []string{"watch/dev-a from echo", "watch/dev-a/qos0 at most once", "answer/dev-a broadcast"} {
 		expectMessage(t, chanOf(gotA), want)
 	}
 	expectMessage(t, gotB, "watch/dev-a from echo")
+	expectMessage(t, gotB, "watch/dev-a/qos0 at most once")
 	select {
 	case m := <-echo.seen:
 		if m.Origin != "echo" || m.From != nil {

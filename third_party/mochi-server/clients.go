@@ -316,6 +316,9 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 	var waiting []uint16
 	defer func() { cl.State.Inflight.wait(waiting) }()
 	for _, tk := range cl.State.Inflight.GetAll(false) {
+		if tk.FixedHeader.Type == packets.Publish && !cl.stillAllowed(tk) {
+			continue
+		}
 		if tk.FixedHeader.Type == packets.Publish {
 			if limited {
 				if atomic.LoadInt32(&cl.State.Inflight.sendQuota) <= 0 {

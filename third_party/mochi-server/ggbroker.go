@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -30,4 +31,21 @@ func (s *Server) ExpireClient(cl *Client) {
 	cl.ClearInflights()
 	s.Clients.Delete(cl.ID)
 	s.hooks.OnClientExpired(cl)
+}
+
+// stillAllowed asks the hooks' ACL again, at the moment a queued message is finally sent (resent on
+// reconnect, or released by the send quota), whether the client may still receive it; one it may not
+// is removed from the session and reported dropped (ggbroker patch: a message queued for an offline
+// session was delivered on the permission it had when it was queued, after a policy took it away).
+// A message queued with a topic alias has no topic to ask about and is sent; with no ACL hook there is
+// nobody to ask (a server without one delivers nothing to subscribers in the first place).
+func (cl *Client) stillAllowed(pk packets.Packet) bool {
+	if pk.TopicName == "" || cl.ops == nil || !cl.ops.hooks.Provides(OnACLCheck) || cl.ops.hooks.OnACLCheck(cl, pk.TopicName, false) {
+		return true
+	}
+	if cl.State.Inflight.Delete(pk.PacketID) {
+		atomic.AddInt64(&cl.ops.info.Inflight, -1)
+	}
+	cl.ops.hooks.OnQosDropped(cl, pk)
+	return false
 }

@@ -737,8 +737,11 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 		return err
 	}
 
-	if cl.State.Inflight.Len() > 0 && atomic.LoadInt32(&cl.State.Inflight.sendQuota) > 0 {
+	for cl.State.Inflight.Len() > 0 && atomic.LoadInt32(&cl.State.Inflight.sendQuota) > 0 {
 		next, ok := cl.State.Inflight.NextImmediate()
+		if ok && !cl.stillAllowed(next) {
+			continue // ggbroker patch: dropped, its receiver may no longer have it (see stillAllowed)
+		}
 		if ok {
 			// ggbroker patch: the message stays inflight until its acknowledgement, as any sent QoS 1/2
 			// message does. Upstream deleted it here, so the PUBACK found nothing, the send quota was never
@@ -752,6 +755,7 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 			_ = cl.WritePacket(next)
 			cl.State.Inflight.DecreaseSendQuota()
 		}
+		break
 	}
 
 	return nil
