@@ -18,6 +18,7 @@ import (
 
 	"github.com/ggbroker/ggbroker/authz"
 	"github.com/ggbroker/ggbroker/config"
+	"github.com/ggbroker/ggbroker/policy"
 	"github.com/ggbroker/ggbroker/service"
 )
 
@@ -159,7 +160,7 @@ func (h *fakeHost) SendTo(to *service.Client, m service.Message, opts service.Se
 
 func (h *fakeHost) Authorize(c *service.Client, action, resource string) authz.Verdict {
 	if c != nil && h.deny != nil && h.deny(c, action, resource) {
-		return authz.Verdict{Action: action, Resource: resource, Decision: "IMPLICIT_DENY", Reason: "no statement allows"}
+		return authz.Verdict{Action: action, Resource: resource, Decision: policy.ImplicitDeny, Reason: "no statement allows"}
 	}
 	return authz.Allow
 }
