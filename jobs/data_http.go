@@ -12,7 +12,7 @@ import (
 // SigV4 caller is the account and is allowed. It returns nil after answering when the request stops.
 func (s *Service) deviceHTTP(w http.ResponseWriter, r *http.Request, api, action string) *record {
 	thing := r.PathValue("thingName")
-	rec := &record{api: api, protocol: "HTTP", client: service.DeviceFrom(r.Context()), thing: thing, jobID: r.PathValue("jobId"), topic: r.URL.Path}
+	rec := &record{api: api, protocol: "HTTP", client: service.DeviceFrom(r.Context()), thing: thing, jobID: r.PathValue("jobId")}
 	if !validThingName(thing) {
 		s.failHTTP(w, rec, errorf(CodeInvalidRequest, "thing name %q is not valid", thing))
 		return nil

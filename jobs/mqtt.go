@@ -107,19 +107,17 @@ func (s *Service) handle(ctx context.Context, m *service.Message) error {
 	rec := &record{protocol: "MQTT", client: m.From, topic: m.Topic, thing: r.thing, jobID: r.jobID, api: r.api}
 	qos := min(m.QoS, 1)
 	resp, rerr := s.serveMQTT(r, m.Payload, rec)
-	if rerr != nil {
-		if rerr.Code == CodeInternalError {
-			// The change is not stored: refuse the message itself too, so a QoS 1 publish is retried.
-			s.answer(m.From, m.Topic+"/rejected", s.rejection(rerr, rec.token), qos)
-			s.logRequest(rec, rerr)
-			return errors.New(rerr.Message)
-		}
-		s.answer(m.From, m.Topic+"/rejected", s.rejection(rerr, rec.token), qos)
-		s.logRequest(rec, rerr)
+	s.logRequest(rec, rerr)
+	if rerr == nil {
+		s.answer(m.From, m.Topic+"/accepted", resp, qos)
 		return service.Consumed
 	}
-	s.answer(m.From, m.Topic+"/accepted", resp, qos)
-	s.logRequest(rec, nil)
+	s.answer(m.From, m.Topic+"/rejected", s.rejection(rerr, rec.token), qos)
+	if rerr.Code == CodeInternalError {
+		// The change is not stored: refuse the message itself too, so that a QoS 1 publish is not
+		// acknowledged and the device sends it again.
+		return errors.New(rerr.Message)
+	}
 	return service.Consumed
 }
 
