@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strings"
 )
 
 // CreateJobInput is what CreateJob takes (J-CTL), already decoded.
@@ -372,6 +371,3 @@ func (e *Engine) Counts() (execs map[ExecutionStatus]int, jobs map[JobStatus]int
 	}
 	return execs, jobs
 }
-
-// describeThings is for messages: "t1, t2".
-func describeThings(things []string) string { return strings.Join(things, ", ") }

@@ -21,11 +21,11 @@ func (f *fixture) create(id string, things ...string) {
 }
 
 // request publishes payload on the jobs topic suffix as t1's device and returns what the service sent.
-func (f *fixture) request(suffix, payload string) (error, []sent) {
+func (f *fixture) request(suffix, payload string) ([]sent, error) {
 	f.t.Helper()
 	f.host.take()
 	err := f.host.publish(context.Background(), &service.Message{Topic: "$aws/things/t1/jobs/" + suffix, Payload: []byte(payload), QoS: 1, From: f.dev})
-	return err, f.host.take()
+	return f.host.take(), err
 }
 
 // answer is the one SendTo reply among out, decoded.
@@ -59,7 +59,7 @@ func published(out []sent) []string {
 func TestStepTimeoutWithClock(t *testing.T) {
 	f := startFixture(t, newMemStore(), nil)
 	f.create("J1", "t1")
-	if err, out := f.request("J1/update", `{"status":"IN_PROGRESS","stepTimeoutInMinutes":2}`); err != service.Consumed || answer(t, out, "$aws/things/t1/jobs/J1/update/accepted") == nil {
+	if out, err := f.request("J1/update", `{"status":"IN_PROGRESS","stepTimeoutInMinutes":2}`); err != service.Consumed || answer(t, out, "$aws/things/t1/jobs/J1/update/accepted") == nil {
 		t.Fatalf("update: %v %v", err, out)
 	}
 	f.clock.add(119 * time.Second)
@@ -131,7 +131,7 @@ func TestFailedWriteRefuses(t *testing.T) {
 	store.mu.Lock()
 	store.fail = true
 	store.mu.Unlock()
-	err, out := f.request("J1/update", `{"status":"SUCCEEDED","clientToken":"k"}`)
+	out, err := f.request("J1/update", `{"status":"SUCCEEDED","clientToken":"k"}`)
 	if err == nil || errors.Is(err, service.Consumed) {
 		t.Fatalf("handler error %v, want a refusal", err)
 	}
@@ -153,7 +153,7 @@ func TestFailedWriteRefuses(t *testing.T) {
 	store.mu.Lock()
 	store.fail = false
 	store.mu.Unlock()
-	if err, out := f.request("J1/update", `{"status":"SUCCEEDED","expectedVersion":1}`); err != service.Consumed || answer(t, out, "$aws/things/t1/jobs/J1/update/accepted") == nil {
+	if out, err := f.request("J1/update", `{"status":"SUCCEEDED","expectedVersion":1}`); err != service.Consumed || answer(t, out, "$aws/things/t1/jobs/J1/update/accepted") == nil {
 		t.Fatalf("retry: %v %v", err, out)
 	}
 }
