@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.golang/paho"
 )
 
 // jobsTopics are what a jobs device subscribes to, as the AWS IoT Device SDK v2 does (JS-JOBS).
@@ -541,4 +543,44 @@ func TestJobsHTTPSDevice(t *testing.T) {
 		t.Fatalf("t2 reading t1's jobs: %d %s, want 403", code, kind)
 	}
 	h.record(t, "jobs UpdateJobExecution", map[string]string{"protocol": "HTTP", "jobId": "Job1", "status": "Success"})
+}
+
+// BenchmarkJobsUpdateRoundTrip measures one device's UpdateJobExecution round trip over MQTT 3.1.1
+// and mTLS: publish IN_PROGRESS with statusDetails, the service stores it (fsync) and answers.
+func BenchmarkJobsUpdateRoundTrip(b *testing.B) {
+	h := startBroker(b, nil)
+	d := h.createDevice("t1")
+	dev := h.connectJobs(d)
+	h.createJob("Job1", `{"a":"b"}`, "t1")
+	J := "$aws/things/t1/jobs"
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		dev.publish(J+"/Job1/update", fmt.Sprintf(`{"status":"IN_PROGRESS","statusDetails":{"n":"%d"}}`, i))
+		dev.expectRaw(J + "/Job1/update/accepted")
+	}
+}
+
+// TestJobsMQTT5 is case 19 for an MQTT 5 device (paho.golang): the answer arrives with no subscription.
+func TestJobsMQTT5(t *testing.T) {
+	h := startBroker(t, nil)
+	d := h.createDevice("t1")
+	h.createJob("Job1", `{"ToDo":"Reboot"}`, "t1")
+	got := make(chan paho.PublishReceived, 10)
+	_, c, err := h.connectV5(d, "t1", func(p paho.PublishReceived) { got <- p })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc := publishV5(t, c, "$aws/things/t1/jobs/start-next", 1, `{"clientToken":"v5"}`); rc != 0 {
+		t.Fatalf("PUBACK 0x%02x", rc)
+	}
+	select {
+	case p := <-got:
+		var v map[string]any
+		if p.Packet.Topic != "$aws/things/t1/jobs/start-next/accepted" || json.Unmarshal(p.Packet.Payload, &v) != nil ||
+			field(v, "execution", "jobId") != "Job1" || v["clientToken"] != "v5" {
+			t.Fatalf("got %s %s", p.Packet.Topic, p.Packet.Payload)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("no answer")
+	}
 }
