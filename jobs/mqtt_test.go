@@ -69,7 +69,7 @@ func TestEventRules(t *testing.T) {
 			f.host.take()
 			f.svc.CancelJob("J3", false, "", "")
 			return f.host.take()
-		}, ""},
+		}, "$aws/things/t2/jobs/notify,$aws/things/t2/jobs/notify-next"},
 		{"force-cancel the running one", func() []sent { f.svc.CancelJob("J2", true, "", ""); return f.host.take() }, "notify,notify-next"},
 	}
 	for _, s := range steps {
