@@ -90,7 +90,11 @@ func (s *Service) createJob(w http.ResponseWriter, r *http.Request) {
 		writeError(w, ae)
 		return
 	}
-	writeJSON(w, map[string]any{"jobArn": s.jobARN(job.ID), "jobId": job.ID, "description": job.Description})
+	out := map[string]any{"jobArn": s.jobARN(job.ID), "jobId": job.ID}
+	if job.Description != "" {
+		out["description"] = job.Description
+	}
+	writeJSON(w, out)
 }
 
 // CreateJob creates a job and tells the targets' devices (for the API and the CLI).
