@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	pahov3 "github.com/eclipse/paho.mqtt.golang"
 )
 
 // jobsTopics are what a jobs device subscribes to, as the AWS IoT Device SDK v2 does (JS-JOBS).
@@ -582,5 +583,23 @@ func TestJobsMQTT5(t *testing.T) {
 		}
 	case <-time.After(waitFor):
 		t.Fatal("no answer")
+	}
+}
+
+// TestJobsOfflineDeviceGetsNotifyNext: a device with a persistent session (clean session off) that is
+// offline when a job is created gets the QoS 1 notify-next when it reconnects, as AWS queues it for a
+// persistent session (the "job created after connect never picked up" complaint, the other way round).
+func TestJobsOfflineDeviceGetsNotifyNext(t *testing.T) {
+	h := startBroker(t, nil)
+	d := h.createDevice("t1")
+	persistent := func(o *pahov3.ClientOptions) { o.SetCleanSession(false) }
+	dev := h.connectJobs(d, persistent)
+	dev.subscribe("$aws/things/t1/jobs/notify-next")
+	dev.c.Disconnect(0)
+
+	h.createJob("Job1", `{"ToDo":"Reboot"}`, "t1")
+	dev2 := h.connectJobs(d, persistent)
+	if nn := dev2.expect("$aws/things/t1/jobs/notify-next"); field(nn, "execution", "jobId") != "Job1" || num(nn, "execution", "versionNumber") != 1 {
+		t.Fatalf("notify-next after reconnect: %v", nn)
 	}
 }
