@@ -49,17 +49,18 @@ func (o *Offline) CreateJob(id, document string, things []string) (*Job, error) 
 // Jobs lists every job, oldest first.
 func (o *Offline) Jobs() []*Job { return o.s.engine.Jobs("", "") }
 
-// Describe is DescribeJob's answer (as the API renders it) and the job's executions.
-func (o *Offline) Describe(id string) (map[string]any, []*Execution, error) {
+// Describe is the job, how many of its things' current executions are in each state, and every
+// execution.
+func (o *Offline) Describe(id string) (*Job, map[ExecutionStatus]int, []*Execution, error) {
 	j, err := o.s.engine.Job(id)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	execs, err := o.s.engine.ExecutionsOfJob(id, "")
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return o.s.jobJSON(j), execs, nil
+	return j, o.s.engine.JobCounts(id), execs, nil
 }
 
 // CancelJob cancels a job (with force, its IN_PROGRESS executions too).

@@ -28,7 +28,7 @@ func TestBinaryJobCommands(t *testing.T) {
 	if out = run(t, dir, "job", "list"); !strings.Contains(out, "Job1") || !strings.Contains(out, "IN_PROGRESS") || !strings.Contains(out, "Job2") {
 		t.Fatalf("list: %s", out)
 	}
-	if out = run(t, dir, "job", "describe", "Job1"); !strings.Contains(out, `"numberOfQueuedThings": 1`) || !strings.Contains(out, "t1     1          QUEUED") {
+	if out = run(t, dir, "job", "describe", "Job1"); !strings.Contains(out, "status IN_PROGRESS, SNAPSHOT") || !strings.Contains(out, "QUEUED 1,") || !strings.Contains(out, "t1     1          QUEUED") {
 		t.Fatalf("describe: %s", out)
 	}
 	if out = run(t, dir, "job", "cancel", "Job2"); !strings.Contains(out, "canceled job Job2") {
@@ -46,12 +46,31 @@ func TestBinaryJobCommands(t *testing.T) {
 		}
 	}
 
-	// While a broker serves the directory, the CLI refuses and says to use the API.
+	// While a broker serves the directory, the CLI goes through its API (SigV4, the credentials file);
+	// with controlPlane.listen on port 0 it needs --endpoint-url and says so.
+	t.Setenv("GGBROKER_CONTROLPLANE_LISTEN", "127.0.0.1:0")
 	s := serve(t, dir)
+	api, _ := s.serving["api"].(string)
 	cmd := exec.Command(ggbrokerBinary(t), "job", "list")
 	cmd.Dir = dir
-	if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), "in use by another ggbroker serve") || !strings.Contains(string(b), "API") {
-		t.Fatalf("job list while serving: %v %s", err, b)
+	if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), "in use by another ggbroker serve") || !strings.Contains(string(b), "--endpoint-url") {
+		t.Fatalf("job list while serving, API on port 0: %v %s", err, b)
+	}
+	if api == "" {
+		t.Fatalf("no api address in the serving record %v", s.serving)
+	}
+	ep := "--endpoint-url=https://" + api
+	if out = run(t, dir, "job", ep, "create", "--thing", "t1", "--document", "doc.json", "--job-id", "Job3"); !strings.Contains(out, "created job Job3 (arn:aws:iot:") {
+		t.Fatalf("create through the API: %s", out)
+	}
+	if out = run(t, dir, "job", ep, "list"); !strings.Contains(out, "Job1") || !strings.Contains(out, "Job3") || !strings.Contains(out, "CANCELED") {
+		t.Fatalf("list through the API: %s", out)
+	}
+	if out = run(t, dir, "job", ep, "describe", "Job3"); !strings.Contains(out, "QUEUED 1,") || !strings.Contains(out, "t1     1          QUEUED") {
+		t.Fatalf("describe through the API: %s", out)
+	}
+	if out = run(t, dir, "job", ep, "cancel", "Job3"); !strings.Contains(out, "canceled job Job3") {
+		t.Fatalf("cancel through the API: %s", out)
 	}
 	s.terminate(t)
 
