@@ -11,6 +11,7 @@ import (
 	"github.com/ggbroker/ggbroker/broker"
 	"github.com/ggbroker/ggbroker/config"
 	"github.com/ggbroker/ggbroker/iotapi"
+	"github.com/ggbroker/ggbroker/jobs"
 )
 
 // Sections are the config blocks the services own. Keep one service per line, in this order.
@@ -22,6 +23,7 @@ func Sections() []config.Section {
 		// shadow
 
 		// jobs
+		jobs.Section,
 
 		// iotapi
 		iotapi.Section,
@@ -37,6 +39,7 @@ func Services() []broker.Constructor {
 		// shadow
 
 		// jobs
+		jobs.New,
 
 		// iotapi
 		iotapi.New,

@@ -39,6 +39,24 @@ const defaultDevicePolicy = `{
       "NotResource": "arn:aws:iot:*:*:topicfilter/$aws/*"
     },
     {
+      "Sid": "JobsPublishReceiveOwnThing",
+      "Effect": "Allow",
+      "Action": ["iot:Publish", "iot:Receive"],
+      "Resource": "arn:aws:iot:*:*:topic/$aws/things/${iot:Connection.Thing.ThingName}/jobs/*"
+    },
+    {
+      "Sid": "JobsSubscribeOwnThing",
+      "Effect": "Allow",
+      "Action": "iot:Subscribe",
+      "Resource": "arn:aws:iot:*:*:topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/jobs/*"
+    },
+    {
+      "Sid": "JobsHTTPSOwnThing",
+      "Effect": "Allow",
+      "Action": ["iotjobsdata:DescribeJobExecution", "iotjobsdata:GetPendingJobExecutions", "iotjobsdata:StartNextPendingJobExecution", "iotjobsdata:UpdateJobExecution"],
+      "Resource": "arn:aws:iot:*:*:thing/${iot:Connection.Thing.ThingName}"
+    },
+    {
       "Sid": "GreengrassDiscovery",
       "Effect": "Allow",
       "Action": "greengrass:Discover",
