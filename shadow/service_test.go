@@ -71,7 +71,7 @@ func (h *fakeHost) Authorize(c *service.Client, action, resource string) authz.V
 	if c == nil || h.allowed[action+" "+resource] {
 		return authz.Allow
 	}
-	return authz.Verdict{Action: action, Resource: resource, Decision: "IMPLICIT_DENY"}
+	return authz.Verdict{Action: action, Resource: resource}
 }
 
 func (h *fakeHost) Store(string) (service.Store, error) { return h.store, nil }
