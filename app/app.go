@@ -11,6 +11,7 @@ import (
 	"github.com/ggbroker/ggbroker/broker"
 	"github.com/ggbroker/ggbroker/config"
 	"github.com/ggbroker/ggbroker/iotapi"
+	"github.com/ggbroker/ggbroker/shadow"
 )
 
 // Sections are the config blocks the services own. Keep one service per line, in this order.
@@ -20,7 +21,7 @@ func Sections() []config.Section {
 		bridge.Section,
 
 		// shadow
-
+		shadow.Section,
 		// jobs
 
 		// iotapi
@@ -35,7 +36,7 @@ func Services() []broker.Constructor {
 		bridge.New,
 
 		// shadow
-
+		shadow.New,
 		// jobs
 
 		// iotapi
