@@ -311,9 +311,11 @@ func (s *Service) record(op Operation, protocol string, id ID, topic string, fro
 		code = e.Code
 	}
 	s.metrics.observe(op, protocol, code, time.Since(start))
+	// A refusal is the device's business (a get of a shadow not made yet is how SDKs start): Info like
+	// a success, with status Failure; only the service's own failure (500) is an error.
 	status, level := "Success", zap.InfoLevel
 	if e != nil {
-		status, level = "Failure", zap.WarnLevel
+		status = "Failure"
 		if e.Code >= 500 {
 			level = zap.ErrorLevel
 		}
