@@ -56,6 +56,7 @@ Configuration comes from the embedded defaults, a YAML file (--config), GGBROKER
 	root.AddCommand(newAdvisorCommand(g))
 	root.AddCommand(newAuditCommand(g))
 	root.AddCommand(newBridgeCommand(g))
+	root.AddCommand(newShadowCommand(g))
 	refuseUnknownSubcommands(root)
 	return root
 }
