@@ -27,7 +27,6 @@ var (
 	errInvalidClientToken = &Error{http.StatusBadRequest, "Invalid clientToken"}
 	errTooDeep            = &Error{http.StatusBadRequest, "JSON contains too many levels of nesting; maximum is 6"}
 	errInvalidNode        = &Error{http.StatusBadRequest, "State contains an invalid node"}
-	errUnauthorized       = &Error{http.StatusUnauthorized, "Unauthorized"}
 	errForbidden          = &Error{http.StatusForbidden, "Forbidden"}
 	errVersionConflict    = &Error{http.StatusConflict, "Version conflict"}
 	errTooLarge           = &Error{http.StatusRequestEntityTooLarge, "The payload exceeds the maximum size allowed"}
