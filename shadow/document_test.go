@@ -118,7 +118,7 @@ func runSteps(t *testing.T, s *Shadows, id ID, steps []step) {
 			e = pe
 			if e == nil {
 				var v int64
-				v, e, _ = s.Delete(id)
+				v, e, _ = s.Delete(id, nil)
 				if e == nil {
 					answer = DeleteResponse(v, s.Now(), tok, has)
 				}
@@ -364,7 +364,7 @@ func TestTombstone(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		upd(`{"state":{"reported":{"a":1}}}`)
 	}
-	if v, e, _ := s.Delete(id); e != nil || v != 3 {
+	if v, e, _ := s.Delete(id, nil); e != nil || v != 3 {
 		t.Fatalf("delete: %d %v", v, e)
 	}
 	if names, _, _ := s.ListNamed("t", "", 0); len(names) != 0 {
@@ -376,7 +376,7 @@ func TestTombstone(t *testing.T) {
 	if u, e := upd(`{"state":{},"version":3}`); e != nil || u.Current.Version != 4 {
 		t.Fatalf("update after delete: %v %v", u, e)
 	}
-	s.Delete(id)
+	s.Delete(id, nil)
 	now += tombstoneLife + 1
 	if u, e := upd(`{"state":{"reported":{"a":1}}}`); e != nil || u.Current.Version != 1 {
 		t.Fatalf("update 48h after delete: %+v %v, want version 1", u.Current, e)

@@ -114,7 +114,10 @@ func (s *Service) httpUpdate(w http.ResponseWriter, r *http.Request) {
 	var cause error
 	var u *Update
 	if e == nil {
-		u, e, cause = s.shadows.Update(id, req, func(u *Update) { s.publishUpdate(id, u) })
+		u, e, cause = s.shadows.Update(id, req, func(u *Update) {
+			s.accepted(nil, id, "/update/accepted", u.Accepted)
+			s.publishUpdate(id, u)
+		})
 	}
 	if e != nil {
 		s.httpRefuse(w, r, OpUpdate, id, e, cause, start)
@@ -133,7 +136,9 @@ func (s *Service) httpDelete(w http.ResponseWriter, r *http.Request) {
 	var v int64
 	var cause error
 	if e == nil {
-		v, e, cause = s.shadows.Delete(id)
+		v, e, cause = s.shadows.Delete(id, func(v int64) {
+			s.accepted(nil, id, "/delete/accepted", DeleteResponse(v, s.shadows.Now(), "", false))
+		})
 	}
 	if e != nil {
 		s.httpRefuse(w, r, OpDelete, id, e, cause, start)

@@ -33,6 +33,9 @@ type Config struct {
 	Enabled                bool `mapstructure:"enabled"`
 	DocumentSizeLimitBytes int  `mapstructure:"documentSizeLimitBytes"`
 	MaxInFlightRequests    int  `mapstructure:"maxInFlightRequests"`
+	// AcceptedToAllSubscribers publishes update/accepted and delete/accepted to every subscriber, as
+	// AWS does; false answers the requester only.
+	AcceptedToAllSubscribers bool `mapstructure:"acceptedToAllSubscribers"`
 }
 
 // maxDocumentSizeLimit is the Greengrass shadow manager's upper bound (services/shadow.md §7).
@@ -40,7 +43,7 @@ const maxDocumentSizeLimit = 30720
 
 // DecodeConfig reads the shadow block over its defaults and checks it, naming the key at fault.
 func DecodeConfig(c *config.Config) (Config, error) {
-	cfg := Config{Enabled: true, DocumentSizeLimitBytes: DefaultLimits.DocumentSize, MaxInFlightRequests: 10}
+	cfg := Config{Enabled: true, DocumentSizeLimitBytes: DefaultLimits.DocumentSize, MaxInFlightRequests: 10, AcceptedToAllSubscribers: true}
 	if err := c.Decode(Section.Key, &cfg); err != nil {
 		return cfg, err
 	}
@@ -233,12 +236,14 @@ func (s *Service) serve(r *request) {
 			s.refuse(r, e, nil, tok)
 			return
 		}
-		v, e, cause := s.shadows.Delete(r.id)
+		_, e, cause := s.shadows.Delete(r.id, func(v int64) {
+			s.accepted(r, r.id, "/delete/accepted", DeleteResponse(v, s.shadows.Now(), tok, has))
+		})
 		if e != nil {
 			s.refuse(r, e, cause, tok)
 			return
 		}
-		s.answer(r, "/delete/accepted", DeleteResponse(v, s.shadows.Now(), tok, has))
+		s.record(r.op, "MQTT", r.id, r.topic, r.from, nil, nil, r.start)
 	case OpUpdate:
 		req, e := ParseUpdate(r.payload)
 		if e == nil {
@@ -249,7 +254,7 @@ func (s *Service) serve(r *request) {
 			return
 		}
 		_, e, cause := s.shadows.Update(r.id, req, func(u *Update) {
-			s.sendTo(r, "/update/accepted", u.Accepted)
+			s.accepted(r, r.id, "/update/accepted", u.Accepted)
 			s.publishUpdate(r.id, u)
 		})
 		if e != nil {
@@ -257,6 +262,25 @@ func (s *Service) serve(r *request) {
 			return
 		}
 		s.record(r.op, "MQTT", r.id, r.topic, r.from, nil, nil, r.start)
+	}
+}
+
+// accepted tells of an accepted update or delete. AWS publishes update/accepted and delete/accepted to
+// every subscriber of the topic, not only to the requester: its reference architecture has applications
+// subscribe to a device's update/accepted to follow the device's changes (IoT Atlas, "Device State
+// Replica"), and other clients of a thing receive its update/accepted (aws/aws-sdk-ios#620; the v1 JS
+// SDK's foreignStateChange). With acceptedToAllSubscribers off, only the requester is answered. r is
+// nil for an HTTP request.
+func (s *Service) accepted(r *request, id ID, suffix string, payload []byte) {
+	if !s.cfg.AcceptedToAllSubscribers {
+		if r != nil {
+			s.sendTo(r, suffix, payload)
+		}
+		return
+	}
+	topic := id.Prefix() + suffix
+	if err := s.host.Publish(service.Message{Topic: topic, Payload: payload, QoS: 1}); err != nil {
+		s.log.Warn("shadow: publish", zap.String("topicName", topic), zap.Error(err))
 	}
 }
 

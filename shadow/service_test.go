@@ -176,8 +176,8 @@ func TestMQTTAnswers(t *testing.T) {
 		byTopic[m.topic] = m
 	}
 	acc := byTopic[P+"/update/accepted"]
-	if acc.to != "dev1" || !acc.opts.RequireSubscription || !strings.Contains(acc.body, `"clientToken":"t1"`) {
-		t.Fatalf("accepted %+v", acc)
+	if acc.to != "" || !strings.Contains(acc.body, `"clientToken":"t1"`) {
+		t.Fatalf("accepted not published to all: %+v", acc)
 	}
 	for _, sfx := range []string{"/update/delta", "/update/documents"} {
 		if m, ok := byTopic[P+sfx]; !ok || m.to != "" {
@@ -187,8 +187,13 @@ func TestMQTTAnswers(t *testing.T) {
 	h.reset()
 	h.deliver(P+"/get", dev1, `not json`)
 	rej := h.wait(t, 1)[0]
-	if rej.topic != P+"/get/rejected" || !strings.Contains(rej.body, `"code":400`) || rej.to != "dev1" {
+	if rej.topic != P+"/get/rejected" || !strings.Contains(rej.body, `"code":400`) || rej.to != "dev1" || !rej.opts.RequireSubscription {
 		t.Fatalf("rejected %+v", rej)
+	}
+	h.reset()
+	h.deliver(P+"/get", dev1, `{"clientToken":"g"}`)
+	if got := h.wait(t, 1)[0]; got.topic != P+"/get/accepted" || got.to != "dev1" || !got.opts.RequireSubscription {
+		t.Fatalf("get/accepted %+v", got)
 	}
 	h.reset()
 	h.deliver(P+"/update/accepted", dev1, `{"state":{}}`) // a response topic: ordinary traffic
@@ -216,6 +221,37 @@ func TestMQTTAnswers(t *testing.T) {
 	}
 }
 
+// TestAcceptedToRequesterOnly: with acceptedToAllSubscribers off, update/accepted and delete/accepted
+// go to the requester only, and an HTTP update publishes no update/accepted.
+func TestAcceptedToRequesterOnly(t *testing.T) {
+	s, h, _ := startService(t)
+	s.cfg.AcceptedToAllSubscribers = false
+	P := "$aws/things/dev1/shadow"
+	h.deliver(P+"/update", dev1, `{"state":{"reported":{"c":1}}}`)
+	h.deliver(P+"/delete", dev1, ``)
+	got := h.wait(t, 3)
+	for _, m := range got {
+		switch m.topic {
+		case P + "/update/accepted", P + "/delete/accepted":
+			if m.to != "dev1" || !m.opts.RequireSubscription {
+				t.Fatalf("%s not to the requester only: %+v", m.topic, m)
+			}
+		case P + "/update/documents":
+		default:
+			t.Fatalf("unexpected %+v", m)
+		}
+	}
+	h.reset()
+	w := httptest.NewRecorder()
+	h.api.ServeHTTP(w, httptest.NewRequest("POST", "/things/dev1/shadow", strings.NewReader(`{"state":{"reported":{"c":2}}}`)))
+	if w.Code != 200 {
+		t.Fatalf("HTTP update %d %s", w.Code, w.Body)
+	}
+	if got := h.wait(t, 1); len(got) != 1 || got[0].topic != P+"/update/documents" {
+		t.Fatalf("HTTP update published %+v", got)
+	}
+}
+
 // TestInFlightLimit (31): with 10 requests of one connection unanswered, the 11th is refused with 429;
 // another connection is not affected.
 func TestInFlightLimit(t *testing.T) {
@@ -234,7 +270,7 @@ func TestInFlightLimit(t *testing.T) {
 	}
 	release()
 	got := h.wait(t, 1+10*2)
-	accepted := 0
+	accepted := 0 // published to all: to == ""
 	for _, m := range got {
 		if m.topic == P+"/update/accepted" {
 			accepted++
@@ -262,9 +298,12 @@ func TestHTTPAPI(t *testing.T) {
 	if w.Code != 200 || !strings.Contains(w.Body.String(), `"version":1`) || w.Header().Get("Content-Type") != "application/json" {
 		t.Fatalf("update: %d %s", w.Code, w.Body)
 	}
-	got := h.wait(t, 2)
-	topics := []string{got[0].topic, got[1].topic}
-	if !strings.Contains(strings.Join(topics, " "), "$aws/things/dev1/shadow/name/cfg/update/delta") {
+	var topics []string
+	for _, m := range h.wait(t, 3) {
+		topics = append(topics, m.topic)
+	}
+	Pn := "$aws/things/dev1/shadow/name/cfg"
+	if strings.Join(topics, " ") != Pn+"/update/accepted "+Pn+"/update/documents "+Pn+"/update/delta" {
 		t.Fatalf("HTTP update published %v", topics)
 	}
 	cases := []struct {

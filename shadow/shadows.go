@@ -98,8 +98,9 @@ func (s *Shadows) Update(id ID, req *UpdateRequest, publish func(*Update)) (*Upd
 }
 
 // Delete deletes the shadow, keeping its version as a tombstone (a shadow created again carries on
-// from it), and returns the version it had; 404 when there is no shadow.
-func (s *Shadows) Delete(id ID) (int64, *Error, error) {
+// from it), and returns the version it had; 404 when there is no shadow. publish, if not nil, runs
+// with the shadow still locked, after the store, as in Update.
+func (s *Shadows) Delete(id ID, publish func(version int64)) (int64, *Error, error) {
 	defer s.lock(id)()
 	d, err := s.load(id)
 	if err != nil {
@@ -113,6 +114,9 @@ func (s *Shadows) Delete(id ID) (int64, *Error, error) {
 	if err := s.store.Put(id.key(), tomb.encode()); err != nil {
 		e, cause := storeFailure(err)
 		return 0, e, cause
+	}
+	if publish != nil {
+		publish(d.Version)
 	}
 	return d.Version, nil, nil
 }

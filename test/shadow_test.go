@@ -488,7 +488,8 @@ func waitTopic(got <-chan shadowMsg, topic string) <-chan shadowMsg {
 }
 
 // TestShadowOneShadowTwoConnections: two connections update the same shadow concurrently; the
-// versions each sees strictly increase, update/documents tells a gapless history, and no update is lost.
+// versions each sees on update/accepted (its own and the other's) strictly increase, update/documents
+// tells a gapless history, and no update is lost.
 func TestShadowOneShadowTwoConnections(t *testing.T) {
 	h := startBroker(t, nil)
 	h.writePolicy("any-shadow", anyShadowPolicy)
@@ -506,15 +507,17 @@ func TestShadowOneShadowTwoConnections(t *testing.T) {
 			defer wg.Done()
 			key := string(rune('a' + i))
 			for n := 1; n <= each; n++ {
-				c.pub(P+"/update", fmt.Sprintf(`{"state":{"reported":{"%s":%d}}}`, key, n))
+				token := fmt.Sprintf("%s-%d", key, n)
+				c.pub(P+"/update", fmt.Sprintf(`{"state":{"reported":{"%s":%d}},"clientToken":"%s"}`, key, n, token))
 				deadline := time.After(waitFor)
 			wait:
 				for {
 					select {
 					case m := <-c.got:
 						var doc struct {
-							Version  int `json:"version"`
-							Previous *struct {
+							Version     int    `json:"version"`
+							ClientToken string `json:"clientToken"`
+							Previous    *struct {
 								Version int `json:"version"`
 							} `json:"previous"`
 							Current struct {
@@ -524,8 +527,11 @@ func TestShadowOneShadowTwoConnections(t *testing.T) {
 						_ = json.Unmarshal(m.body, &doc)
 						switch m.topic {
 						case P + "/update/accepted":
+							// Both connections' update/accepted reach every subscriber, as at AWS.
 							versions[i] = append(versions[i], doc.Version)
-							break wait
+							if doc.ClientToken == token {
+								break wait
+							}
 						case P + "/update/documents":
 							if i == 0 { // one connection's view of the history
 								prev := 0
@@ -617,7 +623,8 @@ func TestShadowDurable(t *testing.T) {
 }
 
 // TestShadowHTTPSDevice (32): a device calls UpdateThingShadow with its certificate on the device
-// HTTPS listener; it gets the raw accepted document and MQTT subscribers get the delta.
+// HTTPS listener; it gets the raw accepted document and MQTT subscribers get the delta, the documents
+// and (as at AWS, where the console's edits show on update/accepted) the accepted document.
 func TestShadowHTTPSDevice(t *testing.T) {
 	h := startBroker(t, nil)
 	d := h.createDevice("dev1")
@@ -641,9 +648,10 @@ func TestShadowHTTPSDevice(t *testing.T) {
 	if code != 200 || !strings.Contains(body, `"state":{"desired":{"a":1}}`) || !strings.Contains(body, `"version":1`) {
 		t.Fatalf("UpdateThingShadow: %d %s", code, body)
 	}
-	got := sub.await([]string{"$aws/things/dev1/shadow/name/cfg/update/delta", "$aws/things/dev1/shadow/name/cfg/update/documents"}, []string{"$aws/things/dev1/shadow/name/cfg/update/accepted"})
-	if mustJSON(got["$aws/things/dev1/shadow/name/cfg/update/delta"]["state"]) != `{"a":1}` {
-		t.Fatalf("delta %v", got)
+	Pn := "$aws/things/dev1/shadow/name/cfg"
+	got := sub.await([]string{Pn + "/update/delta", Pn + "/update/documents", Pn + "/update/accepted"}, nil)
+	if mustJSON(got[Pn+"/update/delta"]["state"]) != `{"a":1}` || mustJSON(got[Pn+"/update/accepted"]["version"]) != "1" {
+		t.Fatalf("MQTT after an HTTP update: %v", got)
 	}
 	cases := []struct {
 		method, path, body string
@@ -665,4 +673,31 @@ func TestShadowHTTPSDevice(t *testing.T) {
 		}
 	}
 	h.record(t, "UpdateThingShadow", map[string]string{"protocol": "HTTP", "status": "Success", "deviceShadowName": "dev1", "shadowName": "cfg"})
+}
+
+// TestShadowAnswersReachWhom: an application subscribed to a device's shadow topics follows its changes
+// on update/accepted, update/documents and update/delta (AWS' device state replica pattern), but the
+// device's get answers and rejections reach the device only.
+func TestShadowAnswersReachWhom(t *testing.T) {
+	h := startBroker(t, nil)
+	h.writePolicy("any-shadow", anyShadowPolicy)
+	app := h.shadowV3(h.createDevice("app", "any-shadow"), "app", "lamp")
+	lamp := h.shadowV5(h.createDevice("lamp"), "lamp", "lamp")
+	P := "$aws/things/lamp/shadow"
+	lamp.run([]shadowStep{
+		{topic: "P/update", payload: `{"state":{"reported":{"on":false}},"clientToken":"l1"}`, want: map[string]map[string]string{"P/update/accepted": {"clientToken": `"l1"`}}},
+	})
+	got := app.await([]string{P + "/update/accepted", P + "/update/documents"}, nil)
+	if mustJSON(got[P+"/update/accepted"]["clientToken"]) != `"l1"` {
+		t.Fatalf("app saw %v", got)
+	}
+	lamp.run([]shadowStep{
+		{topic: "P/get", payload: `{"clientToken":"l2"}`, want: map[string]map[string]string{"P/get/accepted": {"clientToken": `"l2"`}}},
+		{topic: "P/update", payload: `not json`, want: map[string]map[string]string{"P/update/rejected": {"code": "400"}}},
+		{topic: "P/update", payload: `{"state":{"reported":{"on":true}},"clientToken":"l3"}`, want: map[string]map[string]string{"P/update/accepted": {"clientToken": `"l3"`}}},
+	})
+	got = app.await([]string{P + "/update/accepted"}, []string{P + "/get/accepted", P + "/update/rejected"})
+	if mustJSON(got[P+"/update/accepted"]["clientToken"]) != `"l3"` {
+		t.Fatalf("app saw %v", got)
+	}
 }

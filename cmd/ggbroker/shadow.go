@@ -95,7 +95,7 @@ made here publishes no update/delta, since no broker runs to publish it.`,
 				if e := id.Validate(); e != nil {
 					return shadowError("delete", e, nil)
 				}
-				v, e, err := s.Delete(id)
+				v, e, err := s.Delete(id, nil)
 				if e != nil {
 					return shadowError("delete", e, err)
 				}
