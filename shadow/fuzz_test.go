@@ -23,6 +23,11 @@ func FuzzUpdate(f *testing.F) {
 		f.Add(s[0], s[1])
 	}
 	f.Fuzz(func(t *testing.T, p1, p2 string) {
+		for _, p := range []string{p1, p2} {
+			if tok, has, e := ParseTokenOnly([]byte(p)); e == nil && has && len(tok) > maxClientToken {
+				t.Fatalf("token of %d bytes accepted", len(tok))
+			}
+		}
 		lim := Limits{DocumentSize: 512}
 		var doc *Document
 		for i, p := range []string{p1, p2} {

@@ -2,6 +2,7 @@ package shadow
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -365,6 +366,41 @@ func TestHTTPAPI(t *testing.T) {
 	}
 }
 
+// TestHTTPListPages: ListNamedShadowsForThing pages with pageSize and an opaque nextToken.
+func TestHTTPListPages(t *testing.T) {
+	_, h, _ := startService(t)
+	for _, n := range []string{"c", "a", "b"} {
+		w := httptest.NewRecorder()
+		h.api.ServeHTTP(w, httptest.NewRequest("POST", "/things/t1/shadow?name="+n, strings.NewReader(`{"state":{}}`)))
+		if w.Code != 200 {
+			t.Fatal(w.Body)
+		}
+	}
+	var page struct {
+		Results   []string `json:"results"`
+		NextToken string   `json:"nextToken"`
+		Timestamp int64    `json:"timestamp"`
+	}
+	get := func(q string) int {
+		w := httptest.NewRecorder()
+		h.api.ServeHTTP(w, httptest.NewRequest("GET", "/api/things/shadow/ListNamedShadowsForThing/t1"+q, nil))
+		page.NextToken = ""
+		_ = json.Unmarshal(w.Body.Bytes(), &page)
+		return w.Code
+	}
+	if code := get("?pageSize=2"); code != 200 || strings.Join(page.Results, ",") != "a,b" || page.NextToken == "" || page.Timestamp != T0 {
+		t.Fatalf("page 1: %d %+v", code, page)
+	}
+	if code := get("?pageSize=2&nextToken=" + page.NextToken); code != 200 || strings.Join(page.Results, ",") != "c" || page.NextToken != "" {
+		t.Fatalf("page 2: %d %+v", code, page)
+	}
+	for _, q := range []string{"?pageSize=0", "?pageSize=101", "?nextToken=!!"} {
+		if code := get(q); code != 400 {
+			t.Errorf("%s: %d, want 400", q, code)
+		}
+	}
+}
+
 // TestMetrics: requests counted by operation, protocol, result and code.
 func TestMetrics(t *testing.T) {
 	s, h, _ := startService(t)
@@ -402,7 +438,7 @@ func TestConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, err := DecodeConfig(cfg)
-	if err != nil || !c.Enabled || c.DocumentSizeLimitBytes != 8192 || c.MaxInFlightRequests != 10 {
+	if err != nil || !c.Enabled || c.DocumentSizeLimitBytes != 8192 || c.MaxInFlightRequests != 10 || !c.AcceptedToAllSubscribers {
 		t.Fatalf("defaults %+v %v", c, err)
 	}
 	t.Setenv("GGBROKER_SHADOW_DOCUMENTSIZELIMITBYTES", "40000")
