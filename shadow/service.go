@@ -228,7 +228,12 @@ func (s *Service) serve(r *request) {
 		}
 		s.answer(r, "/get/accepted", GetResponse(d, s.shadows.Now(), tok, has))
 	case OpDelete:
+		// "The content of the message is ignored" (aws-iot-core/device-shadow-mqtt.md, /delete), but for
+		// the clientToken the SDKs correlate on: a payload that is not JSON deletes all the same.
 		tok, has, e := ParseTokenOnly(r.payload)
+		if e == errInvalidJSON || e == errEncoding {
+			tok, has, e = "", false, nil
+		}
 		if e == nil {
 			e = r.id.Validate()
 		}

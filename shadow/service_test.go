@@ -206,6 +206,11 @@ func TestMQTTAnswers(t *testing.T) {
 	if len(h.wait(t, 1)) != 1 {
 		t.Fatal("a response topic was answered")
 	}
+	h.reset()
+	h.deliver(P+"/delete", dev1, `not json`) // the content of a delete is ignored
+	if m := h.wait(t, 1)[0]; m.topic != P+"/delete/accepted" || !strings.Contains(m.body, `"version":1`) {
+		t.Fatalf("delete with a non-JSON payload: %+v", m)
+	}
 	e := logs.FilterMessage("UpdateThingShadow").All()
 	if len(e) != 1 {
 		t.Fatalf("%d UpdateThingShadow records", len(e))
