@@ -32,6 +32,8 @@ type shadowClient struct {
 	thing string
 	pub   func(topic, payload string)
 	got   chan shadowMsg
+	// pubQoS0 publishes without waiting (MQTT 3.1.1 clients only).
+	pubQoS0 func(topic, payload string)
 }
 
 func shadowFilters(thing string) []string {
@@ -53,6 +55,7 @@ func (h *harness) shadowV3(d *device, clientID, thing string) *shadowClient {
 		}
 	}
 	sc.pub = func(topic, payload string) { publishV3(h.t, c, topic, 1, false, payload) }
+	sc.pubQoS0 = func(topic, payload string) { c.Publish(topic, 0, false, payload) }
 	return sc
 }
 
@@ -700,4 +703,60 @@ func TestShadowAnswersReachWhom(t *testing.T) {
 	if mustJSON(got[P+"/update/accepted"]["clientToken"]) != `"l3"` {
 		t.Fatalf("app saw %v", got)
 	}
+}
+
+// TestShadowInFlightLimit (31): a burst of requests on one connection, far faster than updates are
+// written to disk, gets 429 for what is over 10 in flight; every request is answered exactly once and
+// the accepted versions count up without a gap.
+func TestShadowInFlightLimit(t *testing.T) {
+	h := startBroker(t, nil)
+	d := h.createDevice("burst")
+	c := h.shadowV3(d, "burst", "burst")
+	const n = 200
+	pad := strings.Repeat("x", 4000) // each update takes its time to parse, merge and store
+	P := "$aws/things/burst/shadow"
+	for i := 0; i < n; i++ {
+		c.pubQoS0(P+"/update", fmt.Sprintf(`{"state":{"reported":{"i":%d,"pad":"%s"}},"clientToken":"%d"}`, i, pad, i))
+	}
+	answered := map[string]string{}
+	var versions []int
+	rejected429 := 0
+	deadline := time.After(waitFor)
+	for len(answered) < n {
+		select {
+		case m := <-c.got:
+			var doc struct {
+				Code        int    `json:"code"`
+				Version     int    `json:"version"`
+				ClientToken string `json:"clientToken"`
+			}
+			_ = json.Unmarshal(m.body, &doc)
+			switch m.topic {
+			case P + "/update/accepted":
+				versions = append(versions, doc.Version)
+			case P + "/update/rejected":
+				if doc.Code != 429 {
+					t.Fatalf("rejected %s", m.body)
+				}
+				rejected429++
+			default:
+				continue
+			}
+			if prev, dup := answered[doc.ClientToken]; dup {
+				t.Fatalf("request %s answered twice: %s and %s", doc.ClientToken, prev, m.topic)
+			}
+			answered[doc.ClientToken] = m.topic
+		case <-deadline:
+			t.Fatalf("%d of %d requests answered", len(answered), n)
+		}
+	}
+	if rejected429 == 0 {
+		t.Fatalf("no 429 in a burst of %d requests", n)
+	}
+	for i, v := range versions {
+		if v != i+1 {
+			t.Fatalf("accepted versions %v", versions)
+		}
+	}
+	t.Logf("%d accepted, %d refused with 429", len(versions), rejected429)
 }
