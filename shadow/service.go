@@ -161,7 +161,8 @@ func (s *Service) handle(_ context.Context, m *service.Message) error {
 	}
 	if q.inflight >= s.cfg.MaxInFlightRequests {
 		s.mu.Unlock()
-		s.refuse(r, errTooManyRequests, nil, tokenOf(r))
+		tok, has := tokenOf(r)
+		s.refuse(r, errTooManyRequests, nil, tok, has)
 		return nil
 	}
 	q.pending = append(q.pending, r)
@@ -200,13 +201,13 @@ func (s *Service) drain(key string, q *queue) {
 }
 
 // tokenOf reads a request's clientToken for a refusal made before the request is parsed.
-func tokenOf(r *request) (tok string) {
+func tokenOf(r *request) (string, bool) {
 	if r.op == OpUpdate {
 		req, _ := ParseUpdate(r.payload)
-		return req.Token
+		return req.Token, req.HasToken
 	}
-	t, _, _ := ParseTokenOnly(r.payload)
-	return t
+	t, has, _ := ParseTokenOnly(r.payload)
+	return t, has
 }
 
 // serve answers one request on its accepted or rejected topic.
@@ -218,12 +219,12 @@ func (s *Service) serve(r *request) {
 			e = r.id.Validate()
 		}
 		if e != nil {
-			s.refuse(r, e, nil, tok)
+			s.refuse(r, e, nil, tok, has)
 			return
 		}
 		d, e, cause := s.shadows.Get(r.id)
 		if e != nil {
-			s.refuse(r, e, cause, tok)
+			s.refuse(r, e, cause, tok, has)
 			return
 		}
 		s.answer(r, "/get/accepted", GetResponse(d, s.shadows.Now(), tok, has))
@@ -238,14 +239,14 @@ func (s *Service) serve(r *request) {
 			e = r.id.Validate()
 		}
 		if e != nil {
-			s.refuse(r, e, nil, tok)
+			s.refuse(r, e, nil, tok, has)
 			return
 		}
 		_, e, cause := s.shadows.Delete(r.id, func(v int64) {
 			s.accepted(r, r.id, "/delete/accepted", DeleteResponse(v, s.shadows.Now(), tok, has))
 		})
 		if e != nil {
-			s.refuse(r, e, cause, tok)
+			s.refuse(r, e, cause, tok, has)
 			return
 		}
 		s.record(r.op, "MQTT", r.id, r.topic, r.from, nil, nil, r.start)
@@ -255,7 +256,7 @@ func (s *Service) serve(r *request) {
 			e = r.id.Validate()
 		}
 		if e != nil {
-			s.refuse(r, e, nil, req.Token)
+			s.refuse(r, e, nil, req.Token, req.HasToken)
 			return
 		}
 		_, e, cause := s.shadows.Update(r.id, req, func(u *Update) {
@@ -263,7 +264,7 @@ func (s *Service) serve(r *request) {
 			s.publishUpdate(r.id, u)
 		})
 		if e != nil {
-			s.refuse(r, e, cause, req.Token)
+			s.refuse(r, e, cause, req.Token, req.HasToken)
 			return
 		}
 		s.record(r.op, "MQTT", r.id, r.topic, r.from, nil, nil, r.start)
@@ -311,9 +312,9 @@ func (s *Service) answer(r *request, suffix string, payload []byte) {
 }
 
 // refuse sends the rejected answer to the requester and records the refusal. The token is echoed when
-// the request had one (it is "" when it had none, or an invalid one).
-func (s *Service) refuse(r *request, e *Error, cause error, tok string) {
-	s.sendTo(r, "/"+string(r.op)+"/rejected", ErrorResponse(e, s.now().Unix(), tok, tok != ""))
+// the request had a valid one.
+func (s *Service) refuse(r *request, e *Error, cause error, tok string, has bool) {
+	s.sendTo(r, "/"+string(r.op)+"/rejected", ErrorResponse(e, s.now().Unix(), tok, has))
 	s.record(r.op, "MQTT", r.id, r.topic, r.from, e, cause, r.start)
 }
 
