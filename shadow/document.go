@@ -250,7 +250,7 @@ func sectionValue(s section) any {
 
 // Update is the outcome of an accepted update: the new document and the answers.
 type Update struct {
-	Previous *Document // nil (or a tombstone) when the update created the shadow
+	Previous *Document // nil when the update created the shadow (also over a tombstone)
 	Current  *Document
 	// Accepted is update/accepted's document (also the HTTP answer); Documents is update/documents';
 	// Delta is update/delta's, nil when desired and reported are in sync.
