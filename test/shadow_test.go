@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -759,4 +761,62 @@ func TestShadowInFlightLimit(t *testing.T) {
 		}
 	}
 	t.Logf("%d accepted, %d refused with 429", len(versions), rejected429)
+}
+
+// TestShadowAPIRoutesOnTheBroker: the iot-data routes the shadow service registers on the real broker's
+// API handler (signing name iotdata), called as the account. The SigV4 listener in front of them is the
+// AWS API issue's; until it is on main this calls the handler the broker would serve behind it, through
+// a plain HTTP test server. Publish reaches MQTT subscribers; a Publish to a shadow request topic is a
+// shadow request; an UpdateThingShadow publishes the same MQTT answers as an MQTT update.
+func TestShadowAPIRoutesOnTheBroker(t *testing.T) {
+	h := startBroker(t, nil)
+	api := h.broker.APIHandler("iotdata")
+	if api == nil {
+		t.Fatal("no iotdata routes on the broker")
+	}
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	d := h.createDevice("dev9")
+	sub := h.shadowV5(d, "dev9", "dev9")
+	_, got := h.observer(t, "plain/#")
+	call := func(method, path, body string) (int, string) {
+		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := call("POST", "/topics/plain/hello?qos=1", "hi"); code != 200 {
+		t.Fatalf("Publish: %d %s", code, body)
+	}
+	expectMessage(t, got, "plain/hello hi")
+
+	P := "$aws/things/dev9/shadow"
+	// qos=1: the seam's Host.Publish fails every QoS 0 message for now (it gives each a packet ID;
+	// /work/wt/REQUESTS.md), so Publish's default qos=0 answers 500 until that is fixed.
+	if code, body := call("POST", "/topics/"+url.PathEscape(P+"/update")+"?qos=1", `{"state":{"desired":{"x":1}}}`); code != 200 {
+		t.Fatalf("Publish to the update topic: %d %s", code, body)
+	}
+	m := sub.await([]string{P + "/update/delta", P + "/update/accepted"}, nil)
+	if mustJSON(m[P+"/update/delta"]["state"]) != `{"x":1}` {
+		t.Fatalf("after an HTTP publish to update: %v", m)
+	}
+	code, body := call("POST", "/things/dev9/shadow", `{"state":{"reported":{"x":1}},"clientToken":"h"}`)
+	if code != 200 || !strings.Contains(body, `"version":2`) || !strings.Contains(body, `"clientToken":"h"`) {
+		t.Fatalf("UpdateThingShadow: %d %s", code, body)
+	}
+	m = sub.await([]string{P + "/update/accepted", P + "/update/documents"}, []string{P + "/update/delta"})
+	if mustJSON(m[P+"/update/documents"]["current"].(map[string]any)["version"]) != "2" {
+		t.Fatalf("documents %v", m)
+	}
+	if code, body := call("GET", "/things/dev9/shadow", ""); code != 200 || !strings.Contains(body, `"version":2`) || strings.Contains(body, `"delta"`) {
+		t.Fatalf("GetThingShadow: %d %s", code, body)
+	}
+	if code, body := call("DELETE", "/things/dev9/shadow", ""); code != 200 || !strings.Contains(body, `"version":2`) {
+		t.Fatalf("DeleteThingShadow: %d %s", code, body)
+	}
+	sub.await([]string{P + "/delete/accepted"}, nil)
 }
