@@ -12,6 +12,7 @@ import (
 	"github.com/ggbroker/ggbroker/config"
 	"github.com/ggbroker/ggbroker/iotapi"
 	"github.com/ggbroker/ggbroker/jobs"
+	"github.com/ggbroker/ggbroker/shadow"
 )
 
 // Sections are the config blocks the services own. Keep one service per line, in this order.
@@ -21,7 +22,7 @@ func Sections() []config.Section {
 		bridge.Section,
 
 		// shadow
-
+		shadow.Section,
 		// jobs
 		jobs.Section,
 
@@ -37,7 +38,7 @@ func Services() []broker.Constructor {
 		bridge.New,
 
 		// shadow
-
+		shadow.New,
 		// jobs
 		jobs.New,
 

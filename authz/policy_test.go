@@ -64,8 +64,14 @@ func TestPolicyAuthorizerDefaultPolicy(t *testing.T) {
 		{"retained publish", a.Publish(s, "sensor-1/temp", true), true},
 		{"subscribe #", a.Subscribe(s, "#"), true},
 		{"receive", a.Receive(s, "a/b"), true},
-		{"publish under $aws", a.Publish(s, "$aws/things/sensor-1/shadow/update", false), false},
-		{"subscribe under $aws", a.Subscribe(s, "$aws/things/sensor-1/shadow/#"), false},
+		{"publish under $aws", a.Publish(s, "$aws/things/sensor-1/tunnels/notify", false), false},
+		{"subscribe under $aws", a.Subscribe(s, "$aws/things/sensor-1/tunnels/#"), false},
+		{"publish to its own jobs", a.Publish(s, "$aws/things/sensor-1/jobs/get", false), true},
+		{"publish to another's jobs", a.Publish(s, "$aws/things/sensor-2/jobs/get", false), false},
+		// The default policy allows a device its own shadow topics (issue 12), no other thing's.
+		{"publish to its own shadow", a.Publish(s, "$aws/things/sensor-1/shadow/update", false), true},
+		{"subscribe to its own shadow", a.Subscribe(s, "$aws/things/sensor-1/shadow/#"), true},
+		{"publish to another's shadow", a.Publish(s, "$aws/things/sensor-2/shadow/update", false), false},
 	}
 	for _, tc := range cases {
 		if tc.verdict.Allowed != tc.allowed {

@@ -102,3 +102,21 @@ func (t bucketTx) Get(key string) ([]byte, error) {
 
 func (t bucketTx) Put(key string, value []byte) error { return t.b.Put([]byte(key), value) }
 func (t bucketTx) Delete(key string) error            { return t.b.Delete([]byte(key)) }
+
+// OpenServiceStore opens one bucket of the state directory's service database for a process that
+// holds the state directory's serve lock and runs no broker: the CLI acting while no broker serves
+// (`ggbroker shadow`, `ggbroker job`). close commits and releases the file.
+func OpenServiceStore(stateDir, bucket string) (st service.Store, close func() error, err error) {
+	db, err := openServiceDB(stateDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	c := boltcommit.New(db)
+	bs, err := newBucketStore(db, c, bucket)
+	if err != nil {
+		c.Close()
+		db.Close()
+		return nil, nil, err
+	}
+	return bs, func() error { c.Close(); return db.Close() }, nil
+}

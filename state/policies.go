@@ -14,7 +14,9 @@ import (
 
 // defaultDevicePolicy is what `device create` attaches when no --policy is given: connect with the
 // device's own thing name as client ID; publish, subscribe and receive on any topic outside $aws/
-// (the topics AWS reserves, aws-iot-core/reserved-topics.md); and Greengrass discovery (which thing
+// (the topics AWS reserves, aws-iot-core/reserved-topics.md); its own Device Shadow and Jobs topics
+// ($aws/things/<its thing>/shadow/* and /jobs/*) and their HTTPS actions on its own thing, so that a
+// newcomer's device can use its shadow and jobs at once; and Greengrass discovery (which thing
 // a certificate may discover is checked apart: it must be attached to it). It uses Allow with NotResource, not a
 // Deny, so that another attached policy can still grant $aws/ topics (a Deny would beat it).
 const defaultDevicePolicy = `{
@@ -54,6 +56,24 @@ const defaultDevicePolicy = `{
       "Sid": "JobsHTTPSOwnThing",
       "Effect": "Allow",
       "Action": ["iotjobsdata:DescribeJobExecution", "iotjobsdata:GetPendingJobExecutions", "iotjobsdata:StartNextPendingJobExecution", "iotjobsdata:UpdateJobExecution"],
+      "Resource": "arn:aws:iot:*:*:thing/${iot:Connection.Thing.ThingName}"
+    },
+    {
+      "Sid": "OwnShadowPublishReceive",
+      "Effect": "Allow",
+      "Action": ["iot:Publish", "iot:Receive"],
+      "Resource": "arn:aws:iot:*:*:topic/$aws/things/${iot:Connection.Thing.ThingName}/shadow/*"
+    },
+    {
+      "Sid": "OwnShadowSubscribe",
+      "Effect": "Allow",
+      "Action": "iot:Subscribe",
+      "Resource": "arn:aws:iot:*:*:topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/shadow/*"
+    },
+    {
+      "Sid": "OwnShadowHTTPS",
+      "Effect": "Allow",
+      "Action": ["iot:GetThingShadow", "iot:UpdateThingShadow", "iot:DeleteThingShadow", "iot:ListNamedShadowsForThing"],
       "Resource": "arn:aws:iot:*:*:thing/${iot:Connection.Thing.ThingName}"
     },
     {

@@ -7,9 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -19,7 +17,6 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/iot"
 	"github.com/spf13/cobra"
-	"go.etcd.io/bbolt"
 
 	"github.com/ggbroker/ggbroker/broker"
 	"github.com/ggbroker/ggbroker/config"
@@ -68,10 +65,11 @@ refused (no S3 offline). Without --job-id, an ID like job-20261201-100000-1a2b3c
 			if docFile == "" {
 				return errors.New("--document FILE is required (- reads standard input)")
 			}
-			doc, err := readDocument(docFile, cmd.InOrStdin())
+			raw, err := readDocument(cmd.InOrStdin(), docFile)
 			if err != nil {
 				return err
 			}
+			doc := string(bytes.TrimSpace(raw))
 			if jobID == "" {
 				jobID = newJobID()
 			}
@@ -211,16 +209,11 @@ func withJobs(g *globalFlags, endpoint string, fn func(jobsBackend) error) error
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(cfg.StateDir, "services.db")
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 2 * time.Second})
-	if err != nil {
-		return fmt.Errorf("service database %s: %w", path, err)
-	}
-	defer db.Close()
-	store, err := newBoltStore(db, jobs.StoreBucket)
+	store, closeDB, err := broker.OpenServiceStore(cfg.StateDir, jobs.StoreBucket)
 	if err != nil {
 		return err
 	}
+	defer closeDB()
 	o, err := jobs.OpenOffline(service.Deps{Config: cfg, State: st}, store)
 	if err != nil {
 		return err
@@ -268,83 +261,11 @@ func (b offlineJobs) cancel(id string, force bool) error {
 	return err
 }
 
-func readDocument(path string, stdin io.Reader) (string, error) {
-	var raw []byte
-	var err error
-	if path == "-" {
-		raw, err = io.ReadAll(io.LimitReader(stdin, 1<<20))
-	} else {
-		raw, err = os.ReadFile(path)
-	}
-	if err != nil {
-		return "", fmt.Errorf("--document %s: %w", path, err)
-	}
-	return string(bytes.TrimSpace(raw)), nil
-}
-
 func newJobID() string {
 	var b [3]byte
 	_, _ = rand.Read(b[:])
 	return "job-" + time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
 }
-
-// boltStore is a service.Store on one bucket of services.db for the CLI: one writer (the serve lock is
-// held), every write its own fsynced transaction.
-type boltStore struct {
-	db   *bbolt.DB
-	name []byte
-}
-
-func newBoltStore(db *bbolt.DB, bucket string) (*boltStore, error) {
-	err := db.Update(func(tx *bbolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists([]byte(bucket))
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("service database bucket %q: %w", bucket, err)
-	}
-	return &boltStore{db: db, name: []byte(bucket)}, nil
-}
-
-func (s *boltStore) Get(key string) ([]byte, error) {
-	var out []byte
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		out = bytes.Clone(tx.Bucket(s.name).Get([]byte(key)))
-		return nil
-	})
-	return out, err
-}
-
-func (s *boltStore) Put(key string, v []byte) error {
-	return s.Update(func(tx service.Tx) error { return tx.Put(key, v) })
-}
-
-func (s *boltStore) Delete(key string) error {
-	return s.Update(func(tx service.Tx) error { return tx.Delete(key) })
-}
-
-func (s *boltStore) ForEach(prefix string, fn func(string, []byte) error) error {
-	return s.db.View(func(tx *bbolt.Tx) error {
-		c := tx.Bucket(s.name).Cursor()
-		p := []byte(prefix)
-		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
-			if err := fn(string(k), bytes.Clone(v)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-func (s *boltStore) Update(fn func(service.Tx) error) error {
-	return s.db.Update(func(tx *bbolt.Tx) error { return fn(boltTx{tx.Bucket(s.name)}) })
-}
-
-type boltTx struct{ b *bbolt.Bucket }
-
-func (t boltTx) Get(key string) ([]byte, error)     { return bytes.Clone(t.b.Get([]byte(key))), nil }
-func (t boltTx) Put(key string, value []byte) error { return t.b.Put([]byte(key), value) }
-func (t boltTx) Delete(key string) error            { return t.b.Delete([]byte(key)) }
 
 // apiJobs acts through the running broker's AWS IoT API with the AWS SDK, as any API user does.
 type apiJobs struct {

@@ -57,6 +57,7 @@ Configuration comes from the embedded defaults, a YAML file (--config), GGBROKER
 	root.AddCommand(newAuditCommand(g))
 	root.AddCommand(newBridgeCommand(g))
 	root.AddCommand(newJobCommand(g))
+	root.AddCommand(newShadowCommand(g))
 	refuseUnknownSubcommands(root)
 	return root
 }

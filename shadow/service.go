@@ -1,0 +1,380 @@
+// Package shadow is the Device Shadow service: classic and named shadows over MQTT
+// ($aws/things/THING/shadow/...) and over the iot-data HTTPS API, answered the way AWS IoT Core answers
+// them (reference/services/shadow.md), stored durably in the state directory's service database.
+//
+// The document rules (merge, metadata, delta, versions, limits, errors) are pure functions in
+// document.go; Shadows (shadows.go) applies them to the store one shadow at a time; this file is the MQTT
+// front end and http.go the HTTPS one.
+package shadow
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/ggbroker/ggbroker/config"
+	"github.com/ggbroker/ggbroker/internal/ids"
+	"github.com/ggbroker/ggbroker/service"
+)
+
+//go:embed defaults.yaml
+var defaultsYAML []byte
+
+// Section is the shadow block of the configuration, with its documented defaults.
+var Section = config.Section{Key: "shadow", Defaults: defaultsYAML}
+
+// Config is the shadow block.
+type Config struct {
+	Enabled                bool `mapstructure:"enabled"`
+	DocumentSizeLimitBytes int  `mapstructure:"documentSizeLimitBytes"`
+	MaxInFlightRequests    int  `mapstructure:"maxInFlightRequests"`
+	// AcceptedToAllSubscribers publishes update/accepted and delete/accepted to every subscriber, as
+	// AWS does; false answers the requester only.
+	AcceptedToAllSubscribers bool `mapstructure:"acceptedToAllSubscribers"`
+}
+
+// maxDocumentSizeLimit is the Greengrass shadow manager's upper bound (services/shadow.md §7).
+const maxDocumentSizeLimit = 30720
+
+// DecodeConfig reads the shadow block over its defaults and checks it, naming the key at fault.
+func DecodeConfig(c *config.Config) (Config, error) {
+	cfg := Config{Enabled: true, DocumentSizeLimitBytes: DefaultLimits.DocumentSize, MaxInFlightRequests: 10, AcceptedToAllSubscribers: true}
+	if err := c.Decode(Section.Key, &cfg); err != nil {
+		return cfg, err
+	}
+	if cfg.DocumentSizeLimitBytes < 1 || cfg.DocumentSizeLimitBytes > maxDocumentSizeLimit {
+		return cfg, fmt.Errorf("config %s: shadow.documentSizeLimitBytes: %d is not between 1 and %d", c.Source, cfg.DocumentSizeLimitBytes, maxDocumentSizeLimit)
+	}
+	if cfg.MaxInFlightRequests < 1 {
+		return cfg, fmt.Errorf("config %s: shadow.maxInFlightRequests: %d is not a positive number", c.Source, cfg.MaxInFlightRequests)
+	}
+	return cfg, nil
+}
+
+// Service is the Device Shadow service inside the broker.
+type Service struct {
+	cfg       Config
+	log       *zap.Logger
+	accountID string
+	now       func() time.Time
+
+	host    service.Host
+	shadows *Shadows
+	metrics *metrics
+
+	// inflight counts each connection's unanswered requests; queues holds them in arrival order, one
+	// goroutine per connection draining its queue while it is not empty.
+	mu     sync.Mutex
+	queues map[string]*queue
+	wg     sync.WaitGroup
+}
+
+type queue struct {
+	pending []*request
+	running bool
+	// inflight counts the queued requests and the one being served.
+	inflight int
+}
+
+// request is one MQTT shadow request.
+type request struct {
+	id      ID
+	op      Operation
+	topic   string
+	payload []byte
+	from    *service.Client
+	start   time.Time
+}
+
+// New is the service's constructor for the app.
+func New(deps service.Deps) (service.Service, error) {
+	cfg, err := DecodeConfig(deps.Config)
+	if err != nil {
+		return nil, err
+	}
+	log := deps.Log
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Service{cfg: cfg, log: log, accountID: deps.Config.Core.AccountID, now: time.Now, queues: map[string]*queue{}}, nil
+}
+
+// Name is "shadow".
+func (s *Service) Name() string { return "shadow" }
+
+// Start opens the shadow bucket and registers the request topics and the HTTPS routes.
+func (s *Service) Start(ctx context.Context, host service.Host) error {
+	if !s.cfg.Enabled {
+		return nil
+	}
+	s.host = host
+	if l := host.Log(); l != nil {
+		s.log = l
+	}
+	store, err := host.Store(Bucket)
+	if err != nil {
+		return fmt.Errorf("shadow store: %w", err)
+	}
+	s.shadows = NewShadows(store, Limits{DocumentSize: s.cfg.DocumentSizeLimitBytes}, s.now)
+	if s.metrics, err = newMetrics(host.Metrics()); err != nil {
+		return err
+	}
+	for _, f := range requestFilters {
+		if err := host.Handle(f, s.handle); err != nil {
+			return fmt.Errorf("shadow: handle %s: %w", f, err)
+		}
+	}
+	return s.registerHTTP(host)
+}
+
+// Stop waits for the requests in flight to be answered.
+func (s *Service) Stop() error {
+	s.wg.Wait()
+	return nil
+}
+
+// handle takes a request a device published (the broker has authorized the publish). It queues it on
+// the device's connection and returns at once: the message is also delivered to the request topic's
+// subscribers, as AWS does (aws-iot-core/reserved-topics.md: the request topics are Publish/Subscribe).
+// A request published by a service (the HTTP Publish API) has nobody to answer and is served here.
+func (s *Service) handle(_ context.Context, m *service.Message) error {
+	id, op, ok := ParseRequestTopic(m.Topic)
+	if !ok || m.Origin == s.Name() {
+		return nil // not a request, or our own HTTP Publish, which httpPublish serves
+	}
+	r := &request{id: id, op: op, topic: m.Topic, payload: append([]byte(nil), m.Payload...), from: m.From, start: time.Now()}
+	if r.from == nil {
+		s.serve(r)
+		return nil
+	}
+	key := r.from.ClientID
+	s.mu.Lock()
+	q := s.queues[key]
+	if q == nil {
+		q = &queue{}
+		s.queues[key] = q
+	}
+	if q.inflight >= s.cfg.MaxInFlightRequests {
+		s.mu.Unlock()
+		tok, has := tokenOf(r)
+		s.refuse(r, errTooManyRequests, nil, tok, has)
+		return nil
+	}
+	q.pending = append(q.pending, r)
+	q.inflight++
+	if !q.running {
+		q.running = true
+		s.wg.Add(1)
+		go s.drain(key, q)
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// drain serves one connection's requests in order until its queue is empty.
+func (s *Service) drain(key string, q *queue) {
+	defer s.wg.Done()
+	for {
+		s.mu.Lock()
+		if len(q.pending) == 0 {
+			q.running = false
+			if s.queues[key] == q {
+				delete(s.queues, key)
+			}
+			s.mu.Unlock()
+			return
+		}
+		r := q.pending[0]
+		q.pending[0] = nil
+		q.pending = q.pending[1:]
+		s.mu.Unlock()
+		s.serve(r)
+		s.mu.Lock()
+		q.inflight--
+		s.mu.Unlock()
+	}
+}
+
+// tokenOf reads a request's clientToken for a refusal made before the request is parsed.
+func tokenOf(r *request) (string, bool) {
+	if r.op == OpUpdate {
+		req, _ := ParseUpdate(r.payload)
+		return req.Token, req.HasToken
+	}
+	t, has, _ := ParseTokenOnly(r.payload)
+	return t, has
+}
+
+// serve answers one request on its accepted or rejected topic.
+func (s *Service) serve(r *request) {
+	switch r.op {
+	case OpGet:
+		tok, has, e := ParseTokenOnly(r.payload)
+		if e == nil {
+			e = r.id.Validate()
+		}
+		if e != nil {
+			s.refuse(r, e, nil, tok, has)
+			return
+		}
+		d, e, cause := s.shadows.Get(r.id)
+		if e != nil {
+			s.refuse(r, e, cause, tok, has)
+			return
+		}
+		s.answer(r, "/get/accepted", GetResponse(d, s.shadows.Now(), tok, has))
+	case OpDelete:
+		// "The content of the message is ignored" (aws-iot-core/device-shadow-mqtt.md, /delete), but for
+		// the clientToken the SDKs correlate on: a payload that is not JSON deletes all the same.
+		tok, has, e := ParseTokenOnly(r.payload)
+		if e == errInvalidJSON || e == errEncoding {
+			tok, has, e = "", false, nil
+		}
+		if e == nil {
+			e = r.id.Validate()
+		}
+		if e != nil {
+			s.refuse(r, e, nil, tok, has)
+			return
+		}
+		_, e, cause := s.shadows.Delete(r.id, func(v int64) {
+			s.accepted(r, r.id, "/delete/accepted", DeleteResponse(v, s.shadows.Now(), tok, has))
+		})
+		if e != nil {
+			s.refuse(r, e, cause, tok, has)
+			return
+		}
+		s.record(r.op, "MQTT", r.id, r.topic, r.from, nil, nil, r.start)
+	case OpUpdate:
+		req, e := ParseUpdate(r.payload)
+		if e == nil {
+			e = r.id.Validate()
+		}
+		if e != nil {
+			s.refuse(r, e, nil, req.Token, req.HasToken)
+			return
+		}
+		_, e, cause := s.shadows.Update(r.id, req, func(u *Update) {
+			s.accepted(r, r.id, "/update/accepted", u.Accepted)
+			s.publishUpdate(r.id, u)
+		})
+		if e != nil {
+			s.refuse(r, e, cause, req.Token, req.HasToken)
+			return
+		}
+		s.record(r.op, "MQTT", r.id, r.topic, r.from, nil, nil, r.start)
+	}
+}
+
+// accepted tells of an accepted update or delete. AWS publishes update/accepted and delete/accepted to
+// every subscriber of the topic, not only to the requester: its reference architecture has applications
+// subscribe to a device's update/accepted to follow the device's changes (IoT Atlas, "Device State
+// Replica"), and other clients of a thing receive its update/accepted (aws/aws-sdk-ios#620; the v1 JS
+// SDK's foreignStateChange). With acceptedToAllSubscribers off, only the requester is answered. r is
+// nil for an HTTP request.
+func (s *Service) accepted(r *request, id ID, suffix string, payload []byte) {
+	if !s.cfg.AcceptedToAllSubscribers {
+		if r != nil {
+			s.sendTo(r, suffix, payload)
+		}
+		return
+	}
+	topic := id.Prefix() + suffix
+	if err := s.host.Publish(service.Message{Topic: topic, Payload: payload, QoS: 1}); err != nil {
+		s.log.Warn("shadow: publish", zap.String("topicName", topic), zap.Error(err))
+	}
+}
+
+// publishUpdate publishes an accepted update's documents and delta to every subscriber allowed to
+// receive them: AWS publishes these to all MQTT subscribers, also after an HTTP update
+// (aws-iot-core/device-shadow-data-flow.md, "Updating a shadow").
+func (s *Service) publishUpdate(id ID, u *Update) {
+	prefix := id.Prefix()
+	if err := s.host.Publish(service.Message{Topic: prefix + "/update/documents", Payload: u.Documents, QoS: 1}); err != nil {
+		s.log.Warn("shadow: publish update/documents", zap.String("topicName", prefix+"/update/documents"), zap.Error(err))
+	}
+	if u.Delta != nil {
+		if err := s.host.Publish(service.Message{Topic: prefix + "/update/delta", Payload: u.Delta, QoS: 1}); err != nil {
+			s.log.Warn("shadow: publish update/delta", zap.String("topicName", prefix+"/update/delta"), zap.Error(err))
+		}
+	}
+}
+
+// answer sends an accepted answer to the requester and records the request.
+func (s *Service) answer(r *request, suffix string, payload []byte) {
+	s.sendTo(r, suffix, payload)
+	s.record(r.op, "MQTT", r.id, r.topic, r.from, nil, nil, r.start)
+}
+
+// refuse sends the rejected answer to the requester and records the refusal. The token is echoed when
+// the request had a valid one.
+func (s *Service) refuse(r *request, e *Error, cause error, tok string, has bool) {
+	s.sendTo(r, "/"+string(r.op)+"/rejected", ErrorResponse(e, s.now().Unix(), tok, has))
+	s.record(r.op, "MQTT", r.id, r.topic, r.from, e, cause, r.start)
+}
+
+// sendTo answers the requester only, and only on a subscription it holds and may receive on: the
+// Device Shadow service's rule (service.SendOptions.RequireSubscription). A request without a requester
+// (published by a service) gets no answer.
+func (s *Service) sendTo(r *request, suffix string, payload []byte) {
+	if r.from == nil {
+		return
+	}
+	topic := r.id.Prefix() + suffix
+	err := s.host.SendTo(r.from, service.Message{Topic: topic, Payload: payload, QoS: 1}, service.SendOptions{RequireSubscription: true})
+	if err != nil {
+		s.log.Debug("shadow: answer not delivered", zap.String("clientId", r.from.ClientID), zap.String("topicName", topic), zap.Error(err))
+	}
+}
+
+// record logs one shadow request as AWS' Device Shadow log entries do (aws-iot-core/cwl-format.md:
+// eventType GetThingShadow, UpdateThingShadow or DeleteThingShadow, deviceShadowName, protocol,
+// topicName), with the requester's identity, and counts it.
+func (s *Service) record(op Operation, protocol string, id ID, topic string, from *service.Client, e *Error, cause error, start time.Time) {
+	code := 200
+	if e != nil {
+		code = e.Code
+	}
+	s.metrics.observe(op, protocol, code, time.Since(start))
+	// A refusal is the device's business (a get of a shadow not made yet is how SDKs start): Info like
+	// a success, with status Failure; only the service's own failure (500) is an error.
+	status, level := "Success", zap.InfoLevel
+	if e != nil {
+		status = "Failure"
+		if e.Code >= 500 {
+			level = zap.ErrorLevel
+		}
+	}
+	ce := s.log.Check(level, op.EventType())
+	if ce == nil {
+		return
+	}
+	fields := []zap.Field{
+		zap.String("traceId", ids.TraceID()), zap.String("accountId", s.accountID),
+		zap.String("eventType", op.EventType()), zap.String("status", status), zap.String("protocol", protocol),
+		zap.String("deviceShadowName", id.Thing),
+	}
+	if id.Name != "" {
+		fields = append(fields, zap.String("shadowName", id.Name))
+	}
+	if topic != "" {
+		fields = append(fields, zap.String("topicName", topic))
+	}
+	if from != nil {
+		fields = append(fields, zap.String("clientId", from.ClientID), zap.String("thingName", from.ThingName),
+			zap.String("principalId", from.CertificateID), zap.String("sourceIp", from.SourceIP.String()),
+			zap.Int("sourcePort", from.SourcePort))
+	}
+	if e != nil {
+		fields = append(fields, zap.String("reason", strconv.Itoa(e.Code)), zap.String("details", e.Message))
+	}
+	if cause != nil {
+		fields = append(fields, zap.Error(cause))
+	}
+	ce.Write(fields...)
+}

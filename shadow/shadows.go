@@ -1,0 +1,148 @@
+package shadow
+
+import (
+	"fmt"
+	"hash/maphash"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/ggbroker/ggbroker/service"
+)
+
+// Bucket is the service database bucket the shadows live in, one key per shadow (ID.key).
+const Bucket = "shadow"
+
+// Shadows is the shadow store: the document operations over a durable Store, shared by the MQTT and
+// HTTP front ends and the CLI. Operations on one shadow are serialised by a lock striped over the shadow
+// keys (so that versions strictly increase and no update is lost), while different shadows go to the
+// store concurrently and share its commits.
+type Shadows struct {
+	store  service.Store
+	limits Limits
+	now    func() time.Time
+
+	seed  maphash.Seed
+	locks [256]sync.Mutex
+}
+
+// NewShadows serves the shadows in store. now is the clock (time.Now when nil).
+func NewShadows(store service.Store, limits Limits, now func() time.Time) *Shadows {
+	if now == nil {
+		now = time.Now
+	}
+	return &Shadows{store: store, limits: limits, now: now, seed: maphash.MakeSeed()}
+}
+
+func (s *Shadows) lock(id ID) func() {
+	m := &s.locks[maphash.String(s.seed, id.key())%uint64(len(s.locks))]
+	m.Lock()
+	return m.Unlock
+}
+
+// Now is the service's clock in epoch seconds, the unit of every shadow timestamp.
+func (s *Shadows) Now() int64 { return s.now().Unix() }
+
+// load reads a stored document, nil when there is none.
+func (s *Shadows) load(id ID) (*Document, error) {
+	raw, err := s.store.Get(id.key())
+	if err != nil || raw == nil {
+		return nil, err
+	}
+	d, err := decodeDocument(raw)
+	if err != nil {
+		return nil, fmt.Errorf("shadow %s: stored document: %w", id.key(), err)
+	}
+	return d, nil
+}
+
+// storeFailure is the answer to a store failure: 500, with the cause for the front end's log record
+// (a failed write is never acknowledged).
+func storeFailure(err error) (*Error, error) { return errInternal, err }
+
+// Get returns the live shadow, or 404.
+func (s *Shadows) Get(id ID) (*Document, *Error, error) {
+	d, err := s.load(id)
+	if err != nil {
+		e, cause := storeFailure(err)
+		return nil, e, cause
+	}
+	if !d.Exists() {
+		return nil, errNoShadow(id), nil
+	}
+	return d, nil, nil
+}
+
+// Update applies req to the shadow and stores the result durably before it returns. publish, if not
+// nil, runs with the shadow still locked, after the store, so that answers about one shadow go out in
+// version order.
+func (s *Shadows) Update(id ID, req *UpdateRequest, publish func(*Update)) (*Update, *Error, error) {
+	defer s.lock(id)()
+	old, err := s.load(id)
+	if err != nil {
+		e, cause := storeFailure(err)
+		return nil, e, cause
+	}
+	u, e := Apply(old, req, s.Now(), s.limits)
+	if e != nil {
+		return nil, e, nil
+	}
+	if err := s.store.Put(id.key(), u.Current.encode()); err != nil {
+		e, cause := storeFailure(err)
+		return nil, e, cause
+	}
+	if publish != nil {
+		publish(u)
+	}
+	return u, nil, nil
+}
+
+// Delete deletes the shadow, keeping its version as a tombstone (a shadow created again carries on
+// from it), and returns the version it had; 404 when there is no shadow. publish, if not nil, runs
+// with the shadow still locked, after the store, as in Update.
+func (s *Shadows) Delete(id ID, publish func(version int64)) (int64, *Error, error) {
+	defer s.lock(id)()
+	d, err := s.load(id)
+	if err != nil {
+		e, cause := storeFailure(err)
+		return 0, e, cause
+	}
+	if !d.Exists() {
+		return 0, errNoShadow(id), nil
+	}
+	tomb := &Document{Version: d.Version, Deleted: s.Now()}
+	if err := s.store.Put(id.key(), tomb.encode()); err != nil {
+		e, cause := storeFailure(err)
+		return 0, e, cause
+	}
+	if publish != nil {
+		publish(d.Version)
+	}
+	return d.Version, nil, nil
+}
+
+// ListNamed lists a thing's live named shadows in name order, at most limit of them after the name
+// after ("" from the start); next is the last name returned when there may be more.
+func (s *Shadows) ListNamed(thing, after string, limit int) (names []string, next string, err error) {
+	err = s.store.ForEach(thing+"/", func(key string, value []byte) error {
+		id := idFromKey(key)
+		if id.Thing != thing || id.Name == "" || id.Name <= after {
+			return nil
+		}
+		d, err := decodeDocument(value)
+		if err != nil || !d.Exists() {
+			return nil
+		}
+		names = append(names, id.Name)
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("list shadows of %s: %w", thing, err)
+	}
+	sort.Strings(names)
+	if limit > 0 && len(names) > limit {
+		names = names[:limit]
+		next = names[limit-1]
+	}
+	return names, next, nil
+}
