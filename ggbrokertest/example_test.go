@@ -1,9 +1,11 @@
 package ggbrokertest_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/service/iot"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/ggbroker/ggbroker/ggbrokertest"
@@ -41,4 +43,18 @@ func ExampleServer_Restart() {
 	srv.Restart(t)
 	// ... reconnect dev: the session and the queued message are there.
 	_ = dev
+}
+
+// Provision devices from a test with the AWS SDK for Go v2, as against AWS IoT Core: AWSConfig points
+// the SDK at the broker's AWS API listener.
+func ExampleServer_AWSConfig() {
+	var t *testing.T // your test's t
+
+	srv := ggbrokertest.Start(t)
+	c := iot.NewFromConfig(srv.AWSConfig(t))
+	out, err := c.CreateKeysAndCertificate(context.Background(), &iot.CreateKeysAndCertificateInput{SetAsActive: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Println(*out.CertificateId != "")
 }

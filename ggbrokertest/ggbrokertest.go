@@ -10,6 +10,7 @@
 package ggbrokertest
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -26,6 +27,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/ggbroker/ggbroker/app"
 	"github.com/ggbroker/ggbroker/auth"
 	"github.com/ggbroker/ggbroker/authz"
@@ -457,4 +460,27 @@ func (w testWriter) Write(p []byte) (int, error) {
 // Dial is a raw TLS connection to the broker as the device, for tests that speak MQTT bytes themselves.
 func (s *Server) Dial(d *Device) (net.Conn, error) {
 	return tls.Dial("tcp", s.MQTTAddr(), d.TLSConfig())
+}
+
+// AWSConfig is an AWS SDK for Go v2 configuration for the broker's AWS APIs (iot, iot-data,
+// iot-jobs-data, greengrass): its endpoint, the keys of its credentials file, its region and the core
+// device CA as the only root. iot.NewFromConfig(srv.AWSConfig(t)) is a control-plane client.
+func (s *Server) AWSConfig(t testing.TB) aws.Config {
+	t.Helper()
+	if s.APIURL() == "" {
+		t.Fatal("ggbrokertest: the API listener is off (controlPlane.enabled)")
+	}
+	cfg, err := awsconfig.LoadDefaultConfig(context.Background(),
+		awsconfig.WithSharedCredentialsFiles([]string{s.APICredentialsFile()}),
+		awsconfig.WithSharedConfigFiles([]string{}),
+		awsconfig.WithSharedConfigProfile("ggbroker"),
+		awsconfig.WithRegion(s.cfg.Core.Region),
+		awsconfig.WithCustomCABundle(bytes.NewReader(s.CoreCA().PEM)),
+		awsconfig.WithRetryMaxAttempts(1),
+	)
+	if err != nil {
+		t.Fatalf("ggbrokertest: AWS SDK config: %v", err)
+	}
+	cfg.BaseEndpoint = aws.String(s.APIURL())
+	return cfg
 }

@@ -1,11 +1,15 @@
 package ggbrokertest_test
 
 import (
+	"context"
+	"crypto/tls"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/iot"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/ggbroker/ggbroker/ggbrokertest"
@@ -145,4 +149,46 @@ func TestLocalListenerAndDeviceGroups(t *testing.T) {
 	if tok := mqtt.NewClient(o).Connect(); tok.WaitTimeout(ggbrokertest.Timeout) && tok.Error() == nil {
 		t.Fatal("a device in no group connected")
 	}
+}
+
+// TestAWSSDKProvisionsADevice: the real AWS SDK for Go v2 against the real API listener creates a
+// thing, keys and a policy, and the device connects with them.
+func TestAWSSDKProvisionsADevice(t *testing.T) {
+	srv := ggbrokertest.Start(t)
+	ctx := context.Background()
+	c := iot.NewFromConfig(srv.AWSConfig(t))
+	if _, err := c.CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String("sdk-sensor")}); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := c.CreateKeysAndCertificate(ctx, &iot.CreateKeysAndCertificateInput{SetAsActive: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, call := range []func() error{
+		func() error {
+			_, err := c.CreatePolicy(ctx, &iot.CreatePolicyInput{PolicyName: aws.String("sdk-all"),
+				PolicyDocument: aws.String(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:*","Resource":"*"}]}`)})
+			return err
+		},
+		func() error {
+			_, err := c.AttachPolicy(ctx, &iot.AttachPolicyInput{PolicyName: aws.String("sdk-all"), Target: keys.CertificateArn})
+			return err
+		},
+		func() error {
+			_, err := c.AttachThingPrincipal(ctx, &iot.AttachThingPrincipalInput{ThingName: aws.String("sdk-sensor"), Principal: keys.CertificateArn})
+			return err
+		},
+	} {
+		if err := call(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cert, err := tls.X509KeyPair([]byte(*keys.CertificatePem), []byte(*keys.KeyPair.PrivateKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := &tls.Config{RootCAs: srv.CoreCA().Pool, Certificates: []tls.Certificate{cert}, ServerName: "localhost"}
+	o := mqtt.NewClientOptions().AddBroker("ssl://" + srv.MQTTAddr()).SetClientID("sdk-sensor").SetTLSConfig(tc).
+		SetAutoReconnect(false).SetConnectTimeout(ggbrokertest.Timeout)
+	wait(t, mqtt.NewClient(o).Connect())
 }
