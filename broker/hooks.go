@@ -582,12 +582,18 @@ func (h *hook) refusedPublish(cl *mqtt.Client, s *authz.Session, topic, reason, 
 	}
 }
 
-// OnWill checks the will like any publish from its client, at the moment it is sent: mochi itself does
+// OnWill checks the will like any publish from its client, at the moment it is sent (a delayed will
+// when it is due, mochi patch in sendDelayedLWT), and only while its certificate still holds: mochi itself does
 // not check the will topic against the ACL (mochi-mqtt/server#503), so without this a device could reach,
 // through its will, a topic it may not publish to.
 func (h *hook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 	e, ok := h.entry(cl)
 	var v authz.Verdict
+	if ok {
+		if why := h.credentialsGone(cl, e.session); why != "" {
+			v.Reason, ok = why, false // a revoked certificate's will is not sent either
+		}
+	}
 	if ok {
 		v = h.authz.Publish(e.session, will.TopicName, will.Retain)
 		if v.Allowed {
@@ -597,6 +603,19 @@ func (h *hook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 	}
 	h.log.Warn("will message suppressed", zap.String("clientId", cl.ID), zap.String("topicName", will.TopicName), zap.String("details", v.Reason))
 	return mqtt.Will{}, nil // no topic: the patched mochi does not send it (third_party/mochi-server/PATCHES.md)
+}
+
+// credentialsGone says why a session's certificate no longer holds (revoked, deactivated, removed, or
+// no longer attached to its thing), or "" when it does or the session has none (the local listener).
+func (h *hook) credentialsGone(cl *mqtt.Client, s *authz.Session) string {
+	id := s.Identity
+	if id == nil || id.CertificateID == "" || (h.local != nil && id.Record == h.local.record) {
+		return ""
+	}
+	if _, err := h.authn.Restore(id.CertificateID, cl.ID); err != nil {
+		return err.Error()
+	}
+	return ""
 }
 
 // denied logs an authorization failure: the first of a run of identical ones (same client, event

@@ -1,9 +1,12 @@
 package test
 
 import (
+	"context"
+	"crypto/tls"
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 
@@ -56,4 +59,34 @@ func TestRevocationClosesLiveConnections(t *testing.T) {
 			publishV3(t, bystander, "rev/still-here", 1, false, "ok")
 		})
 	}
+}
+
+// TestDelayedWillOfARevokedCertificateIsNotSent (issue 17, low): a delayed will was checked at the
+// disconnect and sent when due, after its certificate had been revoked. It is asked again when due.
+func TestDelayedWillOfARevokedCertificateIsNotSent(t *testing.T) {
+	h := startBroker(t, nil)
+	obs, got := h.observer(t, "#")
+	d := h.createDevice("will-late")
+	conn, err := tls.Dial("tcp", h.addr(), h.tlsConfig(d, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	delay, expiry := uint32(1), uint32(60)
+	c := paho.NewClient(paho.ClientConfig{ClientID: d.name, Conn: packets.NewThreadSafeConn(conn)})
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if _, err := c.Connect(ctx, &paho.Connect{ClientID: d.name, KeepAlive: 30, CleanStart: true,
+		Properties:     &paho.ConnectProperties{SessionExpiryInterval: &expiry},
+		WillMessage:    &paho.WillMessage{Topic: "will-late/status", QoS: 1, Payload: []byte("gone")},
+		WillProperties: &paho.WillProperties{WillDelayInterval: &delay}}); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close() // no DISCONNECT: the will is due in a second
+	h.record(t, "client disconnected", map[string]string{"clientId": d.name})
+	if _, err := h.broker.State().Registry.SetStatus(d.name, auth.StatusRevoked); err != nil {
+		t.Fatal(err)
+	}
+	// Waiting out the will delay is the point of the test.
+	h.record(t, "will message suppressed", map[string]string{"clientId": d.name, "topicName": "will-late/status"})
+	expectNoMessage(t, got, obs, "observer/marker-late")
 }

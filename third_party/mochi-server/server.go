@@ -1824,8 +1824,17 @@ func (s *Server) clearExpiredInflights(now int64) {
 func (s *Server) sendDelayedLWT(dt int64) {
 	for id, pk := range s.loop.willDelayed.GetAll() {
 		if dt > pk.Expiry {
+			cl, ok := s.Clients.Get(id)
+			if ok && s.hooks.OnWill(cl, Will{TopicName: pk.TopicName, Payload: pk.Payload, User: pk.Properties.User,
+				Qos: pk.FixedHeader.Qos, Retain: pk.FixedHeader.Retain}).TopicName == "" {
+				// ggbroker patch: a delayed will is asked of the hooks again when it is due, not only at
+				// the disconnect: its client's permission (or certificate) may be gone by then.
+				cl.Properties.Will = Will{} // [MQTT-3.1.2-10]
+				s.loop.willDelayed.Delete(id)
+				continue
+			}
 			s.publishToSubscribers(pk) // [MQTT-3.1.2-8]
-			if cl, ok := s.Clients.Get(id); ok {
+			if ok {
 				if pk.FixedHeader.Retain {
 					s.retainMessage(cl, pk)
 				}
