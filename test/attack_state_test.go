@@ -70,3 +70,29 @@ func TestDamagedSessionsFileIsRefusedNotPanicked(t *testing.T) {
 	}
 	t.Logf("%d of %d damaged files refused, the others' damage was in unused pages", refused, len(damaged))
 }
+
+// TestInflightMetricAfterRestart (issue 17, low): ggbroker_inflight_messages went negative once the
+// messages restored after a restart were acknowledged (mochi counted their acknowledgement, not their
+// restore).
+func TestInflightMetricAfterRestart(t *testing.T) {
+	h := startBroker(t, nil)
+	d := h.createDevice("inflight-dev")
+	pub := h.mustConnectV3(h.createDevice("inflight-pub"))
+	c := connectSession(t, h.endpoint(d), "inflight-dev", false, nil)
+	subscribeV3(t, c, "inflight/#", 1)
+	c.Disconnect(0)
+	for i := range 5 {
+		publishV3(t, pub, fmt.Sprintf("inflight/%d", i), 1, false, "x")
+	}
+	h.stop()
+	h2 := startWith(t, h.cfg)
+	if v := h2.metric("ggbroker_inflight_messages"); v != 5 {
+		t.Fatalf("ggbroker_inflight_messages %v after the restart, want the 5 restored", v)
+	}
+	got := make(chan string, 10)
+	connectSession(t, h2.endpoint(d), "inflight-dev", false, got)
+	for range 5 {
+		<-got
+	}
+	h2.waitMetric("ggbroker_inflight_messages", func(v float64) bool { return v == 0 })
+}

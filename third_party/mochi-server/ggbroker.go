@@ -49,3 +49,12 @@ func (cl *Client) stillAllowed(pk packets.Packet) bool {
 	cl.ops.hooks.OnQosDropped(cl, pk)
 	return false
 }
+
+// forget empties the inflight store without hooks or counters (see inheritClientSession).
+func (i *Inflight) forget() {
+	i.Lock()
+	defer i.Unlock()
+	i.internal, i.inbound = map[uint16]packets.Packet{}, map[uint16]packets.Packet{}
+	i.order, i.orderIn, i.held = map[uint16]uint64{}, map[uint16]uint64{}, map[uint16]bool{}
+	i.waiting, i.head = nil, 0
+}

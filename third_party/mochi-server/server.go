@@ -599,7 +599,11 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 		// Clean the state of the existing client to prevent sequential take-overs
 		// from increasing memory usage by inflights + subs * client-id.
 		s.UnsubscribeClient(existing)
-		existing.ClearInflights()
+		// ggbroker patch: forget the old connection's copy of the inherited messages without telling
+		// the hooks they were dropped or counting them out: they live on in cl. Upstream's
+		// ClearInflights here made the storage hook delete them from disk (a crash before cl
+		// acknowledged them lost them) and took them off the inflight count (negative once cl acked).
+		existing.State.Inflight.forget()
 
 		s.Log.Debug("session taken over", "client", cl.ID, "old_remote", existing.Net.Remote, "new_remote", cl.Net.Remote)
 
@@ -1694,8 +1698,9 @@ func (s *Server) loadServerInfo(v system.Info) {
 		atomic.StoreInt64(&s.Info.PacketsSent, v.PacketsSent)
 		atomic.StoreInt64(&s.Info.InflightDropped, v.InflightDropped)
 	}
-	atomic.StoreInt64(&s.Info.Retained, v.Retained)
-	atomic.StoreInt64(&s.Info.Inflight, v.Inflight)
+	// ggbroker patch: the retained and inflight counts are those of what was just restored, not the
+	// stored counters (written at the last $SYS tick, possibly long before the stop).
+	atomic.StoreInt64(&s.Info.Retained, int64(s.Topics.Retained.Len()))
 	atomic.StoreInt64(&s.Info.Subscriptions, v.Subscriptions)
 }
 
@@ -1762,7 +1767,11 @@ func (s *Server) loadInflight(v []storage.Message) {
 			if pk.FixedHeader.Type == packets.Publish {
 				pk.Expiry = s.messageExpiry(pk) // ggbroker patch: the store keeps the interval, not the time
 			}
-			client.State.Inflight.Set(pk)
+			if client.State.Inflight.Set(pk) {
+				// ggbroker patch: counted, as every message set inflight is; the acknowledgement of a
+				// restored message decrements the count, which went negative after every restart.
+				atomic.AddInt64(&s.Info.Inflight, 1)
+			}
 		}
 	}
 }

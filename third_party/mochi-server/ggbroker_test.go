@@ -1,0 +1,50 @@
+package mqtt
+
+import (
+	"sync/atomic"
+	"testing"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// dropCounter is a hook that counts OnQosDropped.
+type dropCounter struct {
+	HookBase
+	dropped atomic.Int32
+}
+
+func (d *dropCounter) ID() string                           { return "drops" }
+func (d *dropCounter) Provides(b byte) bool                 { return b == OnQosDropped }
+func (d *dropCounter) OnQosDropped(*Client, packets.Packet) { d.dropped.Add(1) }
+
+// TestTakeoverKeepsTheInheritedMessages (patch: inheritClientSession forgets the old connection's
+// copy): a session taken over by a new connection keeps its queued messages, the hooks are not told
+// they were dropped (a storage hook would delete them from disk) and the inflight count is unchanged.
+func TestTakeoverKeepsTheInheritedMessages(t *testing.T) {
+	s := newTestServer(t)
+	d := &dropCounter{}
+	if err := s.AddHook(d, nil); err != nil {
+		t.Fatal(err)
+	}
+	old, conn := newTestClient(t, s, "c1")
+	go drain(conn)
+	for id := uint16(1); id <= 3; id++ {
+		if old.State.Inflight.Set(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: id, TopicName: "t"}) {
+			atomic.AddInt64(&s.Info.Inflight, 1)
+		}
+	}
+	fresh := s.NewClient(nil, "t", "c1", false)
+	fresh.Properties.ProtocolVersion = 5
+	if present := s.inheritClientSession(packets.Packet{Connect: packets.ConnectParams{Clean: false}}, fresh); !present {
+		t.Fatal("session not present")
+	}
+	if n := fresh.State.Inflight.Len(); n != 3 {
+		t.Fatalf("%d messages inherited, want 3", n)
+	}
+	if n := d.dropped.Load(); n != 0 {
+		t.Fatalf("the hooks were told %d inherited messages were dropped", n)
+	}
+	if n := atomic.LoadInt64(&s.Info.Inflight); n != 3 {
+		t.Fatalf("inflight count %d after the takeover, want 3", n)
+	}
+}
