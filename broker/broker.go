@@ -448,6 +448,7 @@ func applyLimits(l config.Limits, caps *mqtt.Capabilities) {
 	caps.MaximumClients = l.MaxConnections
 	caps.MaximumClientWritesPending = l.MaxPendingWrites // a slow reader's excess QoS 0 is dropped, not queued
 	caps.MaximumInflight = l.MaxInflight
+	caps.MaximumInflightBytes = l.MaxQueuedBytes
 	if caps.MaximumPacketSize == 0 || caps.MaximumPacketSize > l.MaxPacketSize {
 		caps.MaximumPacketSize = l.MaxPacketSize
 	}

@@ -216,7 +216,9 @@ type Limits struct {
 	MaxPendingConnections int64  `mapstructure:"maxPendingConnections"`
 	MaxPendingWrites      int32  `mapstructure:"maxPendingWrites"`
 	MaxInflight           uint16 `mapstructure:"maxInflight"`
-	MaxPacketSize         uint32 `mapstructure:"maxPacketSize"`
+	// MaxQueuedBytes bounds the payload bytes one session holds queued (see configs/ggbroker.yaml).
+	MaxQueuedBytes int64  `mapstructure:"maxQueuedBytes"`
+	MaxPacketSize  uint32 `mapstructure:"maxPacketSize"`
 }
 
 // LocalListener configures the optional plain-TCP listener for local tools, bound to loopback only.
@@ -512,6 +514,9 @@ func (c *Config) validateOperations(bad func(key, format string, args ...any)) {
 	}
 	if l.MaxPendingWrites < 1 {
 		bad("limits.maxPendingWrites", "must be at least 1, got %d", l.MaxPendingWrites)
+	}
+	if l.MaxQueuedBytes < 0 {
+		bad("limits.maxQueuedBytes", "must be 0 (no limit) or more, got %d", l.MaxQueuedBytes)
 	}
 	if l.MaxInflight < 1 {
 		bad("limits.maxInflight", "must be 1..65535, got %d", l.MaxInflight)

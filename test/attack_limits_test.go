@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/ggbroker/ggbroker/config"
 )
 
 // TestOneDeviceCannotExhaustTheGateway (issue 17, high/medium): in the greengrass profile one
@@ -41,5 +43,38 @@ func TestOneDeviceCannotExhaustTheGateway(t *testing.T) {
 	deep := "deep/" + strings.Repeat("x/", 200) + "#"
 	if codes := subscribeV5(t, c2, deep, "deep/"+strings.Repeat("x/", 100)+"#"); codes[0] < 0x80 || codes[1] >= 0x80 {
 		t.Fatalf("SUBACK %x for a 202-level and a 102-level filter, want the first refused and the second granted", codes)
+	}
+}
+
+// TestOfflineQueueIsBoundedInBytes (issue 17, high): 1,000 queued 117 KB messages took +428 MB for one
+// session; the queue is bounded in bytes (limits.maxQueuedBytes) as well as in messages.
+func TestOfflineQueueIsBoundedInBytes(t *testing.T) {
+	h := startBroker(t, func(c *config.Config) { c.Limits.MaxQueuedBytes = 100 * 1024 })
+	d := h.createDevice("hoarder")
+	c := connectSession(t, h.endpoint(d), "hoarder", false, nil)
+	subscribeV3(t, c, "bulk/#", 1)
+	c.Disconnect(0)
+	pub := h.mustConnectV3(h.createDevice("bulk-pub"))
+	payload := strings.Repeat("x", 30*1024)
+	for i := range 10 {
+		publishV3(t, pub, fmt.Sprintf("bulk/%d", i), 1, false, payload)
+	}
+	h.waitMetric(`ggbroker_messages_dropped_total{reason="inflight-full"}`, func(v float64) bool { return v >= 7 })
+	got := make(chan string, 20)
+	connectSession(t, h.endpoint(d), "hoarder", false, got)
+	publishV3(t, pub, "bulk/marker", 1, false, "end")
+	n := 0
+	for done := false; !done; {
+		select {
+		case m := <-got:
+			if done = m == "bulk/marker end"; !done {
+				n++
+			}
+		case <-time.After(waitFor):
+			t.Fatal("the marker did not arrive")
+		}
+	}
+	if n != 3 {
+		t.Fatalf("%d queued messages of 30 KiB delivered with a 100 KiB bound, want 3", n)
 	}
 }

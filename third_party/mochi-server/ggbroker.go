@@ -56,5 +56,12 @@ func (i *Inflight) forget() {
 	defer i.Unlock()
 	i.internal, i.inbound = map[uint16]packets.Packet{}, map[uint16]packets.Packet{}
 	i.order, i.orderIn, i.held = map[uint16]uint64{}, map[uint16]uint64{}, map[uint16]bool{}
-	i.waiting, i.head = nil, 0
+	i.waiting, i.head, i.bytes = nil, 0, 0
+}
+
+// Bytes is the payload size of the outgoing messages the session holds.
+func (i *Inflight) Bytes() int64 {
+	i.RLock()
+	defer i.RUnlock()
+	return i.bytes
 }

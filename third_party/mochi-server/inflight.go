@@ -33,6 +33,9 @@ type Inflight struct {
 	sendQuota           int32 // remaining outbound qos quota for flow control
 	maximumReceiveQuota int32 // maximum allowed receive quota
 	maximumSendQuota    int32 // maximum allowed send quota
+	// bytes is the payload size of the outgoing messages held (ggbroker patch: a session's queue is
+	// bounded in bytes too, Capabilities.MaximumInflightBytes).
+	bytes int64
 
 	// waiting holds, in arrival order, the packet IDs of messages held (waiting for send quota), from waiting[head] on. ggbroker patch: NextImmediate takes the oldest from here instead of
 	// searching every inflight message, which made releasing a backlog quadratic. An ID whose message
@@ -83,8 +86,9 @@ func (i *Inflight) Set(m packets.Packet) bool {
 		return !ok
 	}
 
-	_, ok := i.internal[m.PacketID]
+	old, ok := i.internal[m.PacketID]
 	i.internal[m.PacketID] = m
+	i.bytes += int64(len(m.Payload) - len(old.Payload))
 	if !ok {
 		i.next++
 		i.order[m.PacketID] = i.next
@@ -102,11 +106,13 @@ func (i *Inflight) Set(m packets.Packet) bool {
 func (i *Inflight) Hold(m packets.Packet) {
 	i.Lock()
 	defer i.Unlock()
-	if _, ok := i.internal[m.PacketID]; !ok {
+	old, ok := i.internal[m.PacketID]
+	if !ok {
 		i.next++
 		i.order[m.PacketID] = i.next
 	}
 	i.internal[m.PacketID] = m
+	i.bytes += int64(len(m.Payload) - len(old.Payload))
 	i.held[m.PacketID] = true
 	i.waiting = append(i.waiting, m.PacketID)
 }
@@ -188,7 +194,7 @@ func (i *Inflight) Clone() *Inflight {
 	for k, v := range i.orderIn {
 		c.orderIn[k] = v
 	}
-	c.next = i.next
+	c.next, c.bytes = i.next, i.bytes
 	for k, v := range i.held {
 		c.held[k] = v
 	}
@@ -289,10 +295,11 @@ func (i *Inflight) Delete(id uint16) bool {
 	i.Lock()
 	defer i.Unlock()
 
-	_, ok := i.internal[id]
+	old, ok := i.internal[id]
 	delete(i.internal, id)
 	delete(i.order, id)
 	delete(i.held, id)
+	i.bytes -= int64(len(old.Payload))
 
 	return ok
 }

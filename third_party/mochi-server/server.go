@@ -46,6 +46,7 @@ var (
 // Capabilities indicates the capabilities and features provided by the server.
 type Capabilities struct {
 	MaximumClients               int64           `yaml:"maximum_clients" json:"maximum_clients"`                                 // maximum number of connected clients
+	MaximumInflightBytes         int64           `yaml:"maximum_inflight_bytes" json:"maximum_inflight_bytes"`                   // ggbroker patch: payload bytes a session may hold queued (0: no limit)
 	MaximumMessageExpiryInterval int64           `yaml:"maximum_message_expiry_interval" json:"maximum_message_expiry_interval"` // maximum message expiry if message expiry is 0 or over
 	MaximumClientWritesPending   int32           `yaml:"maximum_client_writes_pending" json:"maximum_client_writes_pending"`     // maximum number of pending message writes for a client
 	MaximumSessionExpiryInterval uint32          `yaml:"maximum_session_expiry_interval" json:"maximum_session_expiry_interval"` // maximum number of seconds to keep disconnected sessions
@@ -1099,6 +1100,13 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 	}
 
 	if out.FixedHeader.Qos > 0 {
+		if max := s.Options.Capabilities.MaximumInflightBytes; max > 0 && cl.State.Inflight.Bytes()+int64(len(out.Payload)) > max {
+			// ggbroker patch: a session's queue is bounded in bytes too; MaximumInflight alone let one
+			// offline session hold 8,192 messages of up to 128 KiB (about 1 GiB).
+			atomic.AddInt64(&s.Info.InflightDropped, 1)
+			s.Log.Warn("client store bytes quota reached", "client", cl.ID, "listener", cl.Net.Listener)
+			return out, packets.ErrQuotaExceeded
+		}
 		if cl.State.Inflight.Len() >= int(s.Options.Capabilities.MaximumInflight) {
 			// add hook?
 			atomic.AddInt64(&s.Info.InflightDropped, 1)
