@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/ggbroker/ggbroker/awsapi"
 	"github.com/ggbroker/ggbroker/service"
 )
 
@@ -127,14 +128,7 @@ func dataError(err error) apiError {
 }
 
 func writeError(w http.ResponseWriter, ae apiError) {
-	body := map[string]any{"message": ae.msg}
-	for k, v := range ae.extra {
-		body[k] = v
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("x-amzn-ErrorType", ae.kind)
-	w.WriteHeader(ae.status)
-	_, _ = w.Write(marshal(body))
+	awsapi.WriteErrorFields(w, ae.status, ae.kind, ae.msg, ae.extra)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/ggbroker/ggbroker/awsapi"
 	"github.com/ggbroker/ggbroker/internal/ids"
 	"github.com/ggbroker/ggbroker/service"
 )
@@ -332,12 +333,7 @@ func writeJSON(w http.ResponseWriter, body []byte) {
 // writeError answers in AWS' REST-JSON error shape: the exception's name in x-amzn-ErrorType and
 // {"message": ...} (the SDKs read both).
 func writeError(w http.ResponseWriter, e *Error) {
-	body := marshal(map[string]string{"message": e.Message})
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("x-amzn-ErrorType", errorType(e.Code))
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(e.Code)
-	_, _ = w.Write(body)
+	awsapi.WriteError(w, e.Code, errorType(e.Code), e.Message)
 }
 
 func (s *Service) httpRefuse(w http.ResponseWriter, r *http.Request, op Operation, id ID, e *Error, cause error, start time.Time) {
