@@ -169,45 +169,34 @@ const exponentialAttempts = 6
 // MQTT_Connect_Exponential_Backoff_Retries: no CONNACK; exponential backoff (with or without
 // jitter) passes.
 func runExponentialBackoff(ctx context.Context, tc *testCtx) verdict {
-	last, err := tc.settle(ctx)
-	if err != nil {
-		return tc.timedOut("the device did not connect")
-	}
-	delays, _, err := tc.timeAttempts(ctx, exponentialAttempts, last, func(int) attemptMode { return dropBeforeConnack })
-	if err != nil {
-		return tc.backoffTimeout(delays, exponentialAttempts)
-	}
-	return tc.backoffVerdict(delays, true)
+	return tc.timedBackoff(ctx, exponentialAttempts, dropBeforeConnack, true)
 }
 
 // MQTT_Reconnect_Backoff_Retries_On_Server_Disconnect: the endpoint disconnects the device, then
 // withholds CONNACK from RECONNECTION_ATTEMPTS reconnections, timing each.
 func runServerDisconnectBackoff(ctx context.Context, tc *testCtx) verdict {
-	n := reconnectionAttempts(tc.cfg)
-	last, err := tc.settle(ctx)
-	if err != nil {
-		return tc.timedOut("the device did not connect")
-	}
-	delays, _, err := tc.timeAttempts(ctx, n, last, func(int) attemptMode { return dropBeforeConnack })
-	if err != nil {
-		return tc.backoffTimeout(delays, n)
-	}
-	return tc.backoffVerdict(delays, false)
+	return tc.timedBackoff(ctx, reconnectionAttempts(tc.cfg), dropBeforeConnack, false)
 }
 
 // MQTT_Reconnect_Backoff_Retries_On_Unstable_Connection: every reconnection gets its CONNACK and is
 // dropped at once; a device that resets its backoff on CONNACK alone retries at a constant pace.
 func runUnstableBackoff(ctx context.Context, tc *testCtx) verdict {
-	n := reconnectionAttempts(tc.cfg)
+	return tc.timedBackoff(ctx, reconnectionAttempts(tc.cfg), connackThenDrop, false)
+}
+
+// timedBackoff settles the device on one connection, then answers n attempts the same way (mode),
+// times them and classifies the delays (exponentialPasses: whether plain exponential backoff, without
+// jitter, passes too).
+func (tc *testCtx) timedBackoff(ctx context.Context, n int, mode attemptMode, exponentialPasses bool) verdict {
 	last, err := tc.settle(ctx)
 	if err != nil {
 		return tc.timedOut("the device did not connect")
 	}
-	delays, _, err := tc.timeAttempts(ctx, n, last, func(int) attemptMode { return connackThenDrop })
+	delays, _, err := tc.timeAttempts(ctx, n, last, func(int) attemptMode { return mode })
 	if err != nil {
 		return tc.backoffTimeout(delays, n)
 	}
-	return tc.backoffVerdict(delays, false)
+	return tc.backoffVerdict(delays, exponentialPasses)
 }
 
 // publishMatch reports whether a PUBLISH has the configured topic and payload.
