@@ -23,6 +23,29 @@ const (
 // a-z, A-Z, 0-9, colon, underscore and hyphen).
 var thingNamePattern = regexp.MustCompile(`^[a-zA-Z0-9:_-]{1,128}$`)
 
+var (
+	attrNamePattern  = regexp.MustCompile(`^[a-zA-Z0-9_.,@/:#-]{1,128}$`)
+	attrValuePattern = regexp.MustCompile(`^[a-zA-Z0-9_.,@/:#=\[\]-]{0,800}$`)
+)
+
+// CheckAttributes refuses thing attributes AWS IoT would refuse (CreateThing's AttributePayload: at
+// most 50, names of 1 to 128 and values of up to 800 characters of its character set), so that a
+// thing made with `device create --attr` registers in the cloud too.
+func CheckAttributes(attrs map[string]string) error {
+	if len(attrs) > 50 {
+		return fmt.Errorf("a thing has at most 50 attributes, got %d", len(attrs))
+	}
+	for k, v := range attrs {
+		if !attrNamePattern.MatchString(k) {
+			return fmt.Errorf("attribute name %q must be 1 to 128 characters of a-z, A-Z, 0-9 and _.,@/:#-", k)
+		}
+		if !attrValuePattern.MatchString(v) {
+			return fmt.Errorf("attribute %q: value %q must be up to 800 characters of a-z, A-Z, 0-9 and _.,@/:#=[]-", k, v)
+		}
+	}
+	return nil
+}
+
 // CheckThingName refuses names AWS IoT would refuse, so what works here registers in the cloud too.
 func CheckThingName(name string) error {
 	if !thingNamePattern.MatchString(name) {

@@ -220,3 +220,20 @@ func TestCertificateByRef(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckAttributes(t *testing.T) {
+	for _, tc := range []struct {
+		attrs map[string]string
+		ok    bool
+	}{
+		{map[string]string{"floor": "2", "room": "a_b-c.d,e@f/g:h#i=j[k]"}, true},
+		{map[string]string{"floor": "two words"}, false},
+		{map[string]string{"bad key": "x"}, false},
+		{map[string]string{"k": "é"}, false},
+		{map[string]string{"": "x"}, false},
+	} {
+		if err := CheckAttributes(tc.attrs); (err == nil) != tc.ok {
+			t.Errorf("CheckAttributes(%v) = %v, want ok=%v", tc.attrs, err, tc.ok)
+		}
+	}
+}

@@ -12,11 +12,7 @@ import (
 )
 
 // AWS IoT's attribute rules (botocore's iot model: AttributeName, AttributeValue).
-var (
-	attrNamePattern  = regexp.MustCompile(`^[a-zA-Z0-9_.,@/:#-]{1,128}$`)
-	attrValuePattern = regexp.MustCompile(`^[a-zA-Z0-9_.,@/:#=\[\]-]{0,800}$`)
-	typeNamePattern  = regexp.MustCompile(`^[a-zA-Z0-9:_-]{1,128}$`)
-)
+var typeNamePattern = regexp.MustCompile(`^[a-zA-Z0-9:_-]{1,128}$`)
 
 type attributePayload struct {
 	Attributes map[string]string `json:"attributes"`
@@ -24,16 +20,8 @@ type attributePayload struct {
 }
 
 func checkAttributes(attrs map[string]string) error {
-	if len(attrs) > 50 {
-		return invalid("a thing has at most 50 attributes, got %d", len(attrs))
-	}
-	for k, v := range attrs {
-		if !attrNamePattern.MatchString(k) {
-			return invalid("attribute name %q must be 1 to 128 characters of a-z, A-Z, 0-9 and _.,@/:#-", k)
-		}
-		if !attrValuePattern.MatchString(v) {
-			return invalid("attribute %q: value %q must be up to 800 characters of a-z, A-Z, 0-9 and _.,@/:#=[]-", k, v)
-		}
+	if err := auth.CheckAttributes(attrs); err != nil {
+		return invalid("%v", err)
 	}
 	return nil
 }

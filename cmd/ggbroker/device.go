@@ -83,6 +83,9 @@ func (t *thingFlags) thing(name string) (auth.Thing, error) {
 		}
 		th.Attributes[k] = v
 	}
+	if err := auth.CheckAttributes(th.Attributes); err != nil {
+		return th, fmt.Errorf("--attr: %w", err)
+	}
 	return th, nil
 }
 
