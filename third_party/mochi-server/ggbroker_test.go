@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -46,5 +47,19 @@ func TestTakeoverKeepsTheInheritedMessages(t *testing.T) {
 	}
 	if n := atomic.LoadInt64(&s.Info.Inflight); n != 3 {
 		t.Fatalf("inflight count %d after the takeover, want 3", n)
+	}
+}
+
+// BenchmarkDeepTopic (patch 30): subscribing to and matching a 20,000-level topic costs what its
+// length does, not its levels squared (seconds each before).
+func BenchmarkDeepTopic(b *testing.B) {
+	deep := strings.Repeat("x/", 20000) + "end"
+	x := NewTopicsIndex()
+	x.Subscribe("c1", packets.Subscription{Filter: deep})
+	for i := 0; i < b.N; i++ {
+		x.Subscribe("c2", packets.Subscription{Filter: deep})
+		if subs := x.Subscribers(deep); len(subs.Subscriptions) != 2 {
+			b.Fatalf("%d subscribers", len(subs.Subscriptions))
+		}
 	}
 }
