@@ -459,7 +459,13 @@ func (s *Service) listThingPrincipals(w http.ResponseWriter, r *http.Request) er
 	if err != nil {
 		return err
 	}
-	p, err := paginate(r, len(list), "nextToken", "maxResults", 25, 250)
+	return s.writeCertArnPage(w, r, list, "nextToken", "maxResults", "principals", "nextToken")
+}
+
+// writeCertArnPage answers one page of certificates as their ARNs: the request's tokenName and
+// limitName page them (25 a page, 250 at most), listKey holds them, nextKey the next page's token.
+func (s *Service) writeCertArnPage(w http.ResponseWriter, r *http.Request, list []*auth.Certificate, tokenName, limitName, listKey, nextKey string) error {
+	p, err := paginate(r, len(list), tokenName, limitName, 25, 250)
 	if err != nil {
 		return err
 	}
@@ -467,9 +473,9 @@ func (s *Service) listThingPrincipals(w http.ResponseWriter, r *http.Request) er
 	for _, c := range list[p.start:p.end] {
 		arns = append(arns, s.certArn(c.ID))
 	}
-	out := map[string]any{"principals": arns}
+	out := map[string]any{listKey: arns}
 	if p.next != "" {
-		out["nextToken"] = p.next
+		out[nextKey] = p.next
 	}
 	return ok(w, out)
 }

@@ -272,19 +272,7 @@ func (s *Service) listTargetsForPolicy(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return err
 	}
-	p, err := paginate(r, len(certs), "marker", "pageSize", 25, 250)
-	if err != nil {
-		return err
-	}
-	targets := make([]string, 0, p.end-p.start)
-	for _, c := range certs[p.start:p.end] {
-		targets = append(targets, s.certArn(c.ID))
-	}
-	out := map[string]any{"targets": targets}
-	if p.next != "" {
-		out["nextMarker"] = p.next
-	}
-	return ok(w, out)
+	return s.writeCertArnPage(w, r, certs, "marker", "pageSize", "targets", "nextMarker")
 }
 
 // actionTypes maps TestAuthorization's actionType to the IoT action it tests.
