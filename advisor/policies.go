@@ -2,78 +2,42 @@ package advisor
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"slices"
 	"strings"
 
+	"github.com/ggbroker/ggbroker/policy"
 	"github.com/ggbroker/ggbroker/state"
 )
-
-// rawStatement is the part of a policy statement Security_Device_Policies reads.
-type rawStatement struct {
-	Sid         string          `json:"Sid"`
-	Effect      string          `json:"Effect"`
-	Action      json.RawMessage `json:"Action"`
-	NotAction   json.RawMessage `json:"NotAction"`
-	Resource    json.RawMessage `json:"Resource"`
-	NotResource json.RawMessage `json:"NotResource"`
-}
-
-func stringOrList(raw json.RawMessage) []string {
-	if len(raw) == 0 {
-		return nil
-	}
-	var one string
-	if json.Unmarshal(raw, &one) == nil {
-		return []string{one}
-	}
-	var many []string
-	_ = json.Unmarshal(raw, &many)
-	return many
-}
 
 // wildcardProblems lists what makes a policy document over-grant: an Allow with a wildcard action
 // ("*", "iot:*"), with NotAction or NotResource (everything but a list), or with a resource whose
 // name is a wildcard ("*", "topic/*", "client/*"). Wildcards in the region and account fields of an
 // ARN grant nothing more offline and are not counted.
 func wildcardProblems(doc []byte) ([]string, error) {
-	var d struct {
-		Statement json.RawMessage `json:"Statement"`
-	}
-	if err := json.Unmarshal(doc, &d); err != nil {
+	sts, err := policy.StatementsOf(doc)
+	if err != nil {
 		return nil, err
 	}
-	var sts []rawStatement
-	if json.Unmarshal(d.Statement, &sts) != nil {
-		var one rawStatement
-		if err := json.Unmarshal(d.Statement, &one); err != nil {
-			return nil, fmt.Errorf("Statement: %w", err)
-		}
-		sts = []rawStatement{one}
-	}
 	var out []string
-	for i, st := range sts {
-		if !strings.EqualFold(st.Effect, "Allow") {
+	for _, st := range sts {
+		if !st.Allow() {
 			continue
 		}
-		where := fmt.Sprintf("statement %d", i)
-		if st.Sid != "" {
-			where += fmt.Sprintf(" (%q)", st.Sid)
-		}
-		for _, a := range stringOrList(st.Action) {
+		where := st.Where()
+		for _, a := range st.Action {
 			if a == "*" || strings.HasSuffix(a, ":*") {
 				out = append(out, fmt.Sprintf("%s allows every action (%q)", where, a))
 			}
 		}
-		if len(st.NotAction) > 0 {
-			out = append(out, fmt.Sprintf("%s allows every action but %s (NotAction)", where, strings.Join(stringOrList(st.NotAction), ", ")))
+		if st.NotAction != nil {
+			out = append(out, fmt.Sprintf("%s allows every action but %s (NotAction)", where, strings.Join(st.NotAction, ", ")))
 		}
-		if len(st.NotResource) > 0 {
-			out = append(out, fmt.Sprintf("%s allows every resource but %s (NotResource)", where, strings.Join(stringOrList(st.NotResource), ", ")))
+		if st.NotResource != nil {
+			out = append(out, fmt.Sprintf("%s allows every resource but %s (NotResource)", where, strings.Join(st.NotResource, ", ")))
 		}
-		for _, r := range stringOrList(st.Resource) {
+		for _, r := range st.Resource {
 			if wildcardResource(r) {
 				out = append(out, fmt.Sprintf("%s allows the wildcard resource %q", where, r))
 			}

@@ -1,12 +1,10 @@
 package audit
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -191,12 +189,12 @@ func (a *auditor) overlyPermissive() []Finding {
 			}
 		}
 		for _, st := range rawStatements(a.raw[name]) {
-			if !st.allow() {
+			if !st.Allow() {
 				continue
 			}
-			for _, act := range st.actions() {
+			for _, act := range st.Action {
 				if act == "*" || strings.EqualFold(act, "iot:*") {
-					add(fmt.Sprintf("%s allows every AWS IoT action (%q)", st.where(), act))
+					add(fmt.Sprintf("%s allows every AWS IoT action (%q)", st.Where(), act))
 				}
 			}
 		}
@@ -222,10 +220,10 @@ func (a *auditor) misconfigured() []Finding {
 	for _, name := range a.names {
 		p := a.policies[name]
 		for _, st := range rawStatements(a.raw[name]) {
-			if st.allow() || !strings.EqualFold(st.Effect, "Deny") {
+			if st.Allow() || !strings.EqualFold(st.Effect, "Deny") {
 				continue
 			}
-			for _, r := range st.resources() {
+			for _, r := range st.Resource {
 				kind, topic, ok := topicResource(r)
 				if !ok {
 					continue
@@ -233,12 +231,12 @@ func (a *auditor) misconfigured() []Finding {
 				if strings.ContainsAny(topic, "+#") {
 					out = append(out, Finding{
 						Resource: Resource{ResourcePolicy, name}, ReasonCode: "POLICY_CONTAINS_MQTT_WILDCARDS_IN_DENY_STATEMENT",
-						Reason: fmt.Sprintf("%s denies %q: in a policy + and # are literal characters, so it denies only that exact %s, not the topics the MQTT wildcard would match", st.where(), r, kind),
+						Reason: fmt.Sprintf("%s denies %q: in a policy + and # are literal characters, so it denies only that exact %s, not the topics the MQTT wildcard would match", st.Where(), r, kind),
 						Fix:    "write the Deny with the policy wildcard * (for example topicfilter/building/control_room/*) and deny iot:Receive on the topics too",
 					})
 					continue
 				}
-				if kind != policy.KindTopicFilter || !strings.HasSuffix(topic, "/*") || !st.hasAction(policy.ActionSubscribe) {
+				if kind != policy.KindTopicFilter || !strings.HasSuffix(topic, "/*") || !hasAction(st, policy.ActionSubscribe) {
 					continue
 				}
 				prefix := strings.TrimSuffix(topic, "/*")
@@ -256,7 +254,7 @@ func (a *auditor) misconfigured() []Finding {
 							out = append(out, Finding{
 								Resource: Resource{ResourcePolicy, name}, ReasonCode: "TOPIC_FILTERS_INTENDED_TO_DENY_ALLOWED_USING_WILDCARDS",
 								Reason: fmt.Sprintf("%s denies subscribing to %s/*, but %s allows subscribing to %s, and iot:Receive is allowed on %s/..., so the device still gets those messages",
-									st.where(), prefix, statementName(diag), f, prefix),
+									st.Where(), prefix, statementName(diag), f, prefix),
 								Fix: fmt.Sprintf("also deny iot:Receive on topic/%s/*, or do not allow wildcard subscriptions above %s", prefix, prefix),
 							})
 							break
@@ -552,70 +550,19 @@ func (a *auditor) caKeyQuality() []Finding {
 	return out
 }
 
-// rawStatement is a policy statement as written, for the checks that look at its text.
-type rawStatement struct {
-	index       int
-	Sid         string          `json:"Sid"`
-	Effect      string          `json:"Effect"`
-	Action      json.RawMessage `json:"Action"`
-	NotAction   json.RawMessage `json:"NotAction"`
-	Resource    json.RawMessage `json:"Resource"`
-	NotResource json.RawMessage `json:"NotResource"`
-}
-
-func rawStatements(doc []byte) []rawStatement {
-	var d struct {
-		Statement json.RawMessage `json:"Statement"`
-	}
-	if json.Unmarshal(doc, &d) != nil {
-		return nil
-	}
-	var sts []rawStatement
-	if bytes.HasPrefix(bytes.TrimSpace(d.Statement), []byte("[")) {
-		_ = json.Unmarshal(d.Statement, &sts)
-	} else {
-		var one rawStatement
-		if json.Unmarshal(d.Statement, &one) == nil {
-			sts = []rawStatement{one}
-		}
-	}
-	for i := range sts {
-		sts[i].index = i
-	}
+// rawStatements are a document's statements as written (none when it does not parse: the engine's
+// checks report that document).
+func rawStatements(doc []byte) []policy.StatementText {
+	sts, _ := policy.StatementsOf(doc)
 	return sts
 }
 
-func (st rawStatement) allow() bool { return strings.EqualFold(st.Effect, "Allow") }
-
-func (st rawStatement) where() string {
-	s := fmt.Sprintf("statement %d", st.index)
-	if st.Sid != "" {
-		s += fmt.Sprintf(" (%q)", st.Sid)
-	}
-	return s
-}
-
-func (st rawStatement) actions() []string   { return stringOrList(st.Action) }
-func (st rawStatement) resources() []string { return stringOrList(st.Resource) }
-
-func (st rawStatement) hasAction(action string) bool {
-	for _, a := range st.actions() {
+// hasAction reports whether a statement's Action names action, or every action.
+func hasAction(st policy.StatementText, action string) bool {
+	for _, a := range st.Action {
 		if a == "*" || strings.EqualFold(a, "iot:*") || strings.EqualFold(a, action) {
 			return true
 		}
 	}
 	return false
-}
-
-func stringOrList(raw json.RawMessage) []string {
-	if len(raw) == 0 {
-		return nil
-	}
-	var one string
-	if json.Unmarshal(raw, &one) == nil {
-		return []string{one}
-	}
-	var many []string
-	_ = json.Unmarshal(raw, &many)
-	return many
 }
