@@ -336,13 +336,13 @@ func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 		var v authz.Verdict
 		switch {
 		case h.profile.MaxFiltersPerSubscribe > 0 && i >= h.profile.MaxFiltersPerSubscribe:
-			v = refusedBy("iot:Subscribe", f.Filter, fmt.Sprintf("more than %d topic filters in one SUBSCRIBE", h.profile.MaxFiltersPerSubscribe))
+			v = authz.RefusedBy("iot:Subscribe", f.Filter, fmt.Sprintf("more than %d topic filters in one SUBSCRIBE", h.profile.MaxFiltersPerSubscribe))
 		case h.profile.MaxSubscriptionsPerConnection > 0 && !hasSubscription(cl, f.Filter) && existing >= h.profile.MaxSubscriptionsPerConnection:
-			v = refusedBy("iot:Subscribe", f.Filter, fmt.Sprintf("more than %d subscriptions on one connection", h.profile.MaxSubscriptionsPerConnection))
+			v = authz.RefusedBy("iot:Subscribe", f.Filter, fmt.Sprintf("more than %d subscriptions on one connection", h.profile.MaxSubscriptionsPerConnection))
 		case h.profile.CheckTopic(f.Filter) != "":
-			v = refusedBy("iot:Subscribe", f.Filter, h.profile.CheckTopic(f.Filter))
+			v = authz.RefusedBy("iot:Subscribe", f.Filter, h.profile.CheckTopic(f.Filter))
 		case h.profile.CheckReserved(f.Filter, true) != "":
-			v = refusedBy("iot:Subscribe", f.Filter, h.profile.CheckReserved(f.Filter, true))
+			v = authz.RefusedBy("iot:Subscribe", f.Filter, h.profile.CheckReserved(f.Filter, true))
 		default:
 			v = h.authz.Subscribe(e.session, f.Filter)
 			h.events.Decision("iot:Subscribe", v.Allowed)
@@ -378,10 +378,6 @@ func (h *hook) OnSubscribeACLCheck(cl *mqtt.Client, filter string) bool {
 	return ok && v.Allowed
 }
 
-// refusedBy is the verdict of a rule of the profile (not a policy).
-func refusedBy(action, resource, reason string) authz.Verdict {
-	return authz.RefusedBy(action, resource, reason)
-}
 
 // OnSubscribed forgets the SUBSCRIBE's verdicts and logs one Subscribe record for the filters granted.
 func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
