@@ -15,34 +15,22 @@ import (
 	"github.com/ggbroker/ggbroker/shadow"
 )
 
-// Sections are the config blocks the services own. Keep one service per line, in this order.
+// Sections are the config blocks the services own, one service per line.
 func Sections() []config.Section {
 	return []config.Section{
-		// bridge
 		bridge.Section,
-
-		// shadow
 		shadow.Section,
-		// jobs
 		jobs.Section,
-
-		// iotapi
 		iotapi.Section,
 	}
 }
 
-// Services are the device services' constructors, in start order. Keep one per line, in this order.
+// Services are the device services' constructors, in start order, one per line.
 func Services() []broker.Constructor {
 	return []broker.Constructor{
-		// bridge
 		bridge.New,
-
-		// shadow
 		shadow.New,
-		// jobs
 		jobs.New,
-
-		// iotapi
 		iotapi.New,
 	}
 }
