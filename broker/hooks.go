@@ -378,7 +378,6 @@ func (h *hook) OnSubscribeACLCheck(cl *mqtt.Client, filter string) bool {
 	return ok && v.Allowed
 }
 
-
 // OnSubscribed forgets the SUBSCRIBE's verdicts and logs one Subscribe record for the filters granted.
 func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
 	e, ok := h.entry(cl)
