@@ -268,6 +268,10 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 		Logger:                 slog.New(newSlogHandler(b.log.Named("mochi"))),
 		SysTopicResendInterval: sysTopicInterval(b.profile),
 		InlineClient:           true, // lifecycle events and the services publish through it
+		// Packets queued while a client's writer is busy go out in one write of up to this many bytes:
+		// one TLS record (16 KiB at most) and one syscall for a batch, not one per packet.
+		ClientNetWriteBufferSize: 16 << 10,
+		SlowSubscriberWait:       slowSubscriberWait(b.cfg.Limits),
 	})
 	applyProfile(b.profile, b.server.Options.Capabilities)
 	applyLimits(b.cfg.Limits, b.server.Options.Capabilities)
@@ -446,12 +450,21 @@ func applyProfile(p profile.Profile, caps *mqtt.Capabilities) {
 // limits.maxPacketSize is a ceiling over the behaviour profile's packet size.
 func applyLimits(l config.Limits, caps *mqtt.Capabilities) {
 	caps.MaximumClients = l.MaxConnections
-	caps.MaximumClientWritesPending = l.MaxPendingWrites // a slow reader's excess QoS 0 is dropped, not queued
+	caps.MaximumClientWritesPending = l.MaxPendingWrites // a slow reader's excess is not queued (see slowSubscriberWait)
 	caps.MaximumInflight = l.MaxInflight
 	caps.MaximumInflightBytes = l.MaxQueuedBytes
 	if caps.MaximumPacketSize == 0 || caps.MaximumPacketSize > l.MaxPacketSize {
 		caps.MaximumPacketSize = l.MaxPacketSize
 	}
+}
+
+// slowSubscriberWait is mochi's SlowSubscriberWait for limits.slowSubscriber: 0 (drop at once) or
+// limits.slowSubscriberWait.
+func slowSubscriberWait(l config.Limits) time.Duration {
+	if l.SlowSubscriber == config.SlowSubscriberBlock {
+		return l.SlowSubscriberWait
+	}
+	return 0
 }
 
 // sysTopicInterval is how often mochi refreshes its $SYS topics: every 10 s when clients may read them

@@ -219,7 +219,17 @@ type Limits struct {
 	// MaxQueuedBytes bounds the payload bytes one session holds queued (see configs/ggbroker.yaml).
 	MaxQueuedBytes int64  `mapstructure:"maxQueuedBytes"`
 	MaxPacketSize  uint32 `mapstructure:"maxPacketSize"`
+	// SlowSubscriber is what happens to a message for a client whose pending writes are full:
+	// SlowSubscriberDrop, or SlowSubscriberBlock (the publisher waits up to SlowSubscriberWait).
+	SlowSubscriber     string        `mapstructure:"slowSubscriber"`
+	SlowSubscriberWait time.Duration `mapstructure:"slowSubscriberWait"`
 }
+
+// The values of limits.slowSubscriber (see configs/ggbroker.yaml for the trade-off).
+const (
+	SlowSubscriberDrop  = "drop"
+	SlowSubscriberBlock = "block"
+)
 
 // LocalListener configures the optional plain-TCP listener for local tools, bound to loopback only.
 // Every client on it gets the one Anonymous identity and its policy.
@@ -514,6 +524,15 @@ func (c *Config) validateOperations(bad func(key, format string, args ...any)) {
 	}
 	if l.MaxPendingWrites < 1 {
 		bad("limits.maxPendingWrites", "must be at least 1, got %d", l.MaxPendingWrites)
+	}
+	switch l.SlowSubscriber {
+	case SlowSubscriberDrop:
+	case SlowSubscriberBlock:
+		if l.SlowSubscriberWait <= 0 {
+			bad("limits.slowSubscriberWait", "must be more than 0 when limits.slowSubscriber is block, got %s", l.SlowSubscriberWait)
+		}
+	default:
+		bad("limits.slowSubscriber", "must be %s or %s, got %q", SlowSubscriberDrop, SlowSubscriberBlock, l.SlowSubscriber)
 	}
 	if l.MaxQueuedBytes < 0 {
 		bad("limits.maxQueuedBytes", "must be 0 (no limit) or more, got %d", l.MaxQueuedBytes)

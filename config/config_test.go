@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 )
@@ -36,6 +37,8 @@ func TestDefaults(t *testing.T) {
 		{"rotationMode", c.ClientDeviceAuth.Certificates.RotationMode, RotationHot},
 		{"detectIPv4Addresses", c.Connectivity.DetectIPv4Addresses, true},
 		{"source", c.Source, "embedded defaults"},
+		{"limits.slowSubscriber", c.Limits.SlowSubscriber, SlowSubscriberBlock},
+		{"limits.slowSubscriberWait", c.Limits.SlowSubscriberWait, time.Second},
 	}
 	for _, ck := range checks {
 		if ck.got != ck.want {
@@ -110,6 +113,8 @@ func TestBadConfigNamesFileAndKey(t *testing.T) {
 		{"half a BYO CA", "clientDeviceAuth:\n  certificateAuthority:\n    certificateUri: file:///ca.pem\n", []string{"privateKeyUri"}},
 		{"bad listen", "mqtt:\n  listen: nowhere\n", []string{"mqtt.listen"}},
 		{"not YAML", "mqtt: [\n", []string{"ggbroker.yaml"}},
+		{"bad slowSubscriber", "limits:\n  slowSubscriber: wait\n", []string{"limits.slowSubscriber", "drop or block", "wait"}},
+		{"block without a wait", "limits:\n  slowSubscriber: block\n  slowSubscriberWait: 0s\n", []string{"limits.slowSubscriberWait"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -216,9 +217,22 @@ func TestBadInputClosesOnlyThatConnection(t *testing.T) {
 
 // TestSlowSubscriberIsBounded: a subscriber that stops reading does not make the broker queue without
 // bound: beyond limits.maxPendingWrites its QoS 0 messages are dropped and counted, and everyone else
-// keeps working.
+// keeps working. With limits.slowSubscriber block, the publisher waits once (slowSubscriberWait) and
+// the stalled subscriber's messages are then dropped without waiting.
 func TestSlowSubscriberIsBounded(t *testing.T) {
-	h := startBroker(t, func(c *config.Config) { c.Limits.MaxPendingWrites = 16 })
+	for _, mode := range []string{config.SlowSubscriberDrop, config.SlowSubscriberBlock} {
+		t.Run(mode, func(t *testing.T) {
+			testSlowSubscriberIsBounded(t, func(c *config.Config) {
+				c.Limits.MaxPendingWrites = 16
+				c.Limits.SlowSubscriber = mode
+				c.Limits.SlowSubscriberWait = 200 * time.Millisecond
+			})
+		})
+	}
+}
+
+func testSlowSubscriberIsBounded(t *testing.T, opt func(*config.Config)) {
+	h := startBroker(t, opt)
 	slow, pubDev, watcher := h.createDevice("slow-1"), h.createDevice("slow-pub"), h.createDevice("slow-watch")
 
 	// The slow subscriber's handler blocks, so paho stops reading its socket.
@@ -255,6 +269,57 @@ func TestSlowSubscriberIsBounded(t *testing.T) {
 	}
 	publishV3(t, pub, "slow-watch/ping", 1, false, "still working")
 	expectMessage(t, watched, "slow-watch/ping still working")
+}
+
+// TestSlowSubscriberBackPressure (limits.slowSubscriber): a subscriber slower than its publisher
+// gets every QoS 0 message of a burst far larger than its queue and the sockets' buffers when the
+// broker blocks the publisher, and loses most of them when it drops.
+func TestSlowSubscriberBackPressure(t *testing.T) {
+	const n = 1500
+	for _, tc := range []struct {
+		mode    string
+		wantAll bool
+	}{
+		{config.SlowSubscriberBlock, true},
+		{config.SlowSubscriberDrop, false},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			h := startBroker(t, func(c *config.Config) {
+				c.Limits.MaxPendingWrites = 16
+				c.Limits.SlowSubscriber = tc.mode
+				c.Limits.SlowSubscriberWait = time.Second
+			})
+			sub, pubDev := h.createDevice("bp-sub"), h.createDevice("bp-pub")
+			var got atomic.Int64
+			sc := h.mustConnectV3(sub)
+			if tok := sc.Subscribe("bp/#", 0, func(pahov3.Client, pahov3.Message) {
+				time.Sleep(time.Millisecond) // slower than the publisher
+				got.Add(1)
+			}); !tok.WaitTimeout(waitFor) || tok.Error() != nil {
+				t.Fatal(tok.Error())
+			}
+			pub := h.mustConnectV3(pubDev, func(o *pahov3.ClientOptions) { o.SetWriteTimeout(waitFor) })
+			payload := strings.Repeat("x", 8192) // 12 MB in all: far beyond the socket buffers
+			for range n {
+				pub.Publish("bp/data", 0, false, payload)
+			}
+			publishV3(t, pub, "bp/data", 1, false, "flush") // every message before it was handled by the broker
+			// Wait until everything arrived, or nothing more arrives for half a second.
+			received, deadline := int64(-1), time.Now().Add(waitFor)
+			for now := got.Load(); now != received && now < n+1 && time.Now().Before(deadline); now = got.Load() {
+				received = now
+				time.Sleep(500 * time.Millisecond)
+			}
+			received = got.Load()
+			t.Logf("%s: %d of %d QoS 0 messages received", tc.mode, received, n+1)
+			if tc.wantAll && received != n+1 {
+				t.Fatalf("block: %d of %d messages received, want all", received, n+1)
+			}
+			if !tc.wantAll && received > n/2 {
+				t.Fatalf("drop: %d of %d messages received; the burst did not overflow the queue, so this test shows nothing", received, n+1)
+			}
+		})
+	}
 }
 
 // TestLocalListener: the loopback plain-TCP listener gives every client the configured anonymous

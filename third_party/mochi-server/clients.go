@@ -18,6 +18,7 @@ import (
 
 	"github.com/rs/xid"
 
+	"github.com/mochi-mqtt/server/v2/mempool"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -157,6 +158,7 @@ type ClientState struct {
 	open            context.Context      // indicate that the client is open for packet exchange
 	cancelOpen      context.CancelFunc   // cancel function for open context
 	outboundQty     int32                // number of messages currently in the outbound queue
+	stalled         atomic.Bool          // ggbroker patch: made a publisher wait in vain (see Options.SlowSubscriberWait)
 	Keepalive       uint16               // the number of seconds the connection can wait
 	ServerKeepalive bool                 // keepalive was set by the server
 }
@@ -201,7 +203,11 @@ func (cl *Client) WriteLoop() {
 				// TODO : Figure out what to do with error
 				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
 			}
+			putOutbound(pk)
 			atomic.AddInt32(&cl.State.outboundQty, -1)
+			if cl.State.stalled.Load() && len(cl.State.outbound) <= cap(cl.State.outbound)/2 {
+				cl.State.stalled.Store(false) // ggbroker patch: publishers wait for it again
+			}
 		case <-cl.State.open.Done():
 			return
 		}
@@ -502,9 +508,9 @@ func (cl *Client) ReadPacket(fh *packets.FixedHeader) (pk packets.Packet, err er
 
 	atomic.AddInt64(&cl.ops.info.BytesReceived, int64(n))
 
-	// Decode the remaining packet values using a fresh copy of the bytes,
-	// otherwise the next packet will change the data of this one.
-	px := append([]byte{}, p[:]...)
+	// ggbroker patch: p is already a fresh slice per packet, which the decoded packet may keep
+	// (its payload, for one); upstream copied it once more, an allocation and a copy per packet.
+	px := p
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		err = pk.ConnectDecode(px)
@@ -583,7 +589,10 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 	pk = cl.ops.hooks.OnPacketEncode(cl, pk)
 
 	var err error
-	buf := new(bytes.Buffer)
+	// ggbroker patch: the encoding buffer is pooled (upstream allocated one per packet and grew it);
+	// hooks' OnPacketSent may read the bytes only during the call.
+	buf := mempool.GetBuffer()
+	defer mempool.PutBuffer(buf)
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		err = pk.ConnectEncode(buf)
@@ -663,7 +672,7 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 			if buf.Len() >= cl.ops.options.ClientNetWriteBufferSize {
 				return buf.WriteTo(cl.Net.Conn)
 			}
-			cl.Net.outbuf = new(bytes.Buffer)
+			cl.Net.outbuf = mempool.GetBuffer() // ggbroker patch: pooled, given back by flushOutbuf
 		}
 
 		n, _ := cl.Net.outbuf.Write(buf.Bytes()) // will always be successful
@@ -696,6 +705,7 @@ func (cl *Client) flushOutbuf() (err error) {
 
 	_, err = cl.Net.outbuf.WriteTo(cl.Net.Conn)
 	if err == nil {
+		mempool.PutBuffer(cl.Net.outbuf)
 		cl.Net.outbuf = nil
 	}
 	return

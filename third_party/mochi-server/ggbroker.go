@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,6 +17,9 @@ func (s *Server) PublishToClient(cl *Client, sub packets.Subscription, pk packet
 	}
 	if pk.Origin == "" {
 		pk.Origin = s.inlineClient.ID
+	}
+	if len(pk.Payload) > 0 {
+		pk.Payload = append([]byte(nil), pk.Payload...) // the queued packet shares it (see copyForDelivery)
 	}
 	return s.publishToClient(cl, sub, pk)
 }
@@ -64,4 +68,59 @@ func (i *Inflight) Bytes() int64 {
 	i.RLock()
 	defer i.RUnlock()
 	return i.bytes
+}
+
+// ggbroker patch: the publish -> deliver path allocates nothing per delivered message of its own
+// (BenchmarkDeliverQoS0). Upstream copied the payload for every subscriber and allocated the
+// queued packet, its encoding buffer and its write batch; the payload is now shared (no code
+// changes a payload after it is decoded; a payload from an inline publish is copied once, in
+// Server.Publish), and the rest comes from pools.
+
+// copyForDelivery is pk.Copy(false) without copying the payload, which every subscriber's copy of
+// a message shares: a delivered packet is only read.
+func copyForDelivery(pk packets.Packet) packets.Packet {
+	payload := pk.Payload
+	pk.Payload = nil
+	out := pk.Copy(false)
+	out.Payload = payload
+	return out
+}
+
+var outboundPool = sync.Pool{New: func() any { return new(packets.Packet) }}
+
+// getOutbound returns a pooled copy of pk for a client's outbound queue. Its reader, WriteLoop,
+// gives it back with putOutbound once written; nothing keeps the pointer (the inflight store and
+// the hooks get the packet by value).
+func getOutbound(pk packets.Packet) *packets.Packet {
+	p := outboundPool.Get().(*packets.Packet)
+	*p = pk
+	return p
+}
+
+func putOutbound(p *packets.Packet) {
+	*p = packets.Packet{}
+	outboundPool.Put(p)
+}
+
+// waitForRoom queues pk for cl once its full outbound queue has room, waiting at most
+// Options.SlowSubscriberWait, and reports whether it did. See that option for why; a stalled client
+// and a closed one get no wait.
+func (s *Server) waitForRoom(cl *Client, pk *packets.Packet) bool {
+	wait := s.Options.SlowSubscriberWait
+	if wait <= 0 || cl.State.stalled.Load() {
+		return false
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case cl.State.outbound <- pk:
+		return true
+	case <-t.C:
+		cl.State.stalled.Store(true)
+		s.Log.Warn("subscriber stalled: a publisher waited for room in its queue in vain; its messages are dropped until it reads again",
+			"client", cl.ID, "wait", wait.String())
+		return false
+	case <-cl.State.open.Done():
+		return false
+	}
 }

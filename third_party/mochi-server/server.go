@@ -113,6 +113,14 @@ type Options struct {
 	// ClientNetReadBufferSize specifies the size of the client *bufio.Reader read buffer.
 	ClientNetReadBufferSize int `yaml:"client_net_read_buffer_size" json:"client_net_read_buffer_size"`
 
+	// SlowSubscriberWait (ggbroker patch) is how long a publisher waits for room in a subscriber's
+	// full outbound queue before the message is dropped. 0, upstream's behaviour, drops at once.
+	// While it waits, the publisher's read loop reads nothing more from its connection, so TCP slows
+	// the publisher down instead of the broker losing what it accepted. A subscriber that made a
+	// publisher wait in vain is stalled: its messages are dropped without waiting until its queue is
+	// half empty again, so one dead reader costs each publisher one wait, not one per message.
+	SlowSubscriberWait time.Duration `yaml:"slow_subscriber_wait" json:"slow_subscriber_wait"`
+
 	// Logger specifies a custom configured implementation of log/slog to override
 	// the servers default logger configuration. If you wish to change the log level,
 	// of the default logger, you can do so by setting:
@@ -876,6 +884,11 @@ func (s *Server) Unsubscribe(filter string, subscriptionId int) error {
 // InlineClients using this method can publish packets to any topic (including $SYS) and bypass ACL checks.
 func (s *Server) InjectPacket(cl *Client, pk packets.Packet) error {
 	pk.ProtocolVersion = cl.Properties.ProtocolVersion
+	if len(pk.Payload) > 0 {
+		// ggbroker patch: the caller may reuse its buffer once this returns, while subscribers'
+		// queues share the payload (see copyForDelivery): one copy here instead of one per subscriber.
+		pk.Payload = append([]byte(nil), pk.Payload...)
+	}
 
 	err := s.processPacket(cl, pk)
 	if err != nil {
@@ -1036,7 +1049,7 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 		pk.Expiry = s.messageExpiry(pk)
 	}
 
-	subscribers := s.Topics.Subscribers(pk.TopicName)
+	subscribers, _ := s.Topics.subscribersCached(pk.TopicName) // ggbroker patch: see subscriberCache
 	if len(subscribers.Shared) > 0 {
 		subscribers = s.hooks.OnSelectSubscribers(subscribers, pk)
 		if len(subscribers.SharedSelected) == 0 {
@@ -1064,7 +1077,7 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		return pk, nil // [MQTT-3.8.3-3]
 	}
 
-	out := pk.Copy(false)
+	out := copyForDelivery(pk)
 	if !s.hooks.OnACLCheck(cl, pk.TopicName, false) {
 		return out, packets.ErrNotAuthorized
 	}
@@ -1073,9 +1086,13 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 	}
 
 	if len(sub.Identifiers) > 0 { // [MQTT-3.3.4-3]
-		out.Properties.SubscriptionIdentifier = []int{}
+		// ggbroker patch: 0 is no identifier (the encoder writes only values above 0); a subscription
+		// without one no longer costs an allocation per delivered message.
+		out.Properties.SubscriptionIdentifier = nil
 		for _, id := range sub.Identifiers {
-			out.Properties.SubscriptionIdentifier = append(out.Properties.SubscriptionIdentifier, id) // [MQTT-3.3.4-4] ![MQTT-3.3.4-5]
+			if id > 0 {
+				out.Properties.SubscriptionIdentifier = append(out.Properties.SubscriptionIdentifier, id) // [MQTT-3.3.4-4] ![MQTT-3.3.4-5]
+			}
 		}
 		sort.Ints(out.Properties.SubscriptionIdentifier)
 	}
@@ -1141,10 +1158,16 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		return out, packets.CodeDisconnect
 	}
 
+	queued := getOutbound(out) // ggbroker patch: pooled, returned by WriteLoop (see getOutbound)
 	select {
-	case cl.State.outbound <- &out:
+	case cl.State.outbound <- queued:
 		atomic.AddInt32(&cl.State.outboundQty, 1)
 	default:
+		if s.waitForRoom(cl, queued) { // ggbroker patch: Options.SlowSubscriberWait
+			atomic.AddInt32(&cl.State.outboundQty, 1)
+			return out, nil
+		}
+		putOutbound(queued)
 		atomic.AddInt64(&s.Info.MessagesDropped, 1)
 		cl.ops.hooks.OnPublishDropped(cl, pk)
 		if out.FixedHeader.Qos > 0 {

@@ -352,6 +352,7 @@ func (s *Subscribers) MergeSharedSelected() {
 type TopicsIndex struct {
 	Retained *packets.Packets
 	root     *particle // a leaf containing a message and more leaves.
+	cache    subscriberCache
 }
 
 // NewTopicsIndex returns a pointer to a new instance of Index.
@@ -370,6 +371,7 @@ func NewTopicsIndex() *TopicsIndex {
 func (x *TopicsIndex) InlineSubscribe(subscription InlineSubscription) bool {
 	x.root.Lock()
 	defer x.root.Unlock()
+	defer x.cache.invalidate() // ggbroker patch: after the change, under the lock (see subscriberCache)
 
 	var existed bool
 	n := x.set(subscription.Filter, 0)
@@ -384,6 +386,7 @@ func (x *TopicsIndex) InlineSubscribe(subscription InlineSubscription) bool {
 func (x *TopicsIndex) InlineUnsubscribe(id int, filter string) bool {
 	x.root.Lock()
 	defer x.root.Unlock()
+	defer x.cache.invalidate() // ggbroker patch: after the change, under the lock (see subscriberCache)
 
 	particle := x.seek(filter, 0)
 	if particle == nil {
@@ -403,6 +406,7 @@ func (x *TopicsIndex) InlineUnsubscribe(id int, filter string) bool {
 func (x *TopicsIndex) Subscribe(client string, subscription packets.Subscription) bool {
 	x.root.Lock()
 	defer x.root.Unlock()
+	defer x.cache.invalidate() // ggbroker patch: after the change, under the lock (see subscriberCache)
 
 	var existed bool
 	prefix, _ := isolateParticle(subscription.Filter, 0)
@@ -425,6 +429,7 @@ func (x *TopicsIndex) Subscribe(client string, subscription packets.Subscription
 func (x *TopicsIndex) Unsubscribe(filter, client string) bool {
 	x.root.Lock()
 	defer x.root.Unlock()
+	defer x.cache.invalidate() // ggbroker patch: after the change, under the lock (see subscriberCache)
 
 	var d int
 	prefix, _ := isolateParticle(filter, 0)

@@ -1,0 +1,189 @@
+package mqtt
+
+import (
+	"io"
+	"log/slog"
+	"net"
+	"runtime"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// allowAll is a hook that allows every ACL question, as ggbroker's authorizer does on its
+// allow path (it allocates nothing there either).
+type allowAll struct{ HookBase }
+
+func (h *allowAll) ID() string                            { return "allow-all" }
+func (h *allowAll) Provides(b byte) bool                  { return b == OnACLCheck || b == OnConnectAuthenticate }
+func (h *allowAll) OnACLCheck(*Client, string, bool) bool { return true }
+func (h *allowAll) OnConnectAuthenticate(*Client, packets.Packet) bool {
+	return true
+}
+
+// countingConn counts the bytes and the Write calls that reach the connection, and discards them.
+type countingConn struct {
+	net.Conn
+	writes, bytes atomic.Int64
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	c.bytes.Add(int64(len(p)))
+	return len(p), nil
+}
+
+// deliverySetup is a server with subs subscribers of "bench/#" whose write loops run and whose
+// connections discard what they are sent.
+func deliverySetup(b *testing.B, subs int) (*Server, []*countingConn) {
+	b.Helper()
+	s := New(&Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s.Options.Capabilities.MaximumClientWritesPending = 1 << 20
+	if err := s.AddHook(&allowAll{}, nil); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { close(s.done) })
+	conns := make([]*countingConn, subs)
+	for i := range conns {
+		c, r := net.Pipe()
+		go func() { _, _ = io.Copy(io.Discard, r) }()
+		cc := &countingConn{Conn: c}
+		conns[i] = cc
+		cl := s.NewClient(cc, "t", "sub"+string(rune('a'+i%26))+string(rune('a'+i/26)), false)
+		cl.Properties.ProtocolVersion = 5
+		s.Clients.Add(cl)
+		s.Topics.Subscribe(cl.ID, packets.Subscription{Filter: "bench/#", Qos: 0})
+		go cl.WriteLoop()
+		b.Cleanup(func() { cl.Stop(nil); c.Close(); r.Close() })
+	}
+	return s, conns
+}
+
+// waitDelivered waits until every subscriber's write loop has written want messages.
+func waitDelivered(b *testing.B, s *Server, want int64) {
+	b.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for atomic.LoadInt64(&s.Info.MessagesSent) < want {
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d messages written", atomic.LoadInt64(&s.Info.MessagesSent), want)
+		}
+		runtime.Gosched()
+	}
+}
+
+// BenchmarkDeliverQoS0 measures the publish -> deliver path from the subscriber lookup to the
+// subscriber's socket write: allocations and bytes per delivered message, and Write calls per
+// message (1.0 means one syscall and one TLS record per packet; less is coalescing).
+func BenchmarkDeliverQoS0(b *testing.B) {
+	for _, n := range []int{1, 10} {
+		b.Run(map[int]string{1: "subs=1", 10: "subs=10"}[n], func(b *testing.B) {
+			s, conns := deliverySetup(b, n)
+			pk := packets.Packet{
+				FixedHeader: packets.FixedHeader{Type: packets.Publish},
+				TopicName:   "bench/pub-1",
+				Payload:     make([]byte, 64),
+				Created:     1,
+				Expiry:      0,
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				s.publishToSubscribers(pk)
+			}
+			waitDelivered(b, s, int64(b.N*n))
+			b.StopTimer()
+			var writes int64
+			for _, c := range conns {
+				writes += c.writes.Load()
+			}
+			b.ReportMetric(float64(writes)/float64(b.N*n), "writes/msg")
+			b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}
+
+// TestSubscriberCacheFollowsChanges (patch: subscriberCache): a lookup after Subscribe,
+// Unsubscribe or their inline forms sees the change, though the topic's subscribers were cached
+// before it.
+func TestSubscriberCacheFollowsChanges(t *testing.T) {
+	x := NewTopicsIndex()
+	count := func() (int, int) {
+		subs, _ := x.subscribersCached("a/b")
+		return len(subs.Subscriptions), len(subs.InlineSubscriptions)
+	}
+	steps := []struct {
+		name          string
+		change        func()
+		plain, inline int
+	}{
+		{"empty", func() {}, 0, 0},
+		{"subscribe a/#", func() { x.Subscribe("c1", packets.Subscription{Filter: "a/#"}) }, 1, 0},
+		{"subscribe a/+", func() { x.Subscribe("c2", packets.Subscription{Filter: "a/+"}) }, 2, 0},
+		{"inline subscribe", func() {
+			x.InlineSubscribe(InlineSubscription{Subscription: packets.Subscription{Filter: "a/b", Identifier: 1}})
+		}, 2, 1},
+		{"unsubscribe a/#", func() { x.Unsubscribe("a/#", "c1") }, 1, 1},
+		{"inline unsubscribe", func() { x.InlineUnsubscribe(1, "a/b") }, 1, 0},
+		{"unsubscribe a/+", func() { x.Unsubscribe("a/+", "c2") }, 0, 0},
+	}
+	for _, st := range steps {
+		st.change()
+		for i := 0; i < 2; i++ { // the second lookup is served from the cache
+			if p, in := count(); p != st.plain || in != st.inline {
+				t.Fatalf("after %s (lookup %d): %d subscribers and %d inline, want %d and %d", st.name, i+1, p, in, st.plain, st.inline)
+			}
+		}
+	}
+}
+
+// TestSubscriberCacheSharedIsNotShared: a topic with shared subscriptions is computed per message,
+// since publishToSubscribers selects one member of each group in the value it gets.
+func TestSubscriberCacheSharedIsNotShared(t *testing.T) {
+	x := NewTopicsIndex()
+	x.Subscribe("c1", packets.Subscription{Filter: "$share/g/a/b"})
+	a, sharedA := x.subscribersCached("a/b")
+	b, _ := x.subscribersCached("a/b")
+	if sharedA || a == b {
+		t.Fatalf("a value with shared subscriptions was cached (shared=%v, same=%v)", sharedA, a == b)
+	}
+	if len(a.Shared) != 1 {
+		t.Fatalf("%d shared groups, want 1", len(a.Shared))
+	}
+}
+
+// TestSubscriberCacheIsBounded: past subscriberCacheMax topics, entries are evicted.
+func TestSubscriberCacheIsBounded(t *testing.T) {
+	x := NewTopicsIndex()
+	x.Subscribe("c1", packets.Subscription{Filter: "#"})
+	for i := 0; i < subscriberCacheMax+500; i++ {
+		x.subscribersCached("t/" + strconv.Itoa(i))
+	}
+	if n := x.cache.size.Load(); n > subscriberCacheMax+1 {
+		t.Fatalf("%d cached topics, bound %d", n, subscriberCacheMax)
+	}
+}
+
+// TestSubscriberCacheUnderConcurrentChanges: publishes racing with subscribes never miss a
+// subscription that was made before the lookup started (run with -race).
+func TestSubscriberCacheUnderConcurrentChanges(t *testing.T) {
+	x := NewTopicsIndex()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 2000; i++ {
+			x.subscribersCached("a/b")
+		}
+	}()
+	for i := 0; i < 200; i++ {
+		id := "c" + strconv.Itoa(i)
+		x.Subscribe(id, packets.Subscription{Filter: "a/#"})
+		subs, _ := x.subscribersCached("a/b")
+		if _, ok := subs.Subscriptions[id]; !ok {
+			t.Fatalf("subscriber %s made before the lookup is missing", id)
+		}
+	}
+	<-done
+}
