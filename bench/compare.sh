@@ -8,11 +8,14 @@
 # same mutual TLS settings (require_certificate, use_identity_as_username, ggbroker's device CA as
 # cafile, ggbroker's server certificate and key) and the equivalent ACL (bench/mosquitto.acl), then
 # runs `ggbench suite` against:
+#   mosquitto          mTLS + ACL (and a plain TCP listener for the TCP baseline); first, because half
+#                      of its top QoS 0 fan-in rate is the fixed rate of fanin-qos0-at-rate for all
+#   nullbroker         ../shared/tools/nullbroker, the pub/sub scenarios only: the machine's limit
 #   ggbroker-policy    authorization.mode: policies (AWS IoT policy checked on connect, publish,
 #                      subscribe and every delivery)
 #   ggbroker-allowall  authorization.mode: allow-all
-#   mosquitto          mTLS + ACL (and a plain TCP listener for the TCP baseline)
-# and prints each report and the ratios. Everything listens on 127.0.0.1 on free ports; every
+#   ggbroker-persist   allow-all with persistence on
+# and prints each report and the ratios, including each broker's share of the null broker's figure. Everything listens on 127.0.0.1 on free ports; every
 # process it starts is killed on exit. Full run: under 10 minutes; --quick: under 2.
 set -euo pipefail
 
@@ -131,6 +134,57 @@ run_suite() { # run_suite NAME PORT PID [ARGS...]
 		--json-file "$out/$name.json" "$@" | tee "$out/$name.txt"
 }
 
+# --- Mosquitto (first: its top QoS 0 fan-in rate sets the fixed rate of fanin-qos0-at-rate) ----
+mport="$("$ggbench" freeport)"
+tport="$("$ggbench" freeport)"
+while [ "$tport" = "$mport" ]; do tport="$("$ggbench" freeport)"; done
+user_line=""
+[ "$(id -u)" != 0 ] || user_line="user root"
+sed -e "s|@PORT@|$mport|" -e "s|@TCP_PORT@|$tport|" -e "s|@LOG@|$work/mosquitto.log|" -e "s|@USER@|$user_line|" \
+	-e "s|@DEVICE_CA@|$state/ca/device-ca.pem|" -e "s|@SERVER_CERT@|$state/server/server.pem|" \
+	-e "s|@SERVER_KEY@|$state/server/server.key|" -e "s|@ACL@|$bench/mosquitto.acl|" \
+	"$bench/mosquitto.conf.in" >"$work/mosquitto.conf"
+"$mosq" -c "$work/mosquitto.conf" >"$work/mosquitto.stdout" 2>&1 &
+mpid=$!
+pids+=("$mpid")
+if ! wait_port "$mport" "$mpid"; then
+	log "mosquitto did not start:"
+	cat "$work/mosquitto.stdout" "$work/mosquitto.log" >&2 || true
+	exit 1
+fi
+mosq_clients=(--cert-dir "$state/ggbench-devices" --ca "$state/ca/core-ca.pem")
+log "mosquitto: calibrating its top QoS 0 fan-in rate (20 -> 1, 3 s)"
+top="$("$ggbench" pubsub --addr "127.0.0.1:$mport" "${mosq_clients[@]}" --shape fanin --pubs 20 --subs 1 --qos 0 \
+	--size 64 --topics 1 --duration 3s --json 2>/dev/null | grep -o '"recvPerSec": *[0-9.]*' | head -1 | grep -o '[0-9.]*$' || true)"
+at_rate="$(awk -v t="${top:-0}" 'BEGIN { r = int(t / 2); if (r < 2000) r = 2000; print r }')"
+log "mosquitto: top rate ${top:-unknown} msgs/s; fanin-qos0-at-rate runs at $at_rate msgs/s for every broker"
+suite_args+=(--at-rate "$at_rate")
+run_suite mosquitto "$mport" "$mpid" "${mosq_clients[@]}" --tcp-addr "127.0.0.1:$tport"
+stop "$mpid"
+
+# --- the null broker: what this machine allows for the same pub/sub load -------------------------
+# ../shared/tools/nullbroker forwards PUBLISH over the same mTLS with coalesced writes and does
+# nothing else (no topic matching, no sessions, no policy): a broker's figure divided by its figure
+# is the share of the limit.
+null_status="not measured: ../shared/tools/nullbroker is not there"
+nullsrc="$repo/../shared/tools/nullbroker"
+if [ -f "$nullsrc/main.go" ]; then
+	null_status="not measured: it did not build (see $work/nullbroker.build)"
+	if (cd "$nullsrc" && GOFLAGS= go build -o "$work/nullbroker" .) 2>"$work/nullbroker.build"; then
+		nport="$("$ggbench" freeport)"
+		"$work/nullbroker" -addr "127.0.0.1:$nport" -cert "$state/server/server.pem" -key "$state/server/server.key" \
+			-ca "$state/ca/device-ca.pem" >"$work/nullbroker.log" 2>&1 &
+		npid=$!
+		pids+=("$npid")
+		null_status="not measured: it did not start"
+		if wait_port "$nport" "$npid"; then
+			null_status="measured"
+			run_suite nullbroker "$nport" "$npid" "${mosq_clients[@]}" --only fanin-qos0,fanin-qos1,fanout-qos0,fanout-qos1,fanin-qos0-at-rate
+		fi
+		stop "$npid"
+	fi
+fi
+
 # --- ggbroker, policy on -----------------------------------------------------------------------
 # Policies are being wired in: check that they are enforced end to end before measuring them. A
 # device with no policy attached must be refused (iot:Connect is implicitly denied).
@@ -168,27 +222,6 @@ if grep -qE '^persistence:' "$repo/configs/ggbroker.yaml" && grep -A5 -E '^persi
 	fi
 fi
 
-# --- Mosquitto ---------------------------------------------------------------------------------
-mport="$("$ggbench" freeport)"
-tport="$("$ggbench" freeport)"
-while [ "$tport" = "$mport" ]; do tport="$("$ggbench" freeport)"; done
-user_line=""
-[ "$(id -u)" != 0 ] || user_line="user root"
-sed -e "s|@PORT@|$mport|" -e "s|@TCP_PORT@|$tport|" -e "s|@LOG@|$work/mosquitto.log|" -e "s|@USER@|$user_line|" \
-	-e "s|@DEVICE_CA@|$state/ca/device-ca.pem|" -e "s|@SERVER_CERT@|$state/server/server.pem|" \
-	-e "s|@SERVER_KEY@|$state/server/server.key|" -e "s|@ACL@|$bench/mosquitto.acl|" \
-	"$bench/mosquitto.conf.in" >"$work/mosquitto.conf"
-"$mosq" -c "$work/mosquitto.conf" >"$work/mosquitto.stdout" 2>&1 &
-mpid=$!
-pids+=("$mpid")
-if ! wait_port "$mport" "$mpid"; then
-	log "mosquitto did not start:"
-	cat "$work/mosquitto.stdout" "$work/mosquitto.log" >&2 || true
-	exit 1
-fi
-run_suite mosquitto "$mport" "$mpid" --cert-dir "$state/ggbench-devices" --ca "$state/ca/core-ca.pem" --tcp-addr "127.0.0.1:$tport"
-stop "$mpid"
-
 # --- ratios --------------------------------------------------------------------------------------
 echo
 echo "== machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'); $mosq_version; $(go version | cut -d' ' -f3)"
@@ -211,6 +244,20 @@ if [ -f "$out/ggbroker-persist.json" ]; then
 	echo "== ggbroker persistence on / off (allow-all)"
 	"$ggbench" compare "$out/ggbroker-persist.json" "$out/ggbroker-allowall.json"
 fi
+if [ -f "$out/ggbroker-persist.json" ]; then
+	echo
+	echo "== ggbroker persistence on / Mosquitto (no persistence): the QoS 1 fan-in goal is >= 0.5"
+	"$ggbench" compare "$out/ggbroker-persist.json" "$out/mosquitto.json"
+fi
+if [ "$null_status" = measured ]; then
+	for v in ggbroker-policy ggbroker-allowall mosquitto; do
+		[ -f "$out/$v.json" ] || continue
+		echo
+		echo "== $v / the null broker: the share of what this machine allows"
+		"$ggbench" compare "$out/$v.json" "$out/nullbroker.json"
+	done
+fi
 echo
+echo "== null broker: $null_status"
 echo "== persistence: $persistence_status"
 echo "== JSON reports: $out"

@@ -279,6 +279,7 @@ func cmdSuite(ctx context.Context, args []string) error {
 	skip := fs.String("skip", "", "comma-separated scenario names to skip")
 	idleN := fs.Int("idle", 0, "idle clients (default 10000, --quick 2000)")
 	dur := fs.Duration("duration", 0, "publish duration of the pubsub scenarios (default 10s, --quick 3s)")
+	atRate := fs.Float64("at-rate", 0, "total msgs/s of the fanin-qos0-at-rate scenario (0: the scenario is skipped)")
 	_ = fs.Parse(args)
 	if err := t.check(); err != nil {
 		return err
@@ -306,16 +307,21 @@ func cmdSuite(ctx context.Context, args []string) error {
 		{name: "tls-handshake", kind: "handshake", co: connOptions{count: 1000, concurrency: 32}},
 		{name: "fanin-qos0", kind: "pubsub", ps: pub(shapeFanIn, 20, 1, 0)},
 		{name: "fanin-qos1", kind: "pubsub", ps: pub(shapeFanIn, 20, 1, 1)},
-		{name: "fanout-qos0", kind: "pubsub", ps: pub(shapeFanOut, 1, 20, 0)},
-		{name: "fanout-qos1", kind: "pubsub", ps: pub(shapeFanOut, 1, 20, 1)},
+		{name: "fanout-qos0", kind: "pubsub", ps: pub(shapeFanOut, 1, 50, 0)},
+		{name: "fanout-qos1", kind: "pubsub", ps: pub(shapeFanOut, 1, 50, 1)},
 		// The same at a fixed offered load the brokers carry, for latencies without queueing.
 		{name: "fanin-qos0-10k", kind: "pubsub", ps: rated(pub(shapeFanIn, 20, 1, 0), 500)},
 		{name: "fanin-qos1-5k", kind: "pubsub", ps: rated(pub(shapeFanIn, 20, 1, 1), 250)},
+		// Latency at a fixed total rate that compare.sh sets to half of Mosquitto's top QoS 0 fan-in rate.
+		{name: "fanin-qos0-at-rate", kind: "pubsub", ps: rated(pub(shapeFanIn, 20, 1, 0), *atRate/20)},
 		{name: "fanin-qos0-tcp", kind: "pubsub", tcp: true, ps: pub(shapeFanIn, 20, 1, 0)},
 		{name: "connect-burst-tcp", kind: "connect", tcp: true, co: connOptions{count: 1000, concurrency: 32, keepAlive: 600}},
 	}
 	want := func(name string) bool {
 		if *quick && (name == "fanout-qos1" || name == "fanin-qos0-10k") {
+			return false
+		}
+		if name == "fanin-qos0-at-rate" && *atRate <= 0 {
 			return false
 		}
 		if *only != "" && !contains(*only, name) {

@@ -224,7 +224,7 @@ type Metric struct {
 func (r *Result) Headlines() []Metric {
 	switch r.Kind {
 	case "pubsub":
-		m := []Metric{{"recv msgs/s", r.RecvPerSec, true}, {"sent msgs/s", r.SentPerSec, true}}
+		m := []Metric{{"recv msgs/s", r.RecvPerSec, true}, {"sent msgs/s", r.SentPerSec, true}, {"delivered %", 100 - r.LossPct, true}}
 		if r.Latency != nil {
 			m = append(m, Metric{"p50 ms", r.Latency.P50, false}, Metric{"p99 ms", r.Latency.P99, false})
 		}

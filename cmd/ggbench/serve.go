@@ -5,14 +5,15 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"syscall"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/ggbroker/ggbroker/app"
-	"github.com/ggbroker/ggbroker/config"
 )
 
 // cmdServe runs ggbroker in this process, as `ggbroker serve --config FILE` does (broker.New and
@@ -26,7 +27,7 @@ func cmdServe(ctx context.Context, args []string) error {
 	memProfile := fs.String("memprofile", "", "write a heap profile at the end of the run to this file")
 	_ = fs.Parse(args)
 
-	cfg, err := config.Load(*cfgFile, nil)
+	cfg, err := app.LoadConfig(*cfgFile, nil)
 	if err != nil {
 		return err
 	}
@@ -58,6 +59,29 @@ func cmdServe(ctx context.Context, args []string) error {
 			pprof.StopCPUProfile()
 			f.Close()
 			fmt.Fprintln(os.Stderr, "ggbench: CPU profile in", *cpuProfile)
+		}()
+	}
+	if *memProfile != "" {
+		// SIGUSR1 writes the live heap while clients are connected (what an idle connection holds);
+		// the end of the run writes the allocations of the whole run.
+		usr1 := make(chan os.Signal, 1)
+		signal.Notify(usr1, syscall.SIGUSR1)
+		defer signal.Stop(usr1)
+		go func() {
+			for range usr1 {
+				for range 4 { // each GC halves a stack that uses a quarter of it at most: a few, for the idle state
+					runtime.GC()
+				}
+				path := *memProfile + ".live"
+				if f, err := os.Create(path); err == nil {
+					_ = pprof.Lookup("heap").WriteTo(f, 0)
+					f.Close()
+					var ms runtime.MemStats
+					runtime.ReadMemStats(&ms)
+					fmt.Fprintf(os.Stderr, "ggbench: live heap in %s (%d goroutines; heap in use %d KiB, stacks %d KiB, runtime total %d KiB)\n",
+						path, runtime.NumGoroutine(), ms.HeapInuse>>10, ms.StackInuse>>10, ms.Sys>>10)
+				}
+			}
 		}()
 	}
 	err = b.Run(ctx)

@@ -159,6 +159,8 @@ type ClientState struct {
 	cancelOpen      context.CancelFunc   // cancel function for open context
 	outboundQty     int32                // number of messages currently in the outbound queue
 	stalled         atomic.Bool          // ggbroker patch: made a publisher wait in vain (see Options.SlowSubscriberWait)
+	writable        atomic.Bool          // ggbroker patch: CONNACK is out, queued packets may be written (see startWriter)
+	writing         atomic.Bool          // ggbroker patch: a writer of queued packets runs
 	Keepalive       uint16               // the number of seconds the connection can wait
 	ServerKeepalive bool                 // keepalive was set by the server
 }
@@ -194,21 +196,68 @@ func newClient(c net.Conn, o *ops) *Client {
 	return cl
 }
 
-// WriteLoop ranges over pending outbound messages and writes them to the client connection.
+// WriteLoop ranges over pending outbound messages and writes them to the client connection, until
+// the client closes. (The server does not run it: see startWriter.)
 func (cl *Client) WriteLoop() {
 	for {
 		select {
 		case pk := <-cl.State.outbound:
-			if err := cl.WritePacket(*pk); err != nil {
-				// TODO : Figure out what to do with error
-				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
-			}
-			putOutbound(pk)
-			atomic.AddInt32(&cl.State.outboundQty, -1)
-			if cl.State.stalled.Load() && len(cl.State.outbound) <= cap(cl.State.outbound)/2 {
-				cl.State.stalled.Store(false) // ggbroker patch: publishers wait for it again
-			}
+			cl.writeQueued(pk)
 		case <-cl.State.open.Done():
+			return
+		}
+	}
+}
+
+// writeQueued writes one packet taken from the outbound queue.
+func (cl *Client) writeQueued(pk *packets.Packet) {
+	if err := cl.WritePacket(*pk); err != nil {
+		// TODO : Figure out what to do with error
+		cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
+	}
+	putOutbound(pk)
+	atomic.AddInt32(&cl.State.outboundQty, -1)
+	if cl.State.stalled.Load() && len(cl.State.outbound) <= cap(cl.State.outbound)/2 {
+		cl.State.stalled.Store(false) // ggbroker patch: publishers wait for it again
+	}
+}
+
+// ggbroker patch: a client's writer runs only while its outbound queue holds something. Upstream
+// kept a WriteLoop goroutine per client for the client's life, with its stack: most devices of a
+// gateway are idle most of the time, and that goroutine was a large share of an idle connection's
+// memory. The server marks a client writable (startWriter) once its CONNACK and resent messages are
+// out; after that, whoever queues a packet calls wakeWriter, which starts a writer unless one runs.
+// A writer that finds the queue empty stops, and looks once more after it has said so, so that a
+// packet queued in between is not left behind: a producer that saw the writer running queued its
+// packet before the writer cleared the flag, so the writer's second look sees it.
+
+// startWriter makes the client writable and writes what was queued before.
+func (cl *Client) startWriter() {
+	cl.State.writable.Store(true)
+	cl.wakeWriter()
+}
+
+// wakeWriter starts the client's writer if it is writable, something is queued and no writer runs.
+func (cl *Client) wakeWriter() {
+	if cl.State.writable.Load() && cl.State.writing.CompareAndSwap(false, true) {
+		go cl.drainOutbound()
+	}
+}
+
+// drainOutbound writes queued packets until the queue is empty or the client closes.
+func (cl *Client) drainOutbound() {
+	for {
+		select {
+		case pk := <-cl.State.outbound:
+			cl.writeQueued(pk)
+			continue
+		case <-cl.State.open.Done():
+			cl.State.writing.Store(false)
+			return
+		default:
+		}
+		cl.State.writing.Store(false)
+		if len(cl.State.outbound) == 0 || !cl.State.writing.CompareAndSwap(false, true) {
 			return
 		}
 	}

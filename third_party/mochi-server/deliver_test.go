@@ -56,7 +56,7 @@ func deliverySetup(b *testing.B, subs int) (*Server, []*countingConn) {
 		cl.Properties.ProtocolVersion = 5
 		s.Clients.Add(cl)
 		s.Topics.Subscribe(cl.ID, packets.Subscription{Filter: "bench/#", Qos: 0})
-		go cl.WriteLoop()
+		cl.startWriter()
 		b.Cleanup(func() { cl.Stop(nil); c.Close(); r.Close() })
 	}
 	return s, conns
@@ -186,4 +186,54 @@ func TestSubscriberCacheUnderConcurrentChanges(t *testing.T) {
 		}
 	}
 	<-done
+}
+
+// BenchmarkIdleClientFootprint: what one connected, idle MQTT client costs the server in mochi's
+// own structures: goroutines and heap plus goroutine stacks, per client, after CONNECT/CONNACK over
+// net.Pipe (no TLS: crypto/tls's buffers come on top in a real connection; BENCHMARKS.md itemises
+// them). Patch 37 took the goroutines from 2 to 1 per client.
+func BenchmarkIdleClientFootprint(b *testing.B) {
+	const n = 1000
+	s := New(&Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s.Options.Capabilities.MaximumClientWritesPending = 1024 // ggbroker's limits.maxPendingWrites
+	if err := s.AddHook(&allowAll{}, nil); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { close(s.done) })
+	connect := []byte{0x10, 0, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 0}
+	for i := 0; i < b.N; i++ {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		g0 := runtime.NumGoroutine()
+		peers := make([]net.Conn, n)
+		for j := range peers {
+			c, r := net.Pipe()
+			peers[j] = r
+			go func() { _ = s.EstablishConnection("t", c) }()
+			id := "idle-" + strconv.Itoa(j)
+			pk := append(connect[:len(connect):len(connect)], byte(len(id)>>8), byte(len(id)))
+			pk = append(pk, id...)
+			pk[1] = byte(len(pk) - 2)
+			if _, err := r.Write(pk); err != nil {
+				b.Fatal(err)
+			}
+			ack := make([]byte, 4)
+			if _, err := io.ReadFull(r, ack); err != nil || ack[0] != 0x20 || ack[3] != 0 {
+				b.Fatalf("CONNACK %x, %v", ack, err)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		goroutines := runtime.NumGoroutine() - g0
+		b.ReportMetric(float64(goroutines)/n, "goroutines/client")
+		b.ReportMetric(float64(after.StackInuse-before.StackInuse)/n, "stack-bytes/client")
+		b.ReportMetric(float64(after.HeapInuse+after.StackInuse-before.HeapInuse-before.StackInuse)/n, "bytes/client")
+		for _, r := range peers {
+			r.Close()
+		}
+		for j := 0; j < 200 && runtime.NumGoroutine() > g0; j++ {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }

@@ -418,75 +418,17 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 
 	defer cl.Stop(nil)
 
-	pk, err := s.readConnectionPacket(cl)
-	if err != nil {
-		return fmt.Errorf("read connection: %w", err)
+	// ggbroker patch: the CONNECT is handled in a function of its own, which has returned by the
+	// time this goroutine parks in its read loop for the rest of the connection. Its frames (packets
+	// of 800 bytes passed by value through the hooks) made the stack grow to 16 KiB, and a parked
+	// stack is shrunk only to four times what it still uses: with those frames gone it can be.
+	connected, err := s.connectClient(cl, listener)
+	if connected {
+		defer atomic.AddInt64(&s.Info.ClientsConnected, -1)
 	}
-
-	cl.ParseConnect(listener, pk)
-	if atomic.LoadInt64(&s.Info.ClientsConnected) >= s.Options.Capabilities.MaximumClients {
-		if cl.Properties.ProtocolVersion < 5 {
-			s.SendConnack(cl, packets.ErrServerUnavailable, false, nil)
-		} else {
-			s.SendConnack(cl, packets.ErrServerBusy, false, nil)
-		}
-
-		return packets.ErrServerBusy
-	}
-
-	code := s.validateConnect(cl, pk) // [MQTT-3.1.4-1] [MQTT-3.1.4-2]
-	if code != packets.CodeSuccess {
-		if err := s.SendConnack(cl, code, false, nil); err != nil {
-			return fmt.Errorf("invalid connection send ack: %w", err)
-		}
-		return code // [MQTT-3.2.2-7] [MQTT-3.1.4-6]
-	}
-
-	err = s.hooks.OnConnect(cl, pk)
 	if err != nil {
 		return err
 	}
-
-	cl.refreshDeadline(cl.State.Keepalive)
-	if !s.hooks.OnConnectAuthenticate(cl, pk) { // [MQTT-3.1.4-2]
-		err := s.SendConnack(cl, packets.ErrBadUsernameOrPassword, false, nil)
-		if err != nil {
-			return fmt.Errorf("invalid connection send ack: %w", err)
-		}
-
-		return packets.ErrBadUsernameOrPassword
-	}
-
-	atomic.AddInt64(&s.Info.ClientsConnected, 1)
-	defer atomic.AddInt64(&s.Info.ClientsConnected, -1)
-
-	s.hooks.OnSessionEstablish(cl, pk)
-
-	sessionPresent := s.inheritClientSession(pk, cl)
-	s.Clients.Add(cl) // [MQTT-4.1.0-1]
-
-	err = s.SendConnack(cl, code, sessionPresent, nil) // [MQTT-3.1.4-5] [MQTT-3.2.0-1] [MQTT-3.2.0-2] &[MQTT-3.14.0-1]
-	if err != nil {
-		return fmt.Errorf("ack connection packet: %w", err)
-	}
-
-	s.loop.willDelayed.Delete(cl.ID) // [MQTT-3.1.3-9]
-
-	if sessionPresent {
-		err = cl.ResendInflightMessages(true)
-		if err != nil {
-			return fmt.Errorf("resend inflight: %w", err)
-		}
-	}
-
-	// ggbroker patch: the writer of queued packets starts once the CONNACK and the session's resent
-	// messages are written. Upstream started it first: the client is in s.Clients (so publishers queue
-	// messages for it) before its CONNACK, so a message published meanwhile could go out before the
-	// CONNACK or between the resent messages, out of order [MQTT-4.6.0-6]. What is queued meanwhile
-	// waits in the outbound channel.
-	go cl.WriteLoop()
-
-	s.hooks.OnSessionEstablished(cl, pk)
 
 	err = cl.Read(s.receivePacket)
 	if err != nil {
@@ -507,6 +449,83 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	}
 
 	return err
+}
+
+// connectClient reads and answers a client's CONNECT, attaches its session and starts its writer
+// (see attachClient). connected reports whether it counted the client in Info.ClientsConnected.
+func (s *Server) connectClient(cl *Client, listener string) (connected bool, err error) {
+	pk, err := s.readConnectionPacket(cl)
+	if err != nil {
+		return false, fmt.Errorf("read connection: %w", err)
+	}
+
+	cl.ParseConnect(listener, pk)
+	if atomic.LoadInt64(&s.Info.ClientsConnected) >= s.Options.Capabilities.MaximumClients {
+		if cl.Properties.ProtocolVersion < 5 {
+			s.SendConnack(cl, packets.ErrServerUnavailable, false, nil)
+		} else {
+			s.SendConnack(cl, packets.ErrServerBusy, false, nil)
+		}
+
+		return connected, packets.ErrServerBusy
+	}
+
+	code := s.validateConnect(cl, pk) // [MQTT-3.1.4-1] [MQTT-3.1.4-2]
+	if code != packets.CodeSuccess {
+		if err := s.SendConnack(cl, code, false, nil); err != nil {
+			return connected, fmt.Errorf("invalid connection send ack: %w", err)
+		}
+		return connected, code // [MQTT-3.2.2-7] [MQTT-3.1.4-6]
+	}
+
+	err = s.hooks.OnConnect(cl, pk)
+	if err != nil {
+		return connected, err
+	}
+
+	cl.refreshDeadline(cl.State.Keepalive)
+	if !s.hooks.OnConnectAuthenticate(cl, pk) { // [MQTT-3.1.4-2]
+		err := s.SendConnack(cl, packets.ErrBadUsernameOrPassword, false, nil)
+		if err != nil {
+			return connected, fmt.Errorf("invalid connection send ack: %w", err)
+		}
+
+		return connected, packets.ErrBadUsernameOrPassword
+	}
+
+	atomic.AddInt64(&s.Info.ClientsConnected, 1)
+	connected = true
+
+	s.hooks.OnSessionEstablish(cl, pk)
+
+	sessionPresent := s.inheritClientSession(pk, cl)
+	s.Clients.Add(cl) // [MQTT-4.1.0-1]
+
+	err = s.SendConnack(cl, code, sessionPresent, nil) // [MQTT-3.1.4-5] [MQTT-3.2.0-1] [MQTT-3.2.0-2] &[MQTT-3.14.0-1]
+	if err != nil {
+		return connected, fmt.Errorf("ack connection packet: %w", err)
+	}
+
+	s.loop.willDelayed.Delete(cl.ID) // [MQTT-3.1.3-9]
+
+	if sessionPresent {
+		err = cl.ResendInflightMessages(true)
+		if err != nil {
+			return connected, fmt.Errorf("resend inflight: %w", err)
+		}
+	}
+
+	// ggbroker patch: the writer of queued packets starts once the CONNACK and the session's resent
+	// messages are written. Upstream started it first: the client is in s.Clients (so publishers queue
+	// messages for it) before its CONNACK, so a message published meanwhile could go out before the
+	// CONNACK or between the resent messages, out of order [MQTT-4.6.0-6]. What is queued meanwhile
+	// waits in the outbound channel. (ggbroker patch: and a writer runs only while something is
+	// queued, see startWriter.)
+	cl.startWriter()
+
+	s.hooks.OnSessionEstablished(cl, pk)
+
+	return connected, nil
 }
 
 // readConnectionPacket reads the first incoming header for a connection, and if
@@ -1162,9 +1181,11 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 	select {
 	case cl.State.outbound <- queued:
 		atomic.AddInt32(&cl.State.outboundQty, 1)
+		cl.wakeWriter()
 	default:
 		if s.waitForRoom(cl, queued) { // ggbroker patch: Options.SlowSubscriberWait
 			atomic.AddInt32(&cl.State.outboundQty, 1)
+			cl.wakeWriter()
 			return out, nil
 		}
 		putOutbound(queued)
