@@ -271,7 +271,11 @@ func (a *PolicyAuthorizer) view(sa *sessionAuthz) *sessionView {
 	v := &sessionView{version: snap.version, ctx: a.context(sa, snap)}
 	var ps []*policy.Policy
 	if snap.mode == config.AuthzDeviceGroups {
-		ps = snap.groups.PoliciesFor(sa.identity.Thing.Name)
+		// Device groups select client devices by thing name; a client that acts as no thing (an
+		// iot-core claim certificate) is in no group and may do nothing.
+		if v.ctx.Thing != nil {
+			ps = snap.groups.PoliciesFor(v.ctx.Thing.Name)
+		}
 	} else {
 		ps, v.missing = snap.attached(sa.certID)
 	}
@@ -322,14 +326,30 @@ func (a *PolicyAuthorizer) context(sa *sessionAuthz, snap *policySnapshot) *poli
 	if s.WillTopic != "" {
 		ctx.ConnectAttributes = append(ctx.ConnectAttributes, "LastWill")
 	}
-	thing := sa.identity.Thing
-	if t, ok := snap.registry.Things[sa.clientID]; ok {
-		thing = t
-	}
-	if thing != nil {
+	if thing := snap.thingOf(sa); thing != nil {
 		ctx.Thing = &policy.Thing{Name: thing.Name, TypeName: thing.TypeName, Attributes: thing.Attributes}
 	}
 	return ctx
+}
+
+// thingOf is the thing a session acts as in this snapshot: the client ID's thing while the certificate
+// is attached to it, nil otherwise. AWS resolves the thing policy variables only "if the client ID is
+// the thing name and the thing is attached to the certificate" (aws-iot-core/thing-policy-variables.md),
+// so in the iot-core profile a claim certificate, or a certificate connecting with another client ID,
+// has none, and a statement that uses them does not match. A session whose identity has no thing (the
+// authenticator found none at connect) gets none either.
+func (snap *policySnapshot) thingOf(sa *sessionAuthz) *auth.Thing {
+	if sa.identity.Thing == nil {
+		return nil
+	}
+	t, ok := snap.registry.Things[sa.clientID]
+	if !ok {
+		return sa.identity.Thing // not in this snapshot's registry (a session restored before a reload)
+	}
+	if rec, ok := snap.registry.Certificates[sa.certID]; ok && !rec.AttachedTo(sa.clientID) {
+		return nil
+	}
+	return t
 }
 
 // decide evaluates one request for a session.

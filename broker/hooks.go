@@ -215,7 +215,7 @@ func (h *hook) refuse(cl *mqtt.Client, s *authz.Session, ip string, port int, r 
 		zap.Uint8("protocolVersion", cl.Properties.ProtocolVersion), zap.Uint8("connackCode", wire),
 	}
 	if s != nil {
-		fields = append(fields, zap.String("principalId", s.Identity.CertificateID), zap.String("thingName", s.Identity.ClientID))
+		fields = append(fields, zap.String("principalId", s.Identity.CertificateID), zap.String("thingName", s.Identity.ThingName()))
 	}
 	for _, v := range v {
 		fields = append(fields, verdictFields(v)...)
@@ -692,7 +692,7 @@ func (h *hook) record(cl *mqtt.Client, s *authz.Session, eventType, status strin
 	return []zap.Field{
 		zap.String("traceId", newTraceID()), zap.String("accountId", h.accountID),
 		zap.String("eventType", eventType), zap.String("status", status), zap.String("protocol", "MQTT"),
-		zap.String("clientId", cl.ID), zap.String("thingName", s.Identity.Thing.Name),
+		zap.String("clientId", cl.ID), zap.String("thingName", s.Identity.ThingName()),
 		zap.String("principalId", s.Identity.CertificateID),
 		zap.String("sourceIp", s.SourceIP.String()), zap.Int("sourcePort", s.SourcePort),
 	}

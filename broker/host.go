@@ -191,9 +191,7 @@ func sessionClient(clientID string, s *authz.Session) *service.Client {
 	}
 	if id := s.Identity; id != nil {
 		c.CertificateID = id.CertificateID
-		if id.Thing != nil {
-			c.ThingName = id.Thing.Name
-		}
+		c.ThingName = id.ThingName()
 	}
 	return service.NewClient(c, s)
 }
