@@ -283,7 +283,7 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 	applyProfile(b.profile, b.server.Options.Capabilities)
 	applyLimits(b.cfg.Limits, b.server.Options.Capabilities)
 	b.hook = &hook{server: b.server, authn: b.authenticator(), authz: b.authz, events: b.events, log: b.log, connectRead: b.connectRead,
-		profile: b.profile, accountID: b.cfg.Core.AccountID, justInTime: b.justInTimeRegistrars()}
+		profile: b.profile, accountID: b.cfg.Core.AccountID, unknownCertificate: b.unknownCertificate}
 	if b.profile.LifecycleEvents {
 		b.hook.lifecycle = &lifecycle{server: b.server, log: b.log, accountID: b.cfg.Core.AccountID}
 	}

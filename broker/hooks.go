@@ -39,8 +39,9 @@ type hook struct {
 	accountID string
 	// lifecycle publishes presence events; nil when they are off.
 	lifecycle *lifecycle
-	// justInTime are the services that register unknown certificates at their first connection (api.go).
-	justInTime []justInTimeRegistrar
+	// unknownCertificate is told of connections refused for an unknown or not ACTIVE certificate, for the
+	// services' just-in-time registration (Host.OnUnknownCertificate; api.go).
+	unknownCertificate func(cl *mqtt.Client, r *auth.Refusal)
 
 	// sessions maps client ID -> *sessionEntry for every live MQTT session, connected or not: messages
 	// for an offline persistent session are authorised against the identity it last connected with.
@@ -120,7 +121,9 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		if r.BadCredentials {
 			code = packets.ErrBadUsernameOrPassword
 		}
-		h.registerJustInTime(cl, r) // JITR/JITP: the first connection is refused all the same, as AWS does
+		if h.unknownCertificate != nil {
+			h.unknownCertificate(cl, r) // JITR/JITP: the first connection is refused all the same, as AWS does
+		}
 		return h.refuse(cl, nil, ip, port, r, code)
 	}
 	addr, _ := netip.ParseAddr(ip)

@@ -93,6 +93,7 @@ func (s *Service) Start(ctx context.Context, host service.Host) error {
 			return fmt.Errorf("iotapi: %w", err)
 		}
 	}
+	host.OnUnknownCertificate(s.justInTime)
 	return nil
 }
 
