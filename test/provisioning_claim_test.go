@@ -2,6 +2,9 @@ package test
 
 import (
 	"context"
+	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -9,7 +12,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/iot"
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/ggbroker/ggbroker/auth"
 	"github.com/ggbroker/ggbroker/config"
+	"github.com/ggbroker/ggbroker/discovery"
 	"github.com/ggbroker/ggbroker/profile"
 )
 
@@ -91,6 +96,21 @@ func TestClaimCertificateBelongsToNoThing(t *testing.T) {
 				t.Error("connected as other-1, which the claim policy does not allow")
 			}
 			h.record(t, "connection refused", map[string]string{"clientId": "other-1", "reason": "AUTHORIZATION_FAILURE"})
+
+			// Discovery answers only for a thing the certificate is attached to: a certificate of no
+			// thing discovers nothing, whatever its policy allows.
+			if _, err := api.CreateThing(context.Background(), &iot.CreateThingInput{ThingName: aws.String("d1")}); err != nil {
+				t.Fatal(err)
+			}
+			seeker := thinglessCertificate(t, api, "seeker", "discover-any", `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"greengrass:Discover","Resource":"*"}]}`)
+			seeker.dir = t.TempDir()
+			if err := os.WriteFile(filepath.Join(seeker.dir, auth.CoreCAFile), h.broker.State().CoreCA.CertPEM(), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if status, _ := h.discoveryStatus(t, seeker, "d1"); status != http.StatusNotFound {
+				t.Errorf("a certificate of no thing discovered d1: HTTP %d", status)
+			}
+			h.record(t, "discovery refused", map[string]string{"thingName": "d1", "reason": discovery.ReasonThingNotAttached})
 
 			// A policy on ${iot:Connection.Thing.ThingName} does not match a certificate of no thing.
 			byThing := thinglessCertificate(t, api, "bything", "claim-by-thing", claimByThingPolicy)
