@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -277,21 +278,36 @@ func (a *PolicyAuthorizer) view(sa *sessionAuthz) *sessionView {
 			ps = snap.groups.PoliciesFor(v.ctx.Thing.Name)
 		}
 	} else {
-		ps, v.missing = snap.attached(sa.certID)
+		thing := ""
+		if v.ctx.Thing != nil {
+			thing = v.ctx.Thing.Name
+		}
+		ps, v.missing = snap.attached(sa.certID, thing)
 	}
 	v.set = policy.NewSet(a.env, ps...)
 	sa.view.Store(v)
 	return v
 }
 
-// attached returns the compiled policies attached to a certificate in this snapshot, and the names of
+// attached returns the compiled policies attached to a certificate in this snapshot, and to the thing
+// groups of thing, the thing the connection acts as ("" for none: see thingOf), and the names of
 // attached policies that have no document (they grant nothing; the deny reason says so).
-func (snap *policySnapshot) attached(certID string) (ps []*policy.Policy, missing []string) {
+func (snap *policySnapshot) attached(certID, thing string) (ps []*policy.Policy, missing []string) {
 	rec, ok := snap.registry.Certificates[certID]
 	if !ok {
 		return nil, nil
 	}
-	for _, name := range rec.Policies {
+	names := rec.Policies
+	if thing != "" {
+		for _, g := range snap.registry.GroupsOf(thing) {
+			for _, n := range snap.registry.ThingGroups[g].Policies {
+				if !slices.Contains(names, n) {
+					names = append(slices.Clip(names), n)
+				}
+			}
+		}
+	}
+	for _, name := range names {
 		if p, ok := snap.policies[name]; ok {
 			ps = append(ps, p)
 		} else {
@@ -400,7 +416,7 @@ func (a *PolicyAuthorizer) Decide(s *Session, action, resource string) Verdict {
 // available for this action (greengrass-v2/greengrass-discover-api.md), so the context has no thing.
 func (a *PolicyAuthorizer) Discover(cert *auth.Certificate, leaf *x509.Certificate, thingName string, sourceIP netip.Addr) (bool, string) {
 	a.refresh()
-	ps, missing := a.snap.Load().attached(cert.ID)
+	ps, missing := a.snap.Load().attached(cert.ID, "")
 	ctx := &policy.Context{CertificateID: cert.ID, Certificate: leaf, SourceIP: sourceIP}
 	d, diag := policy.NewSet(a.env, ps...).Evaluate(policy.Request{Action: policy.GreengrassDiscover, Kind: policy.KindThing, Name: thingName, Context: ctx})
 	if d == policy.Allowed {
