@@ -45,6 +45,8 @@ const (
 	ReasonThingNotAttached  = "THING_NOT_ATTACHED_TO_CERTIFICATE"
 	ReasonThingNotAssociate = "THING_NOT_ASSOCIATED_WITH_CORE"
 	ReasonNoConnectivity    = "NO_CONNECTIVITY_INFO"
+	// ReasonAssociationsUnavailable: the API's client-device associations could not be read (HTTP 500).
+	ReasonAssociationsUnavailable = "ASSOCIATIONS_UNAVAILABLE"
 )
 
 // Authorizer decides whether a device may call greengrass:Discover for a thing. In AWS this is the
@@ -251,7 +253,7 @@ func (s *Server) discover(w http.ResponseWriter, r *http.Request) {
 	}
 	associated, err := s.associated(thing)
 	if err != nil {
-		fail(http.StatusInternalServerError, ReasonThingNotAssociate, err.Error())
+		fail(http.StatusInternalServerError, ReasonAssociationsUnavailable, err.Error())
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"errorMessage": "internal error"})
 		return
 	}

@@ -3,6 +3,8 @@ package test
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -11,6 +13,7 @@ import (
 	iottypes "github.com/aws/aws-sdk-go-v2/service/iot/types"
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/ggbroker/ggbroker/auth"
 	"github.com/ggbroker/ggbroker/config"
 	"github.com/ggbroker/ggbroker/profile"
 )
@@ -217,5 +220,43 @@ func TestThingGroupPolicy(t *testing.T) {
 	}
 	if _, err := c.DeletePolicy(ctx, &iot.DeletePolicyInput{PolicyName: aws.String("floor")}); err != nil {
 		t.Fatalf("DeletePolicy once detached: %v", err)
+	}
+}
+
+// TestPolicyCheckCountsThingGroups: `ggbroker policy check` evaluates the policies of the thing's
+// groups too, as the broker does, so that it answers what a connection would get.
+func TestPolicyCheckCountsThingGroups(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string]string{
+		"floor":        `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:Publish","Resource":"arn:aws:iot:*:*:topic/floor1/*"}]}`,
+		"connect-only": `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:Connect","Resource":"arn:aws:iot:*:*:client/${iot:Connection.Thing.ThingName}"}]}`,
+	} {
+		doc := filepath.Join(dir, name+".json")
+		if err := os.WriteFile(doc, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		run(t, dir, "policy", "create", name, doc)
+	}
+	run(t, dir, "device", "create", "sensor-1", "--policy", "connect-only")
+	check := []string{"policy", "check", "--action", "iot:Publish", "--resource", "topic/floor1/temp", "--client-id", "sensor-1"}
+	if code, out := exitCode(t, dir, check...); code != 1 {
+		t.Fatalf("before the group: exit %d, want 1\n%s", code, out)
+	}
+	// The registry as the API leaves it: a group with sensor-1 in it and the policy attached.
+	reg, err := auth.OpenRegistry(filepath.Join(dir, "ggbroker-data", "registry.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.CreateThingGroup(auth.ThingGroup{Name: "floor-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.SetGroupMember("floor-1", "sensor-1", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.SetGroupPolicy("floor-1", "floor", true); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := exitCode(t, dir, check...); code != 0 {
+		t.Fatalf("with the group's policy: exit %d, want 0\n%s", code, out)
 	}
 }
