@@ -349,8 +349,9 @@ func (a *PolicyAuthorizer) context(sa *sessionAuthz, snap *policySnapshot) *poli
 }
 
 // thingOf is the thing a session acts as in this snapshot: the client ID's thing while the certificate
-// is attached to it, nil otherwise. AWS resolves the thing policy variables only "if the client ID is
-// the thing name and the thing is attached to the certificate" (aws-iot-core/thing-policy-variables.md),
+// is attached to it, nil otherwise. For the thing policy variables "Thing name is taken as client Id",
+// and iot:Connection.Thing.IsAttached says whether "the connecting thing is attached to the
+// certificate" (aws-iot-core/thing-policy-variables.md): ggbroker resolves them only when both hold,
 // so in the iot-core profile a claim certificate, or a certificate connecting with another client ID,
 // has none, and a statement that uses them does not match. A session whose identity has no thing (the
 // authenticator found none at connect) gets none either.
