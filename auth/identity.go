@@ -34,6 +34,9 @@ type Refusal struct {
 func (r *Refusal) Error() string { return r.Details }
 
 // Identity is an authenticated client device: the certificate it presented and the thing it is.
+// Thing is nil when the client ID is not the name of a thing the certificate is attached to, which
+// only an Authenticator made with ThingOptional accepts (AWS IoT Core: a fleet provisioning claim
+// certificate belongs to no thing).
 type Identity struct {
 	ClientID      string
 	CertificateID string
@@ -42,24 +45,48 @@ type Identity struct {
 	Thing         *Thing
 }
 
+// ThingName is the identity's thing name, "" when it acts as no thing.
+func (id *Identity) ThingName() string {
+	if id == nil || id.Thing == nil {
+		return ""
+	}
+	return id.Thing.Name
+}
+
 // Authenticator checks client certificates against the registry and the trusted device CAs. It asks the
 // registry on every call, so a status change applies from the next connect on.
 type Authenticator struct {
-	registry *Registry
-	trusted  *x509.CertPool
-	now      func() time.Time
+	registry      *Registry
+	trusted       *x509.CertPool
+	now           func() time.Time
+	thingOptional bool
 }
 
+// Option changes how an Authenticator decides.
+type Option func(*Authenticator)
+
+// ThingOptional is AWS IoT Core's rule instead of Greengrass': the client ID need not name a thing
+// the certificate is attached to, because iot:Connect decides which client IDs a certificate may use;
+// only the thing policy variables need it ("the value of clientId in the MQTT connect message ... must
+// exactly match the thing name", aws-iot-core/thing-policy-variables.md). The identity then has no
+// Thing.
+func ThingOptional() Option { return func(a *Authenticator) { a.thingOptional = true } }
+
 // NewAuthenticator returns an Authenticator. trusted holds the device CAs whose certificates are
-// accepted once registered; now is the clock (nil: time.Now).
-func NewAuthenticator(reg *Registry, trusted *x509.CertPool, now func() time.Time) *Authenticator {
+// accepted once registered; now is the clock (nil: time.Now). Without options it applies Greengrass'
+// rule that the client ID is the name of a thing the certificate is attached to.
+func NewAuthenticator(reg *Registry, trusted *x509.CertPool, now func() time.Time, opts ...Option) *Authenticator {
 	if now == nil {
 		now = time.Now
 	}
 	if trusted == nil {
 		trusted = x509.NewCertPool()
 	}
-	return &Authenticator{registry: reg, trusted: trusted, now: now}
+	a := &Authenticator{registry: reg, trusted: trusted, now: now}
+	for _, o := range opts {
+		o(a)
+	}
+	return a
 }
 
 // Certificate checks the presented chain on its own, without a client ID: the leaf must be within its
@@ -103,7 +130,9 @@ func (a *Authenticator) Certificate(chain []*x509.Certificate) (*Certificate, er
 }
 
 // Authenticate checks the chain as Certificate does, then Greengrass' rule that the MQTT client ID is
-// the name of a thing the certificate is attached to (greengrass-v2/device-auth.md).
+// the name of a thing the certificate is attached to (greengrass-v2/device-auth.md). With
+// ThingOptional another client ID is accepted too, as an identity with no Thing, and iot:Connect
+// decides.
 func (a *Authenticator) Authenticate(chain []*x509.Certificate, clientID string) (*Identity, error) {
 	rec, err := a.Certificate(chain)
 	if err != nil {
@@ -113,17 +142,26 @@ func (a *Authenticator) Authenticate(chain []*x509.Certificate, clientID string)
 	if err != nil {
 		return nil, &Refusal{Reason: ReasonRegistryUnavailable, Details: err.Error()}
 	}
-	if !ok || !rec.AttachedTo(clientID) {
-		return nil, &Refusal{Reason: ReasonClientIDNotThing, Details: fmt.Sprintf(
-			"client ID %q is not the name of a thing that certificate %s is attached to (attached: %s); the client ID must be the thing name",
-			clientID, short(rec.ID), strings.Join(rec.Things, ", "))}
+	id := &Identity{ClientID: clientID, CertificateID: rec.ID, Certificate: chain[0], Record: rec}
+	if ok && rec.AttachedTo(clientID) {
+		id.Thing = thing
+		return id, nil
 	}
-	return &Identity{ClientID: clientID, CertificateID: rec.ID, Certificate: chain[0], Record: rec, Thing: thing}, nil
+	if a.thingOptional {
+		return id, nil
+	}
+	attached := strings.Join(rec.Things, ", ")
+	if attached == "" {
+		attached = "none"
+	}
+	return nil, &Refusal{Reason: ReasonClientIDNotThing, Details: fmt.Sprintf(
+		"client ID %q is not the name of a thing that certificate %s is attached to (attached: %s); the client ID must be the thing name (behaviour.clientIdMustBeThing)",
+		clientID, short(rec.ID), attached)}
 }
 
 // Restore rebuilds the identity of a stored session (no connection, no TLS state) from the
 // certificate ID it authenticated with: the certificate must still be registered, ACTIVE, within its
-// validity and attached to the client ID's thing, as at a connect.
+// validity and, unless ThingOptional, attached to the client ID's thing, as at a connect.
 func (a *Authenticator) Restore(certificateID, clientID string) (*Identity, error) {
 	_, cert, err := a.registry.Certificate(certificateID)
 	if err != nil {

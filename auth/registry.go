@@ -95,6 +95,7 @@ func (c *Certificate) AttachedTo(thing string) bool {
 type Data struct {
 	Things       map[string]*Thing       `json:"things"`
 	Certificates map[string]*Certificate `json:"certificates"`
+	ThingGroups  map[string]*ThingGroup  `json:"thingGroups,omitempty"`
 }
 
 // snapshot is one parsed version of the registry file. It is never modified after it is published, so
@@ -237,6 +238,9 @@ func ParseData(raw []byte) (*Data, error) {
 				return nil, fmt.Errorf("certificate %s: attached to unknown thing %q", id, thing)
 			}
 		}
+	}
+	if err := checkGroups(&d); err != nil {
+		return nil, err
 	}
 	return &d, nil
 }
@@ -572,6 +576,9 @@ func (r *Registry) DeleteThing(name string, expectedVersion int64) (existed bool
 			}
 		}
 		delete(d.Things, name)
+		for _, g := range d.ThingGroups {
+			g.Things = slices.DeleteFunc(g.Things, func(n string) bool { return n == name })
+		}
 		existed = true
 		return nil
 	})

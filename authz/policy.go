@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -271,23 +272,42 @@ func (a *PolicyAuthorizer) view(sa *sessionAuthz) *sessionView {
 	v := &sessionView{version: snap.version, ctx: a.context(sa, snap)}
 	var ps []*policy.Policy
 	if snap.mode == config.AuthzDeviceGroups {
-		ps = snap.groups.PoliciesFor(sa.identity.Thing.Name)
+		// Device groups select client devices by thing name; a client that acts as no thing (an
+		// iot-core claim certificate) is in no group and may do nothing.
+		if v.ctx.Thing != nil {
+			ps = snap.groups.PoliciesFor(v.ctx.Thing.Name)
+		}
 	} else {
-		ps, v.missing = snap.attached(sa.certID)
+		thing := ""
+		if v.ctx.Thing != nil {
+			thing = v.ctx.Thing.Name
+		}
+		ps, v.missing = snap.attached(sa.certID, thing)
 	}
 	v.set = policy.NewSet(a.env, ps...)
 	sa.view.Store(v)
 	return v
 }
 
-// attached returns the compiled policies attached to a certificate in this snapshot, and the names of
+// attached returns the compiled policies attached to a certificate in this snapshot, and to the thing
+// groups of thing, the thing the connection acts as ("" for none: see thingOf), and the names of
 // attached policies that have no document (they grant nothing; the deny reason says so).
-func (snap *policySnapshot) attached(certID string) (ps []*policy.Policy, missing []string) {
+func (snap *policySnapshot) attached(certID, thing string) (ps []*policy.Policy, missing []string) {
 	rec, ok := snap.registry.Certificates[certID]
 	if !ok {
 		return nil, nil
 	}
-	for _, name := range rec.Policies {
+	names := rec.Policies
+	if thing != "" {
+		for _, g := range snap.registry.GroupsOf(thing) {
+			for _, n := range snap.registry.ThingGroups[g].Policies {
+				if !slices.Contains(names, n) {
+					names = append(slices.Clip(names), n)
+				}
+			}
+		}
+	}
+	for _, name := range names {
 		if p, ok := snap.policies[name]; ok {
 			ps = append(ps, p)
 		} else {
@@ -322,14 +342,31 @@ func (a *PolicyAuthorizer) context(sa *sessionAuthz, snap *policySnapshot) *poli
 	if s.WillTopic != "" {
 		ctx.ConnectAttributes = append(ctx.ConnectAttributes, "LastWill")
 	}
-	thing := sa.identity.Thing
-	if t, ok := snap.registry.Things[sa.clientID]; ok {
-		thing = t
-	}
-	if thing != nil {
+	if thing := snap.thingOf(sa); thing != nil {
 		ctx.Thing = &policy.Thing{Name: thing.Name, TypeName: thing.TypeName, Attributes: thing.Attributes}
 	}
 	return ctx
+}
+
+// thingOf is the thing a session acts as in this snapshot: the client ID's thing while the certificate
+// is attached to it, nil otherwise. For the thing policy variables "Thing name is taken as client Id",
+// and iot:Connection.Thing.IsAttached says whether "the connecting thing is attached to the
+// certificate" (aws-iot-core/thing-policy-variables.md): ggbroker resolves them only when both hold,
+// so in the iot-core profile a claim certificate, or a certificate connecting with another client ID,
+// has none, and a statement that uses them does not match. A session whose identity has no thing (the
+// authenticator found none at connect) gets none either.
+func (snap *policySnapshot) thingOf(sa *sessionAuthz) *auth.Thing {
+	if sa.identity.Thing == nil {
+		return nil
+	}
+	t, ok := snap.registry.Things[sa.clientID]
+	if !ok {
+		return sa.identity.Thing // not in this snapshot's registry (a session restored before a reload)
+	}
+	if rec, ok := snap.registry.Certificates[sa.certID]; ok && !rec.AttachedTo(sa.clientID) {
+		return nil
+	}
+	return t
 }
 
 // decide evaluates one request for a session.
@@ -380,7 +417,7 @@ func (a *PolicyAuthorizer) Decide(s *Session, action, resource string) Verdict {
 // available for this action (greengrass-v2/greengrass-discover-api.md), so the context has no thing.
 func (a *PolicyAuthorizer) Discover(cert *auth.Certificate, leaf *x509.Certificate, thingName string, sourceIP netip.Addr) (bool, string) {
 	a.refresh()
-	ps, missing := a.snap.Load().attached(cert.ID)
+	ps, missing := a.snap.Load().attached(cert.ID, "")
 	ctx := &policy.Context{CertificateID: cert.ID, Certificate: leaf, SourceIP: sourceIP}
 	d, diag := policy.NewSet(a.env, ps...).Evaluate(policy.Request{Action: policy.GreengrassDiscover, Kind: policy.KindThing, Name: thingName, Context: ctx})
 	if d == policy.Allowed {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"net"
 	"net/http"
@@ -65,6 +66,7 @@ func (h *fakeHost) HandleAPI(string, string, http.Handler) error                
 func (h *fakeHost) HandleDevice(string, http.Handler) error                            { return nil }
 func (h *fakeHost) Clients() []*service.Client                                         { return nil }
 func (h *fakeHost) Disconnect(*service.Client, string) error                           { return nil }
+func (h *fakeHost) OnUnknownCertificate(func([]*x509.Certificate))                     {}
 func (h *fakeHost) Metrics() prometheus.Registerer                                     { return prometheus.NewRegistry() }
 func (h *fakeHost) Log() *zap.Logger                                                   { return h.log }
 

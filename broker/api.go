@@ -12,11 +12,9 @@ import (
 	"sync"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/ggbroker/ggbroker/auth"
 	"github.com/ggbroker/ggbroker/awsapi"
 	"github.com/ggbroker/ggbroker/certs"
 	"github.com/ggbroker/ggbroker/state"
@@ -163,45 +161,4 @@ func (b *Broker) APICertificate() *x509.Certificate {
 		return nil
 	}
 	return b.api.rotator.Current()
-}
-
-// justInTimeRegistrar is a service that registers certificates a registered CA signed when they first
-// connect (AWS IoT's just-in-time registration and provisioning; the iotapi service). The seam has no
-// method for it yet (REQUESTS.md): the broker finds such services by this method.
-type justInTimeRegistrar interface {
-	JustInTime(chain []*x509.Certificate)
-}
-
-func (b *Broker) justInTimeRegistrars() []justInTimeRegistrar {
-	var out []justInTimeRegistrar
-	for _, s := range b.svc.list {
-		if r, ok := s.(justInTimeRegistrar); ok {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-// registerJustInTime hands a refused certificate that is unknown, or known but not ACTIVE (a
-// PENDING_ACTIVATION one presenting itself again), to the just-in-time registrars.
-func (h *hook) registerJustInTime(cl *mqtt.Client, r *auth.Refusal) {
-	if len(h.justInTime) == 0 {
-		return
-	}
-	switch r.Reason {
-	case auth.ReasonUntrustedCertificate, auth.ReasonNotRegistered, auth.ReasonInactive:
-	default:
-		return
-	}
-	tc, ok := cl.Net.Conn.(*tls.Conn)
-	if !ok {
-		return
-	}
-	chain := tc.ConnectionState().PeerCertificates
-	if len(chain) == 0 {
-		return
-	}
-	for _, j := range h.justInTime {
-		j.JustInTime(chain)
-	}
 }

@@ -256,6 +256,17 @@ func (b *Broker) tlsConfig() *tls.Config {
 	}
 }
 
+// authenticator checks devices' certificates and client IDs by the profile's rule: in greengrass the
+// client ID is a thing the certificate is attached to, in iot-core iot:Connect decides
+// (behaviour.clientIdMustBeThing).
+func (b *Broker) authenticator() *auth.Authenticator {
+	var opts []auth.Option
+	if !b.profile.ClientIDMustBeThing {
+		opts = append(opts, auth.ThingOptional())
+	}
+	return auth.NewAuthenticator(b.state.Registry, b.state.TrustedDeviceCAs, nil, opts...)
+}
+
 // Run serves until ctx ends, then shuts down: stop accepting, disconnect clients, close listeners.
 func (b *Broker) Run(ctx context.Context) (err error) {
 	defer b.Close()
@@ -275,8 +286,8 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 	})
 	applyProfile(b.profile, b.server.Options.Capabilities)
 	applyLimits(b.cfg.Limits, b.server.Options.Capabilities)
-	b.hook = &hook{server: b.server, authn: auth.NewAuthenticator(b.state.Registry, b.state.TrustedDeviceCAs, nil), authz: b.authz, events: b.events, log: b.log, connectRead: b.connectRead,
-		profile: b.profile, accountID: b.cfg.Core.AccountID, justInTime: b.justInTimeRegistrars()}
+	b.hook = &hook{server: b.server, authn: b.authenticator(), authz: b.authz, events: b.events, log: b.log, connectRead: b.connectRead,
+		profile: b.profile, accountID: b.cfg.Core.AccountID, unknownCertificate: b.unknownCertificate}
 	if b.profile.LifecycleEvents {
 		b.hook.lifecycle = &lifecycle{server: b.server, log: b.log, accountID: b.cfg.Core.AccountID}
 	}

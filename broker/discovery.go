@@ -71,6 +71,41 @@ func (b *Broker) newConnectivity() {
 		b.log.Warn("IP detection failed; going on without detected addresses", zap.Error(err))
 	}
 	b.disc.conn = conn
+	b.useAPIConnectivity()
+}
+
+// useAPIConnectivity makes the core's connectivity information set through the Greengrass API
+// (UpdateConnectivityInfo, kept in the state directory) the manual entries, in place of
+// connectivity.endpoints, and reports whether that changed them.
+func (b *Broker) useAPIConnectivity() bool {
+	info, _, found, err := b.state.Greengrass.Connectivity(b.cfg.Core.ThingName)
+	if err != nil {
+		b.log.Error("connectivity information set through the API not read; connectivity.endpoints stay", zap.Error(err))
+		return false
+	}
+	if !found {
+		return false
+	}
+	endpoints := make([]discovery.Endpoint, len(info))
+	for i, e := range info {
+		endpoints[i] = discovery.Endpoint{ID: e.ID, HostAddress: e.HostAddress, PortNumber: e.PortNumber, Metadata: e.Metadata}
+	}
+	return b.disc.conn.SetManual(endpoints)
+}
+
+// watchAPIConnectivity applies UpdateConnectivityInfo for this core as soon as it is stored: the
+// discovery answer and, through connectivityChanged, the server certificates' names (a device told to
+// connect to a new host address must find it in the certificate), until ctx ends.
+func (b *Broker) watchAPIConnectivity(ctx context.Context, wg *sync.WaitGroup) {
+	stop := b.state.Greengrass.OnConnectivityChange(func(core string) {
+		if core == b.cfg.Core.ThingName && b.useAPIConnectivity() {
+			b.connectivityChanged()
+		}
+	})
+	wg.Go(func() {
+		<-ctx.Done()
+		stop()
+	})
 }
 
 // serverSANs are the MQTT server certificate's names: see discovery.Connectivity.SANs.
@@ -131,6 +166,7 @@ func (b *Broker) setupDiscovery() error {
 // startDiscovery runs IP detection (always: the MQTT certificate's names depend on it) and, when
 // discovery is on, the discovery certificate's rotation and the HTTPS listeners.
 func (b *Broker) startDiscovery(ctx context.Context, wg *sync.WaitGroup) {
+	b.watchAPIConnectivity(ctx, wg)
 	wg.Go(func() {
 		b.disc.conn.Run(ctx, detectInterval, b.connectivityChanged, func(err error) {
 			b.log.Warn("IP detection failed; keeping the last detected addresses", zap.Error(err))
@@ -148,6 +184,7 @@ func (b *Broker) startDiscovery(ctx context.Context, wg *sync.WaitGroup) {
 		CoreCA:        func() *certs.Authority { return st.CoreCA },
 		Connectivity:  b.disc.conn,
 		ClientDevices: b.cfg.Discovery.ClientDevices,
+		Associated:    func(thing string) (bool, error) { return st.Greengrass.Associated(b.cfg.Core.ThingName, thing) },
 		Authorizer:    b.disc.authz,
 		Log:           b.log,
 	}

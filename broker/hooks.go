@@ -39,8 +39,9 @@ type hook struct {
 	accountID string
 	// lifecycle publishes presence events; nil when they are off.
 	lifecycle *lifecycle
-	// justInTime are the services that register unknown certificates at their first connection (api.go).
-	justInTime []justInTimeRegistrar
+	// unknownCertificate is told of connections refused for an unknown or not ACTIVE certificate, for the
+	// services' just-in-time registration (Host.OnUnknownCertificate; api.go).
+	unknownCertificate func(cl *mqtt.Client, r *auth.Refusal)
 
 	// sessions maps client ID -> *sessionEntry for every live MQTT session, connected or not: messages
 	// for an offline persistent session are authorised against the identity it last connected with.
@@ -120,7 +121,9 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		if r.BadCredentials {
 			code = packets.ErrBadUsernameOrPassword
 		}
-		h.registerJustInTime(cl, r) // JITR/JITP: the first connection is refused all the same, as AWS does
+		if h.unknownCertificate != nil {
+			h.unknownCertificate(cl, r) // JITR/JITP: the first connection is refused all the same, as AWS does
+		}
 		return h.refuse(cl, nil, ip, port, r, code)
 	}
 	addr, _ := netip.ParseAddr(ip)
@@ -215,7 +218,7 @@ func (h *hook) refuse(cl *mqtt.Client, s *authz.Session, ip string, port int, r 
 		zap.Uint8("protocolVersion", cl.Properties.ProtocolVersion), zap.Uint8("connackCode", wire),
 	}
 	if s != nil {
-		fields = append(fields, zap.String("principalId", s.Identity.CertificateID), zap.String("thingName", s.Identity.ClientID))
+		fields = append(fields, zap.String("principalId", s.Identity.CertificateID), zap.String("thingName", s.Identity.ThingName()))
 	}
 	for _, v := range v {
 		fields = append(fields, verdictFields(v)...)
@@ -692,7 +695,7 @@ func (h *hook) record(cl *mqtt.Client, s *authz.Session, eventType, status strin
 	return []zap.Field{
 		zap.String("traceId", newTraceID()), zap.String("accountId", h.accountID),
 		zap.String("eventType", eventType), zap.String("status", status), zap.String("protocol", "MQTT"),
-		zap.String("clientId", cl.ID), zap.String("thingName", s.Identity.Thing.Name),
+		zap.String("clientId", cl.ID), zap.String("thingName", s.Identity.ThingName()),
 		zap.String("principalId", s.Identity.CertificateID),
 		zap.String("sourceIp", s.SourceIP.String()), zap.Int("sourcePort", s.SourcePort),
 	}

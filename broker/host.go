@@ -2,6 +2,8 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -47,6 +49,8 @@ type services struct {
 	device  *http.ServeMux
 	stores  map[string]*bucketStore
 	started []service.Service
+	// unknownCerts are the OnUnknownCertificate functions, in registration order (under mu).
+	unknownCerts []func(chain []*x509.Certificate)
 }
 
 // route is one Handle registration.
@@ -191,9 +195,7 @@ func sessionClient(clientID string, s *authz.Session) *service.Client {
 	}
 	if id := s.Identity; id != nil {
 		c.CertificateID = id.CertificateID
-		if id.Thing != nil {
-			c.ThingName = id.Thing.Name
-		}
+		c.ThingName = id.ThingName()
 	}
 	return service.NewClient(c, s)
 }
@@ -357,6 +359,41 @@ func (h *host) HandleAPI(signingName, pattern string, handler http.Handler) erro
 		return fmt.Errorf("service %s: %w", h.name, err)
 	}
 	return nil
+}
+
+func (h *host) OnUnknownCertificate(fn func(chain []*x509.Certificate)) {
+	s := &h.b.svc
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.unknownCerts = append(s.unknownCerts, fn)
+}
+
+// unknownCertificate hands the chain of a connection refused because its certificate is unknown, or
+// known but not ACTIVE, to the services that registered for it (Host.OnUnknownCertificate: AWS IoT's
+// just-in-time registration and provisioning in the iotapi service).
+func (b *Broker) unknownCertificate(cl *mqtt.Client, r *auth.Refusal) {
+	switch r.Reason {
+	case auth.ReasonUntrustedCertificate, auth.ReasonNotRegistered, auth.ReasonInactive:
+	default:
+		return
+	}
+	b.svc.mu.Lock()
+	fns := b.svc.unknownCerts
+	b.svc.mu.Unlock()
+	if len(fns) == 0 {
+		return
+	}
+	tc, ok := cl.Net.Conn.(*tls.Conn)
+	if !ok {
+		return
+	}
+	chain := tc.ConnectionState().PeerCertificates
+	if len(chain) == 0 {
+		return
+	}
+	for _, fn := range fns {
+		fn(chain)
+	}
 }
 
 func (h *host) HandleDevice(pattern string, handler http.Handler) (err error) {

@@ -129,6 +129,7 @@ type Behaviour struct {
 	TopicAliasMaximum             string `mapstructure:"topicAliasMaximum"`
 	LifecycleEvents               string `mapstructure:"lifecycleEvents"`
 	SysTopics                     string `mapstructure:"sysTopics"`
+	ClientIDMustBeThing           string `mapstructure:"clientIdMustBeThing"`
 }
 
 // Authorization modes.

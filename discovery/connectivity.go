@@ -47,6 +47,9 @@ type Connectivity struct {
 
 	mu       sync.RWMutex
 	detected []netip.Addr
+	// api, once set, replaces the configured manual entries: the core's connectivity information as
+	// UpdateConnectivityInfo stored it (AWS' cloud copy, which discovery answers from).
+	api *[]Endpoint
 }
 
 // NewConnectivity returns a Connectivity and runs a first detection. A detection error is returned
@@ -114,13 +117,38 @@ func (c *Connectivity) Detected() []netip.Addr {
 	return slices.Clone(c.detected)
 }
 
-// Endpoints is the connectivity information the discovery API hands out: the manual entries, then the
-// detected addresses (each with the detector's port, ID = address, empty metadata, as the IP detector
-// writes them).
+// SetManual replaces the configured manual entries with the connectivity information set through
+// the Greengrass API (UpdateConnectivityInfo replaces the whole list, as in AWS), and reports whether
+// that changed them. Detected addresses are still added after them.
+func (c *Connectivity) SetManual(endpoints []Endpoint) (changed bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.api != nil && slices.Equal(*c.api, endpoints) {
+		return false
+	}
+	list := slices.Clone(endpoints)
+	c.api = &list
+	return true
+}
+
+// manual is the manual entries: those set through the API, else the configured ones.
+func (c *Connectivity) manual() []Endpoint {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.api != nil {
+		return *c.api
+	}
+	return c.cfg.Endpoints
+}
+
+// Endpoints is the connectivity information the discovery API hands out: the manual entries (set
+// through the API, else configured), then the detected addresses (each with the detector's port, ID =
+// address, empty metadata, as the IP detector writes them).
 func (c *Connectivity) Endpoints() []Endpoint {
 	mqttPort := c.cfg.MQTTPort()
-	manual := make([]Endpoint, len(c.cfg.Endpoints))
-	for i, e := range c.cfg.Endpoints {
+	configured := c.manual()
+	manual := make([]Endpoint, len(configured))
+	for i, e := range configured {
 		if e.PortNumber == 0 {
 			e.PortNumber = mqttPort
 		}

@@ -171,3 +171,28 @@ func ipStrings(ips []net.IP) []string {
 	}
 	return out
 }
+
+// TestSetManual: connectivity set through the API replaces the configured entries (in the answer and
+// the certificate names), reports a change only when the list differs, and keeps port 0 meaning the
+// MQTT listener's port.
+func TestSetManual(t *testing.T) {
+	c, err := NewConnectivity(ConnectivityConfig{Endpoints: []Endpoint{{HostAddress: "gw.local"}}, MQTTPort: func() int { return 8883 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := []Endpoint{{ID: "a", HostAddress: "10.0.0.5", PortNumber: 1883}, {ID: "b", HostAddress: "core.example"}}
+	if !c.SetManual(api) {
+		t.Fatal("the first SetManual reported no change")
+	}
+	if c.SetManual(slices.Clone(api)) {
+		t.Error("the same list again reported a change")
+	}
+	want := []Endpoint{{ID: "a", HostAddress: "10.0.0.5", PortNumber: 1883}, {ID: "b", HostAddress: "core.example", PortNumber: 8883}}
+	if got := c.Endpoints(); !slices.Equal(got, want) {
+		t.Fatalf("Endpoints %+v, want %+v", got, want)
+	}
+	dns, ips := c.SANs()
+	if slices.Contains(dns, "gw.local") || !slices.Contains(dns, "core.example") || !slices.ContainsFunc(ips, func(ip net.IP) bool { return ip.String() == "10.0.0.5" }) {
+		t.Errorf("SANs %v %v: want the API's host addresses instead of the configured one", dns, ips)
+	}
+}

@@ -45,6 +45,8 @@ const (
 	ReasonThingNotAttached  = "THING_NOT_ATTACHED_TO_CERTIFICATE"
 	ReasonThingNotAssociate = "THING_NOT_ASSOCIATED_WITH_CORE"
 	ReasonNoConnectivity    = "NO_CONNECTIVITY_INFO"
+	// ReasonAssociationsUnavailable: the API's client-device associations could not be read (HTTP 500).
+	ReasonAssociationsUnavailable = "ASSOCIATIONS_UNAVAILABLE"
 )
 
 // Authorizer decides whether a device may call greengrass:Discover for a thing. In AWS this is the
@@ -105,11 +107,14 @@ type Server struct {
 	Authenticator *auth.Authenticator
 	CoreCA        func() *certs.Authority
 	Connectivity  *Connectivity
-	// ClientDevices are the things associated with the core: names, or patterns where * matches any
-	// run of characters. Empty: none.
+	// ClientDevices are the things associated with the core by config: names, or patterns where *
+	// matches any run of characters. Empty: none.
 	ClientDevices []string
-	Authorizer    Authorizer // nil: AllowAll
-	Log           *zap.Logger
+	// Associated, if set, reports whether a thing is associated with the core through the Greengrass
+	// API (BatchAssociateClientDeviceWithCoreDevice); a thing is associated if either says so.
+	Associated func(thing string) (bool, error)
+	Authorizer Authorizer // nil: AllowAll
+	Log        *zap.Logger
 	// Device, if set, serves every other request on this listener (the device services' HTTPS APIs:
 	// shadows, jobs), after the client certificate passed the same checks as for discovery; cert is its
 	// registry record.
@@ -246,8 +251,15 @@ func (s *Server) discover(w http.ResponseWriter, r *http.Request) {
 		notFound(ReasonThingNotAttached, fmt.Sprintf("certificate %s is not attached to thing %q (attached: %s)", short(rec.ID), thing, strings.Join(rec.Things, ", ")))
 		return
 	}
-	if !MatchAny(s.ClientDevices, thing) {
-		notFound(ReasonThingNotAssociate, fmt.Sprintf("thing %q is not associated with core device %q (discovery.clientDevices: %s)", thing, s.Core.ThingName, strings.Join(s.ClientDevices, ", ")))
+	associated, err := s.associated(thing)
+	if err != nil {
+		fail(http.StatusInternalServerError, ReasonAssociationsUnavailable, err.Error())
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"errorMessage": "internal error"})
+		return
+	}
+	if !associated {
+		notFound(ReasonThingNotAssociate, fmt.Sprintf("thing %q is not associated with core device %q (discovery.clientDevices: %s; none through BatchAssociateClientDeviceWithCoreDevice)",
+			thing, s.Core.ThingName, strings.Join(s.ClientDevices, ", ")))
 		return
 	}
 	endpoints := s.Connectivity.Endpoints()
@@ -262,6 +274,21 @@ func (s *Server) discover(w http.ResponseWriter, r *http.Request) {
 	}}}
 	s.Log.Info("discovery answered", slices.Concat(base, []zap.Field{zap.String("status", "Success"), zap.Int("endpoints", len(endpoints))})...)
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// associated reports whether thing is associated with the core, by config or through the API.
+func (s *Server) associated(thing string) (bool, error) {
+	if MatchAny(s.ClientDevices, thing) {
+		return true, nil
+	}
+	if s.Associated == nil {
+		return false, nil
+	}
+	ok, err := s.Associated(thing)
+	if err != nil {
+		return false, fmt.Errorf("client device associations: %w", err)
+	}
+	return ok, nil
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -465,15 +465,20 @@ func (s *Service) listThingPrincipals(w http.ResponseWriter, r *http.Request) er
 // writeCertArnPage answers one page of certificates as their ARNs: the request's tokenName and
 // limitName page them (25 a page, 250 at most), listKey holds them, nextKey the next page's token.
 func (s *Service) writeCertArnPage(w http.ResponseWriter, r *http.Request, list []*auth.Certificate, tokenName, limitName, listKey, nextKey string) error {
-	p, err := paginate(r, len(list), tokenName, limitName, 25, 250)
+	arns := make([]string, len(list))
+	for i, c := range list {
+		arns[i] = s.certArn(c.ID)
+	}
+	return writeArnPage(w, r, arns, tokenName, limitName, listKey, nextKey)
+}
+
+// writeArnPage answers one page of ARNs, as writeCertArnPage.
+func writeArnPage(w http.ResponseWriter, r *http.Request, arns []string, tokenName, limitName, listKey, nextKey string) error {
+	p, err := paginate(r, len(arns), tokenName, limitName, 25, 250)
 	if err != nil {
 		return err
 	}
-	arns := make([]string, 0, p.end-p.start)
-	for _, c := range list[p.start:p.end] {
-		arns = append(arns, s.certArn(c.ID))
-	}
-	out := map[string]any{listKey: arns}
+	out := map[string]any{listKey: arns[p.start:p.end]}
 	if p.next != "" {
 		out[nextKey] = p.next
 	}

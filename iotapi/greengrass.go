@@ -1,39 +1,23 @@
 package iotapi
 
 import (
-	"encoding/json"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ggbroker/ggbroker/auth"
-	"github.com/ggbroker/ggbroker/service"
+	"github.com/ggbroker/ggbroker/state"
 )
 
 // Greengrass V2's client-device association and connectivity operations (botocore's greengrassv2
-// model, signing name greengrass). They are kept in the service database (bucket
-// iotapi-greengrass); see the README for what discovery makes of them.
-const (
-	greengrassBucket = "iotapi-greengrass"
-	errValidation    = "ValidationException"
-)
+// model, signing name greengrass). They are kept in the state directory (state.Greengrass), where
+// discovery reads them: a device associated here discovers its core, and the connectivity set here is
+// what discovery answers (see the README).
+const errValidation = "ValidationException"
 
 type association struct {
 	ThingName string  `json:"thingName"`
 	Timestamp float64 `json:"associationTimestamp"`
-}
-
-type connectivityInfo struct {
-	ID          string `json:"Id"`
-	HostAddress string `json:"HostAddress"`
-	PortNumber  int    `json:"PortNumber"`
-	Metadata    string `json:"Metadata"`
-}
-
-type storedConnectivity struct {
-	Info    []connectivityInfo `json:"info"`
-	Version string             `json:"version"`
 }
 
 func (s *Service) greengrassRoutes() []route {
@@ -49,8 +33,6 @@ func (s *Service) greengrassRoutes() []route {
 		gg("PUT /greengrass/things/{thingName}/connectivityInfo", "UpdateConnectivityInfo", s.updateConnectivityInfo),
 	}
 }
-
-func (s *Service) greengrassStore() (service.Store, error) { return s.host.Store(greengrassBucket) }
 
 // coreDevice is the core device a path names: this broker's core (core.thingName) or a registered
 // thing; anything else is ResourceNotFoundException, as for a core device AWS does not know.
@@ -86,42 +68,24 @@ func (s *Service) associate(add bool) func(http.ResponseWriter, *http.Request) e
 		if len(in.Entries) < 1 || len(in.Entries) > 100 {
 			return fail(errValidation, "entries must hold 1 to 100 client devices, got %d", len(in.Entries))
 		}
-		st, err := s.greengrassStore()
-		if err != nil {
-			return err
-		}
 		errorEntries := []map[string]string{}
-		now := epoch(time.Now())
-		err = st.Update(func(tx service.Tx) error {
-			for _, e := range in.Entries {
-				_, found, err := s.state.Registry.Thing(e.ThingName)
-				if err != nil {
-					return err
-				}
-				if !found {
-					errorEntries = append(errorEntries, map[string]string{"thingName": e.ThingName, "code": "ResourceNotFoundException", "message": "thing " + e.ThingName + " does not exist"})
-					continue
-				}
-				key := "assoc/" + core + "/" + e.ThingName
-				if !add {
-					if err := tx.Delete(key); err != nil {
-						return err
-					}
-					continue
-				}
-				if old, err := tx.Get(key); err != nil || old != nil {
-					if err != nil {
-						return err
-					}
-					continue // associated already: its timestamp stays
-				}
-				raw, _ := json.Marshal(association{ThingName: e.ThingName, Timestamp: now})
-				if err := tx.Put(key, raw); err != nil {
-					return err
-				}
+		var things []string
+		for _, e := range in.Entries {
+			_, found, err := s.state.Registry.Thing(e.ThingName)
+			if err != nil {
+				return err
 			}
-			return nil
-		})
+			if !found {
+				errorEntries = append(errorEntries, map[string]string{"thingName": e.ThingName, "code": "ResourceNotFoundException", "message": "thing " + e.ThingName + " does not exist"})
+				continue
+			}
+			things = append(things, e.ThingName)
+		}
+		if add {
+			err = s.state.Greengrass.Associate(core, things, time.Now())
+		} else {
+			err = s.state.Greengrass.Disassociate(core, things)
+		}
 		if err != nil {
 			return err
 		}
@@ -134,21 +98,13 @@ func (s *Service) listAssociated(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	st, err := s.greengrassStore()
+	stored, err := s.state.Greengrass.ClientDevices(core)
 	if err != nil {
 		return err
 	}
-	var list []association
-	err = st.ForEach("assoc/"+core+"/", func(_ string, v []byte) error {
-		var a association
-		if err := json.Unmarshal(v, &a); err != nil {
-			return err
-		}
-		list = append(list, a)
-		return nil
-	})
-	if err != nil {
-		return err
+	list := make([]association, len(stored))
+	for i, a := range stored {
+		list[i] = association{ThingName: a.ThingName, Timestamp: epoch(a.At)}
 	}
 	p, err := paginate(r, len(list), "nextToken", "maxResults", 50, 100)
 	if err != nil {
@@ -172,28 +128,20 @@ func nonNilAssoc(l []association) []association {
 // any update, the configured connectivity.endpoints.
 func (s *Service) getConnectivityInfo(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("thingName")
-	st, err := s.greengrassStore()
+	info, _, found, err := s.state.Greengrass.Connectivity(name)
 	if err != nil {
 		return err
 	}
-	raw, err := st.Get("conn/" + name)
-	if err != nil {
-		return err
-	}
-	info := []connectivityInfo{}
-	if raw != nil {
-		var sc storedConnectivity
-		if err := json.Unmarshal(raw, &sc); err != nil {
-			return err
-		}
-		info = sc.Info
-	} else if name == s.core.Core.ThingName {
-		for _, e := range s.core.Connectivity.Endpoints {
-			id := e.ID
-			if id == "" {
-				id = e.HostAddress
+	if !found {
+		info = []state.ConnectivityEntry{}
+		if name == s.core.Core.ThingName {
+			for _, e := range s.core.Connectivity.Endpoints {
+				id := e.ID
+				if id == "" {
+					id = e.HostAddress
+				}
+				info = append(info, state.ConnectivityEntry{ID: id, HostAddress: e.HostAddress, PortNumber: e.PortNumber, Metadata: e.Metadata})
 			}
-			info = append(info, connectivityInfo{ID: id, HostAddress: e.HostAddress, PortNumber: e.PortNumber, Metadata: e.Metadata})
 		}
 	}
 	return ok(w, map[string]any{"ConnectivityInfo": info})
@@ -205,7 +153,7 @@ func (s *Service) updateConnectivityInfo(w http.ResponseWriter, r *http.Request)
 		return err
 	}
 	var in struct {
-		ConnectivityInfo []connectivityInfo `json:"ConnectivityInfo"`
+		ConnectivityInfo []state.ConnectivityEntry `json:"ConnectivityInfo"`
 	}
 	if err := decode(r, &in); err != nil {
 		return fail(errValidation, "%s", err.(*apiError).msg)
@@ -221,13 +169,8 @@ func (s *Service) updateConnectivityInfo(w http.ResponseWriter, r *http.Request)
 			in.ConnectivityInfo[i].ID = c.HostAddress
 		}
 	}
-	st, err := s.greengrassStore()
+	version, err := s.state.Greengrass.SetConnectivity(name, in.ConnectivityInfo)
 	if err != nil {
-		return err
-	}
-	version := strconv.FormatInt(time.Now().UnixNano(), 36)
-	raw, _ := json.Marshal(storedConnectivity{Info: in.ConnectivityInfo, Version: version})
-	if err := st.Put("conn/"+name, raw); err != nil {
 		return err
 	}
 	return ok(w, map[string]string{"Version": version})

@@ -19,15 +19,15 @@ import (
 // does not name.
 var oidDNQualifier = asn1.ObjectIdentifier{2, 5, 4, 46}
 
-// JustInTime is AWS IoT's just-in-time registration (JITR) and provisioning (JITP) for a certificate
-// that was refused at CONNECT: if a registered CA that is ACTIVE with auto-registration ENABLE signed
+// justInTime is AWS IoT's just-in-time registration (JITR) and provisioning (JITP) for a certificate
+// that was refused at CONNECT (Host.OnUnknownCertificate): if a registered CA that is ACTIVE with auto-registration ENABLE signed
 // it, it is registered PENDING_ACTIVATION, $aws/events/certificates/registered/<caCertificateId> is
 // published (also when a PENDING_ACTIVATION certificate presents itself again), and, when the CA has
 // a template, the template runs so that the device's reconnect succeeds. The first connection stays
 // refused, as AWS closes it (aws-iot-core/jit-provisioning.md, auto-register-device-cert.md).
-func (s *Service) JustInTime(chain []*x509.Certificate) {
-	if s.host == nil || len(chain) == 0 {
-		return // not started
+func (s *Service) justInTime(chain []*x509.Certificate) {
+	if len(chain) == 0 {
+		return
 	}
 	ca := s.catalog.SignerOf(chain)
 	if ca == nil || ca.Status != provisioning.CAActive || !ca.AutoRegistration {

@@ -177,7 +177,11 @@ func (s *Service) deletePolicy(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if len(attached) > 0 {
+	groups, err := s.groupsWithPolicy(name)
+	if err != nil {
+		return err
+	}
+	if len(attached) > 0 || len(groups) > 0 {
 		return fail(errDeleteConflict, "The policy cannot be deleted as the policy is attached to one or more principals (name=%s)", name)
 	}
 	if err := os.Remove(state.PolicyPath(s.state.PolicyDir, name)); err != nil {
@@ -186,14 +190,55 @@ func (s *Service) deletePolicy(w http.ResponseWriter, r *http.Request) error {
 	return ok(w, nil)
 }
 
-// target is the certificate an AttachPolicy/DetachPolicy/ListAttachedPolicies target names. Thing
-// groups and Cognito identities, AWS' other targets, have no offline meaning.
+// groupsWithPolicy lists the thing groups a policy is attached to.
+func (s *Service) groupsWithPolicy(name string) ([]*auth.ThingGroup, error) {
+	all, err := s.state.Registry.ThingGroups()
+	if err != nil {
+		return nil, err
+	}
+	var out []*auth.ThingGroup
+	for _, g := range all {
+		if slices.Contains(g.Policies, name) {
+			out = append(out, g)
+		}
+	}
+	return out, nil
+}
+
+// policyTarget is what an AttachPolicy/DetachPolicy/ListAttachedPolicies target names: a certificate,
+// or a thing group (arn:aws:iot:REGION:ACCOUNT:thinggroup/NAME). Exactly one is set.
+type policyTarget struct {
+	cert  *auth.Certificate
+	group *auth.ThingGroup
+}
+
+func (t policyTarget) policies() []string {
+	if t.group != nil {
+		return t.group.Policies
+	}
+	return t.cert.Policies
+}
+
+func (s *Service) policyTarget(t string) (policyTarget, error) {
+	if _, name, isGroup := strings.Cut(t, ":thinggroup/"); isGroup && strings.HasPrefix(t, "arn:") {
+		g, err := s.thingGroup(name)
+		if err != nil {
+			return policyTarget{}, err
+		}
+		return policyTarget{group: g}, nil
+	}
+	rec, err := s.target(t)
+	return policyTarget{cert: rec}, err
+}
+
+// target is the certificate a target names (TestAuthorization's principal, or a policy target that is
+// not a thing group). Cognito identities, AWS' other targets, have no offline meaning.
 func (s *Service) target(t string) (*auth.Certificate, error) {
 	if t == "" {
 		return nil, invalid("target is required")
 	}
 	if strings.HasPrefix(t, "arn:") && !strings.Contains(t, ":cert/") {
-		return nil, invalid("target %q: only certificate ARNs (arn:aws:iot:REGION:ACCOUNT:cert/ID) are supported as policy targets here", t)
+		return nil, invalid("target %q: only certificate ARNs (arn:aws:iot:REGION:ACCOUNT:cert/ID) and thing group ARNs (...:thinggroup/NAME) are supported here", t)
 	}
 	id, err := certIDFromARN(t)
 	if err != nil {
@@ -220,7 +265,7 @@ func (s *Service) setPolicy(w http.ResponseWriter, r *http.Request, attach bool)
 	if err := decode(r, &in); err != nil {
 		return err
 	}
-	rec, err := s.target(in.Target)
+	t, err := s.policyTarget(in.Target)
 	if err != nil {
 		return err
 	}
@@ -229,7 +274,12 @@ func (s *Service) setPolicy(w http.ResponseWriter, r *http.Request, attach bool)
 			return err
 		}
 	}
-	if err := s.state.Registry.SetCertificatePolicy(rec.ID, name, attach); err != nil {
+	if t.group != nil {
+		err = s.state.Registry.SetGroupPolicy(t.group.Name, name, attach)
+	} else {
+		err = s.state.Registry.SetCertificatePolicy(t.cert.ID, name, attach)
+	}
+	if err != nil {
 		return err
 	}
 	return ok(w, nil)
@@ -244,11 +294,11 @@ func (s *Service) detachPolicy(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Service) listAttachedPolicies(w http.ResponseWriter, r *http.Request) error {
-	rec, err := s.target(r.PathValue("target"))
+	t, err := s.policyTarget(r.PathValue("target"))
 	if err != nil {
 		return err
 	}
-	names := slices.Sorted(slices.Values(rec.Policies))
+	names := slices.Sorted(slices.Values(t.policies()))
 	p, err := paginate(r, len(names), "marker", "pageSize", 25, 250)
 	if err != nil {
 		return err
@@ -272,7 +322,28 @@ func (s *Service) listTargetsForPolicy(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return err
 	}
-	return s.writeCertArnPage(w, r, certs, "marker", "pageSize", "targets", "nextMarker")
+	groups, err := s.groupsWithPolicy(name)
+	if err != nil {
+		return err
+	}
+	arns := make([]string, 0, len(certs)+len(groups))
+	for _, c := range certs {
+		arns = append(arns, s.certArn(c.ID))
+	}
+	for _, g := range groups {
+		arns = append(arns, s.arn("thinggroup", g.Name))
+	}
+	return writeArnPage(w, r, arns, "marker", "pageSize", "targets", "nextMarker")
+}
+
+// mergePolicyNames appends the names of b that a lacks.
+func mergePolicyNames(a, b []string) []string {
+	for _, n := range b {
+		if !slices.Contains(a, n) {
+			a = append(a, n)
+		}
+	}
+	return a
 }
 
 // actionTypes maps TestAuthorization's actionType to the IoT action it tests.
@@ -321,9 +392,17 @@ func (s *Service) testAuthorization(w http.ResponseWriter, r *http.Request) erro
 		names = slices.Clone(rec.Policies)
 		// Thing variables resolve only when the client ID is a thing the certificate is attached to
 		// (aws-iot-core/thing-policy-variables.md).
+		// The policies of the thing's groups apply under the same condition (auth.ThingGroup).
 		if ctx.ClientID != "" && rec.AttachedTo(ctx.ClientID) {
 			if t, found, _ := s.state.Registry.Thing(ctx.ClientID); found {
 				ctx.Thing = &policy.Thing{Name: t.Name, TypeName: t.TypeName, Attributes: t.Attributes}
+				d, err := s.state.Registry.Snapshot()
+				if err != nil {
+					return err
+				}
+				for _, g := range d.GroupsOf(t.Name) {
+					names = mergePolicyNames(names, d.ThingGroups[g].Policies)
+				}
 			}
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	_ "embed"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -88,11 +89,12 @@ func (s *Service) Start(ctx context.Context, host service.Host) error {
 	if err := s.startFleet(ctx, host); err != nil {
 		return fmt.Errorf("iotapi: %w", err)
 	}
-	for _, r := range append(s.routes(), s.greengrassRoutes()...) {
+	for _, r := range slices.Concat(s.routes(), s.thingGroupRoutes(), s.greengrassRoutes()) {
 		if err := host.HandleAPI(r.signingName, r.pattern, s.handler(r.name, r.fn)); err != nil {
 			return fmt.Errorf("iotapi: %w", err)
 		}
 	}
+	host.OnUnknownCertificate(s.justInTime)
 	return nil
 }
 

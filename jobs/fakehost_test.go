@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"net/http"
 	"net/netip"
@@ -239,3 +240,6 @@ func startFixture(t *testing.T, store *memStore, clk *clock) *fixture {
 	t.Cleanup(func() { cancel(); _ = svc.Stop() })
 	return f
 }
+
+// OnUnknownCertificate: the fake host refuses no connections, so it has none to report.
+func (h *fakeHost) OnUnknownCertificate(func([]*x509.Certificate)) {}

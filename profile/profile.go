@@ -57,6 +57,13 @@ type Profile struct {
 	// SysTopics lets clients subscribe to mochi's $SYS statistics. AWS IoT has no $SYS, and they tell
 	// every device how many clients the gateway has: off in both profiles unless configured.
 	SysTopics bool
+	// ClientIDMustBeThing is Greengrass' rule that a client device's MQTT client ID is the name of a
+	// thing its certificate is attached to (greengrass-v2/device-auth.md). AWS IoT Core has no such
+	// rule: a certificate need not be attached to any thing (a fleet provisioning claim certificate is
+	// not) and iot:Connect alone decides which client IDs it may use; thing policy variables resolve
+	// only when the client ID names a thing attached to the certificate
+	// (aws-iot-core/thing-policy-variables.md).
+	ClientIDMustBeThing bool
 }
 
 // Profile names.
@@ -79,8 +86,9 @@ var profiles = map[string]Profile{
 	Greengrass: {
 		Name:            Greengrass,
 		MaxPayloadBytes: 128 * kib, MaxPacketBytes: 128*kib + packetOverhead,
-		MaxQoS:          2,
-		LifecycleEvents: true,
+		MaxQoS:              2,
+		LifecycleEvents:     true,
+		ClientIDMustBeThing: true,
 		// Not AWS rules but bounds one device must not exceed on a gateway (issue 17): 180,000
 		// subscriptions from one session took 620 MB, and a 20,000-level filter seconds of CPU per
 		// matching publish. Far above what any Greengrass client device uses.
@@ -152,6 +160,7 @@ func FromConfig(b config.Behaviour) (Profile, error) {
 		{"disconnectUnauthorized", b.DisconnectUnauthorized, &p.DisconnectUnauthorized},
 		{"lifecycleEvents", b.LifecycleEvents, &p.LifecycleEvents},
 		{"sysTopics", b.SysTopics, &p.SysTopics},
+		{"clientIdMustBeThing", b.ClientIDMustBeThing, &p.ClientIDMustBeThing},
 	}
 	for _, o := range bools {
 		if isProfileDefault(o.raw) {

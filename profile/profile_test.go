@@ -1,6 +1,10 @@
 package profile
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/ggbroker/ggbroker/config"
+)
 
 func TestSessionExpiry(t *testing.T) {
 	iot, gg := profiles[IoTCore], profiles[Greengrass]
@@ -51,5 +55,30 @@ func TestSharedSubscriptions(t *testing.T) {
 	}
 	if why := iot.CheckTopic("$share/group/a/b/c/d/e/f/g/h"); why != "" {
 		t.Errorf("the share prefix counted toward the levels: %s", why)
+	}
+}
+
+// TestClientIDMustBeThing: Greengrass' rule in its profile, not in iot-core's, and the override
+// behaviour.clientIdMustBeThing turns it either way.
+func TestClientIDMustBeThing(t *testing.T) {
+	for _, tc := range []struct {
+		profile, override string
+		want              bool
+	}{
+		{Greengrass, "", true},
+		{IoTCore, "profile", false},
+		{IoTCore, "true", true},
+		{Greengrass, "false", false},
+	} {
+		p, err := FromConfig(config.Behaviour{Profile: tc.profile, ClientIDMustBeThing: tc.override})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.ClientIDMustBeThing != tc.want {
+			t.Errorf("%s with clientIdMustBeThing %q: %v, want %v", tc.profile, tc.override, p.ClientIDMustBeThing, tc.want)
+		}
+	}
+	if _, err := FromConfig(config.Behaviour{Profile: IoTCore, ClientIDMustBeThing: "maybe"}); err == nil {
+		t.Error("clientIdMustBeThing: maybe was accepted")
 	}
 }

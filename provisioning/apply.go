@@ -92,7 +92,11 @@ func (p *Plan) Apply(reg *auth.Registry, policyDir string) (*Result, error) {
 			return fmt.Errorf("certificate %s is not registered", p.CertificateID)
 		}
 		if th := p.Thing; th != nil {
+			_, existed := d.Things[th.Name]
 			if err := applyThing(d, th); err != nil {
+				return err
+			}
+			if err := applyGroups(d, th, existed); err != nil {
 				return err
 			}
 			if !c.AttachedTo(th.Name) {
@@ -123,6 +127,49 @@ func (p *Plan) Apply(reg *auth.Registry, policyDir string) (*Result, error) {
 		return nil, err
 	}
 	return res, nil
+}
+
+// applyGroups puts the thing in the template's ThingGroups, which must exist (ggbroker's are static
+// groups made with CreateThingGroup). A thing that existed before keeps its groups unless
+// OverrideSettings.ThingGroups says otherwise: REPLACE makes them the template's, MERGE adds the
+// template's, FAIL refuses (ResourceConflictsException) when they differ from the template's
+// (aws-iot-core/provision-template.md, "Override settings").
+func applyGroups(d *auth.Data, th *ThingPlan, existed bool) error {
+	for _, g := range th.Groups {
+		if _, ok := d.ThingGroups[g]; !ok {
+			return fmt.Errorf("%s.ThingGroups: thing group %q does not exist (create it with CreateThingGroup)", th.Name, g)
+		}
+	}
+	current := d.GroupsOf(th.Name)
+	want := slices.Sorted(slices.Values(th.Groups))
+	want = slices.Compact(want)
+	if existed {
+		switch th.override["THINGGROUPS"] {
+		case overrideFail:
+			if !slices.Equal(current, want) {
+				return fmt.Errorf("%w: thing %s is in thing groups %v, not the template's %v (OverrideSettings.ThingGroups FAIL)", ErrResourceConflict, th.Name, current, want)
+			}
+			return nil
+		case overrideReplace:
+			for _, g := range current {
+				if !slices.Contains(want, g) {
+					grp := d.ThingGroups[g]
+					grp.Things = slices.DeleteFunc(grp.Things, func(n string) bool { return n == th.Name })
+				}
+			}
+		case overrideMerge:
+		default: // DO_NOTHING
+			return nil
+		}
+	}
+	for _, g := range want {
+		grp := d.ThingGroups[g]
+		if !grp.Has(th.Name) {
+			grp.Things = append(grp.Things, th.Name)
+			slices.Sort(grp.Things)
+		}
+	}
+	return nil
 }
 
 // applyThing creates the thing, or changes an existing one as its OverrideSettings say (default

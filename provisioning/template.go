@@ -183,7 +183,8 @@ type ThingPlan struct {
 	Name       string
 	TypeName   string
 	Attributes map[string]string
-	// Groups and BillingGroup are resolved but not kept: ggbroker has no thing groups.
+	// Groups are the thing groups the thing is put in (static groups that must exist); BillingGroup is
+	// resolved but not kept: ggbroker has no billing groups.
 	Groups       []string
 	BillingGroup string
 	override     map[string]string

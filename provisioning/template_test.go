@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -126,5 +127,44 @@ func TestApplyIsAllOrNothing(t *testing.T) {
 	}
 	if _, err := os.Stat(state.PolicyPath(policyDir, got.Policies[0])); err != nil {
 		t.Fatalf("policy file: %v", err)
+	}
+}
+
+// TestApplyGroups: a template's ThingGroups for a new thing, and each OverrideSettings.ThingGroups
+// action for a thing that is already in group a (aws-iot-core/provision-template.md).
+func TestApplyGroups(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		existed  bool
+		override string
+		groups   []string
+		want     []string // groups of the thing afterwards
+		fails    bool
+	}{
+		{"new thing", false, "", []string{"b"}, []string{"b"}, false},
+		{"existing, default DO_NOTHING", true, "", []string{"b"}, []string{"a"}, false},
+		{"existing, REPLACE", true, overrideReplace, []string{"b"}, []string{"b"}, false},
+		{"existing, MERGE", true, overrideMerge, []string{"b"}, []string{"a", "b"}, false},
+		{"existing, FAIL, other groups", true, overrideFail, []string{"b"}, []string{"a"}, true},
+		{"existing, FAIL, same groups", true, overrideFail, []string{"a"}, []string{"a"}, false},
+		{"group does not exist", false, "", []string{"nope"}, nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := &auth.Data{Things: map[string]*auth.Thing{"t": {Name: "t"}}, ThingGroups: map[string]*auth.ThingGroup{
+				"a": {Name: "a"}, "b": {Name: "b"}}}
+			if tc.existed {
+				d.ThingGroups["a"].Things = []string{"t"}
+			}
+			err := applyGroups(d, &ThingPlan{Name: "t", Groups: tc.groups, override: map[string]string{"THINGGROUPS": tc.override}}, tc.existed)
+			if (err != nil) != tc.fails {
+				t.Fatalf("err %v, want failure %v", err, tc.fails)
+			}
+			if tc.fails && tc.existed && !errors.Is(err, ErrResourceConflict) {
+				t.Errorf("err %v is not a resource conflict", err)
+			}
+			if got := d.GroupsOf("t"); !tc.fails && !slices.Equal(got, tc.want) {
+				t.Errorf("groups %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

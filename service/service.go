@@ -12,11 +12,14 @@
 //   - durable storage in the state directory's service database (Store);
 //   - HTTP routes on the AWS API listener (HandleAPI, SigV4-verified) and on the device HTTPS listener
 //     (HandleDevice, mutual TLS);
+//   - the certificates of refused connections that the registry does not know or holds as not ACTIVE
+//     (OnUnknownCertificate), for just-in-time registration;
 //   - a Prometheus registerer for its metrics, served on the admin listener's /metrics.
 package service
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"net/http"
 	"net/netip"
@@ -154,6 +157,14 @@ type Host interface {
 	// Disconnect closes a client's connection because its credentials no longer hold (a certificate
 	// revoked through the API): its Disconnect record says AUTH_ERROR, with reason as details.
 	Disconnect(c *Client, reason string) error
+	// OnUnknownCertificate calls fn with the chain a device presented (leaf first) whenever its MQTT
+	// connection is refused because the certificate is not registered or is registered but not ACTIVE
+	// (a PENDING_ACTIVATION one presenting itself again). It is the hook of AWS IoT's just-in-time
+	// registration and provisioning, where the first connection is refused all the same and the device
+	// reconnects (aws-iot-core/jit-provisioning.md, auto-register-device-cert.md). fn runs in the
+	// connecting client's goroutine before its CONNACK is sent: slow work belongs elsewhere. Register in
+	// Start.
+	OnUnknownCertificate(fn func(chain []*x509.Certificate))
 	// Metrics registers the service's collectors; they are served on /metrics.
 	Metrics() prometheus.Registerer
 	// Log is the service's logger.

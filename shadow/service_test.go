@@ -2,6 +2,7 @@ package shadow
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -455,3 +456,6 @@ func TestConfig(t *testing.T) {
 		t.Fatalf("40000 accepted: %v", err)
 	}
 }
+
+// OnUnknownCertificate: the fake host refuses no connections, so it has none to report.
+func (h *fakeHost) OnUnknownCertificate(func([]*x509.Certificate)) {}

@@ -39,6 +39,9 @@ type State struct {
 	CoreCA   *certs.Authority
 	DeviceCA *certs.Authority
 	Registry *auth.Registry
+	// Greengrass holds the core devices' client-device associations and connectivity information that
+	// the Greengrass V2 API manages and discovery answers from.
+	Greengrass *Greengrass
 	// TrustedDeviceCAs holds the device CA and the configured external CAs.
 	TrustedDeviceCAs *x509.CertPool
 	// CoreCAPath is where the core CA certificate lives (for `ca show`): a file in Dir, or the
@@ -137,6 +140,7 @@ func OpenState(cfg *config.Config) (*State, error) {
 	if errors.Is(statErr, os.ErrNotExist) {
 		s.Warnings = append(s.Warnings, "created a new, empty registry of things and certificates "+regPath)
 	}
+	s.Greengrass = openGreengrass(filepath.Join(dir, greengrassFile))
 	s.PolicyDir, s.DefaultPolicy = cfg.PolicyDir(), cfg.Authorization.DefaultDevicePolicy
 	if s.DefaultPolicy != "" {
 		created, err := ensureDefaultPolicy(s.PolicyDir, s.DefaultPolicy)

@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"slices"
 	"testing"
 	"time"
 
@@ -246,4 +247,72 @@ func TestFleetProvisioningCBOR(t *testing.T) {
 	}
 	d := deviceFromAPI(t, "c1", created["certificateId"].(string), created["certificatePem"].(string), created["privateKey"].(string))
 	publishV3(t, r.h.mustConnectV3(d), "dev/c1/x", 1, false, "cbor-provisioned")
+}
+
+// TestFleetThingGroups (case 9): a template's ThingGroups put a new thing in those static groups; with
+// OverrideSettings.ThingGroups FAIL, a thing that exists in other groups makes RegisterThing fail
+// with ResourceConflictsException, and nothing is changed.
+func TestFleetThingGroups(t *testing.T) {
+	r := newFleetRig(t, nil)
+	ctx := context.Background()
+	for _, g := range []string{"fleet-devices", "other"} {
+		if _, err := r.iot.CreateThingGroup(ctx, &iot.CreateThingGroupInput{ThingGroupName: aws.String(g)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.iot.CreateThing(ctx, &iot.CreateThingInput{ThingName: aws.String("s9")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.iot.AddThingToThingGroup(ctx, &iot.AddThingToThingGroupInput{ThingGroupName: aws.String("other"), ThingName: aws.String("s9")}); err != nil {
+		t.Fatal(err)
+	}
+	const grouped = `{
+ "Parameters": {"SerialNumber": {"Type": "String"}, "AWS::IoT::Certificate::Id": {"Type": "String"}},
+ "Resources": {
+  "thing": {"Type": "AWS::IoT::Thing", "OverrideSettings": {"ThingGroups": "FAIL"},
+   "Properties": {"ThingName": {"Ref": "SerialNumber"}, "ThingGroups": ["fleet-devices"]}},
+  "certificate": {"Type": "AWS::IoT::Certificate", "Properties": {"CertificateId": {"Ref": "AWS::IoT::Certificate::Id"}, "Status": "Active"}}
+ }
+}`
+	// The claim policy allows the template named fleet only: replace its body.
+	if _, err := r.iot.DeleteProvisioningTemplate(ctx, &iot.DeleteProvisioningTemplateInput{TemplateName: aws.String("fleet")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.iot.CreateProvisioningTemplate(ctx, &iot.CreateProvisioningTemplateInput{TemplateName: aws.String("fleet"), Enabled: aws.Bool(true),
+		ProvisioningRoleArn: aws.String("arn:aws:iam::123456789012:role/p"), TemplateBody: aws.String(grouped)}); err != nil {
+		t.Fatal(err)
+	}
+	groupsOf := func(thing string) []string {
+		t.Helper()
+		out, err := r.iot.ListThingGroupsForThing(ctx, &iot.ListThingGroupsForThingInput{ThingName: aws.String(thing)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var gs []string
+		for _, g := range out.ThingGroups {
+			gs = append(gs, aws.ToString(g.GroupName))
+		}
+		return gs
+	}
+	for _, tc := range []struct {
+		serial     string
+		accepted   bool
+		wantGroups []string
+	}{
+		{"s1", true, []string{"fleet-devices"}},
+		{"s9", false, []string{"other"}},
+	} {
+		ok, created := r.request(t, "$aws/certificates/create/json", "{}")
+		if !ok {
+			t.Fatalf("create rejected: %v", created)
+		}
+		ok, body := r.request(t, "$aws/provisioning-templates/fleet/provision/json",
+			`{"certificateOwnershipToken":"`+created["certificateOwnershipToken"].(string)+`","parameters":{"SerialNumber":"`+tc.serial+`"}}`)
+		if ok != tc.accepted || !ok && body["errorCode"] != "ResourceConflictsException" {
+			t.Errorf("RegisterThing %s: accepted=%v %v, want accepted=%v", tc.serial, ok, body, tc.accepted)
+		}
+		if gs := groupsOf(tc.serial); !slices.Equal(gs, tc.wantGroups) {
+			t.Errorf("%s is in %v, want %v", tc.serial, gs, tc.wantGroups)
+		}
+	}
 }

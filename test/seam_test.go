@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"strings"
@@ -10,7 +11,9 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/ggbroker/ggbroker/auth"
 	"github.com/ggbroker/ggbroker/broker"
+	"github.com/ggbroker/ggbroker/certs"
 	"github.com/ggbroker/ggbroker/service"
 )
 
@@ -118,3 +121,59 @@ func TestServiceSeam(t *testing.T) {
 
 // chanOf adapts a channel for expectMessage.
 func chanOf(c chan string) <-chan string { return c }
+
+// certWatcher is a service that only listens for refused certificates (Host.OnUnknownCertificate).
+type certWatcher struct{ seen chan string }
+
+func (w *certWatcher) Name() string { return "cert-watcher" }
+func (w *certWatcher) Stop() error  { return nil }
+func (w *certWatcher) Start(_ context.Context, h service.Host) error {
+	h.OnUnknownCertificate(func(chain []*x509.Certificate) { w.seen <- certs.Fingerprint(chain[0]) })
+	return nil
+}
+
+// TestUnknownCertificateSeam: a service registered with OnUnknownCertificate is told of the chain of
+// a connection refused for a certificate the registry does not know or holds as not ACTIVE (what
+// just-in-time registration needs), before the CONNACK, and of no other refusal.
+func TestUnknownCertificateSeam(t *testing.T) {
+	w := &certWatcher{seen: make(chan string, 10)}
+	h := startBroker(t, nil, broker.WithServices(func(service.Deps) (service.Service, error) { return w, nil }))
+	st := h.broker.State()
+	otherCA, err := certs.NewAuthority(certs.AuthorityOptions{CommonName: "a CA only a JITP rig knows", KeyType: certs.ECDSAP256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inactive := h.createDevice("inactive-1")
+	if err := st.Registry.SetCertificateStatus(inactive.certID, auth.StatusInactive); err != nil {
+		t.Fatal(err)
+	}
+	registered := h.createDevice("sensor-1")
+	for _, tc := range []struct {
+		name     string
+		d        *device
+		clientID string
+		told     bool
+	}{
+		{"not registered, device CA", issueOdd(t, st.DeviceCA, "unregistered-1", nil), "unregistered-1", true},
+		{"not registered, unknown CA", issueOdd(t, otherCA, "jitp-1", nil), "jitp-1", true},
+		{"registered, INACTIVE", inactive, "inactive-1", true},
+		{"registered, ACTIVE, wrong client ID", registered, "someone-else", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := h.connectV3(tc.d, tc.clientID); err == nil {
+				t.Fatal("connected")
+			}
+			// The CONNACK came after the handlers ran: what they were told is in the channel by now.
+			select {
+			case got := <-w.seen:
+				if !tc.told || got != tc.d.certID {
+					t.Errorf("told of %s; want told %v, of %s", got, tc.told, tc.d.certID)
+				}
+			default:
+				if tc.told {
+					t.Error("the service was not told of the refused certificate")
+				}
+			}
+		})
+	}
+}

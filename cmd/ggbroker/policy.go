@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -324,7 +325,23 @@ func runPolicyCheck(g *globalFlags, f *checkFlags) (*checkResult, error) {
 		}
 		ps = groups.PoliciesFor(thingName)
 	case rec != nil:
-		for _, name := range rec.Policies {
+		names := slices.Clone(rec.Policies)
+		// The policies of the thing's groups apply as the broker applies them: when the connection acts
+		// as a thing the certificate is attached to (auth.ThingGroup).
+		if ctx.Thing != nil && rec.AttachedTo(ctx.Thing.Name) {
+			d, err := st.Registry.Snapshot()
+			if err != nil {
+				return nil, err
+			}
+			for _, g := range d.GroupsOf(ctx.Thing.Name) {
+				for _, n := range d.ThingGroups[g].Policies {
+					if !slices.Contains(names, n) {
+						names = append(names, n)
+					}
+				}
+			}
+		}
+		for _, name := range names {
 			p, err := state.ParsePolicyFile(state.PolicyPath(st.PolicyDir, name), name)
 			if err != nil {
 				return nil, err
