@@ -90,6 +90,7 @@ func (h *fakeHost) HandleDevice(pattern string, fn http.Handler) error {
 func (h *fakeHost) Clients() []*service.Client               { return nil }
 func (h *fakeHost) Disconnect(*service.Client, string) error { return nil }
 func (h *fakeHost) Metrics() prometheus.Registerer           { return h.reg }
+func (h *fakeHost) Upstream() service.Upstream               { return nil }
 func (h *fakeHost) Log() *zap.Logger                         { return h.log }
 func (h *fakeHost) deliver(topic string, from *service.Client, p string) {
 	for f, fn := range h.handlers {
