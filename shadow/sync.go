@@ -294,6 +294,9 @@ func (y *syncer) run(ctx context.Context) {
 			default:
 				err = y.onLocalChange(ctx, id)
 			}
+			if ctx.Err() != nil {
+				return // stopping: what was cut short is the next start's full sync
+			}
 			y.settle(id, err)
 		}
 		y.mu.Lock()

@@ -15,6 +15,17 @@ import (
 // stand-in, which serves shadows too), over the bridge's upstream connection with mutual TLS, through
 // a relay the test can cut.
 
+// syncPolicy lets the core device (upstream) and the tests' devices (both sides) connect, use every
+// thing's shadow topics and the telemetry topics.
+const syncPolicy = `{
+  "Version": "2012-10-17",
+  "Statement": [
+    {"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"},
+    {"Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"], "Resource": ["arn:aws:iot:*:*:topic/$aws/things/*", "arn:aws:iot:*:*:topic/telemetry/*"]},
+    {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": ["arn:aws:iot:*:*:topicfilter/$aws/things/*", "arn:aws:iot:*:*:topicfilter/telemetry/*"]}
+  ]
+}`
+
 // syncPair is the core device's broker, its upstream, the link between them and a local device.
 type syncPair struct {
 	t     *testing.T
@@ -25,16 +36,20 @@ type syncPair struct {
 }
 
 // startSyncPair starts both brokers. The local one syncs dev1's classic shadow and its named shadow
-// cfg, and the core thing's (gateway-1's) classic shadow, in direction.
-func startSyncPair(t *testing.T, direction string) *syncPair {
+// cfg, and the core thing's (gateway-1's) classic shadow, in direction; bridge, if given, is more of
+// the bridge block.
+func startSyncPair(t *testing.T, direction string, bridge ...map[string]any) *syncPair {
 	t.Helper()
 	up := startUpstream(t)
-	up.writePolicy("core-shadows", anyShadowPolicy)
-	id := up.coreIdentity("gateway-1", "core-shadows")
+	up.writePolicy("sync", syncPolicy)
+	id := up.coreIdentity("gateway-1", "sync")
 	link := newOutage(t, up.addr())
 	local := startBroker(t, func(c *config.Config) {
 		setCore(c, upstreamEndpoint(link.addr), id)
 		setBridge(c, nil)
+		for _, kv := range bridge {
+			setBridge(c, kv)
+		}
 		setShadowSync(c, map[string]any{
 			"coreThing":       map[string]any{"classic": true},
 			"shadowDocuments": []any{map[string]any{"thingName": "dev1", "classic": true, "namedShadows": []any{"cfg"}}},
@@ -42,8 +57,8 @@ func startSyncPair(t *testing.T, direction string) *syncPair {
 		})
 	})
 	local.record(t, "upstream connected", map[string]string{"clientId": "gateway-1", "status": "Success"})
-	local.writePolicy("any-shadow", anyShadowPolicy)
-	dev := local.shadowV3(local.createDevice("dev1", "any-shadow"), "dev1", "dev1")
+	local.writePolicy("sync", syncPolicy)
+	dev := local.shadowV3(local.createDevice("dev1", "sync"), "dev1", "dev1")
 	return &syncPair{t: t, up: up, local: local, link: link, dev: dev}
 }
 
@@ -336,8 +351,8 @@ func TestShadowSyncAcrossRestart(t *testing.T) {
 // TestShadowSyncPeriodic: strategy periodic syncs every delay seconds, not on each change.
 func TestShadowSyncPeriodic(t *testing.T) {
 	up := startUpstream(t)
-	up.writePolicy("core-shadows", anyShadowPolicy)
-	id := up.coreIdentity("gateway-1", "core-shadows")
+	up.writePolicy("sync", syncPolicy)
+	id := up.coreIdentity("gateway-1", "sync")
 	local := startBroker(t, func(c *config.Config) {
 		setCore(c, upstreamEndpoint(up.addr()), id)
 		setBridge(c, nil)
@@ -346,8 +361,8 @@ func TestShadowSyncPeriodic(t *testing.T) {
 		sec["strategy"] = map[string]any{"type": "periodic", "delay": 1}
 	})
 	local.record(t, "upstream connected", nil)
-	local.writePolicy("any-shadow", anyShadowPolicy)
-	dev := local.shadowV3(local.createDevice("dev1", "any-shadow"), "dev1", "dev1")
+	local.writePolicy("sync", syncPolicy)
+	dev := local.shadowV3(local.createDevice("dev1", "sync"), "dev1", "dev1")
 	start := time.Now()
 	dev.pub("$aws/things/dev1/shadow/update", `{"state":{"reported":{"a":1}}}`)
 	waitState(t, up, "upstream", "dev1", "", `{"reported":{"a":1}}`)
@@ -356,4 +371,28 @@ func TestShadowSyncPeriodic(t *testing.T) {
 	if time.Since(start) < time.Second {
 		t.Fatalf("synced both ways within %s: not periodic", time.Since(start))
 	}
+}
+
+// TestShadowSyncBesideBridgeTraffic: the sync's requests share the upstream session with the bridge's
+// spooled messages; each side's PUBACKs reach their own sender, nothing is lost or acknowledged twice.
+func TestShadowSyncBesideBridgeTraffic(t *testing.T) {
+	p := startSyncPair(t, "betweenDeviceAndCloud", map[string]any{
+		"mqttTopicMapping":           map[string]any{"Up": mapping("telemetry/#", "LocalMqtt", "IotCore", "")},
+		"upstreamPublishesPerSecond": 0,
+	})
+	cloudApp := p.up.mustConnectV3(p.up.createDevice("cloud-app", "sync"))
+	got := collectV3(t, cloudApp, "telemetry/#")
+	pub := p.local.mustConnectV3(p.local.createDevice("pub", "sync"))
+	P := "$aws/things/dev1/shadow"
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 20 {
+			p.dev.pub(P+"/update", fmt.Sprintf(`{"state":{"reported":{"i":%d}}}`, i))
+		}
+	}()
+	publishMany(t, pub, "telemetry/pub", 300)
+	<-done
+	expectInOrder(t, got, "telemetry/pub", 0, 300)
+	waitState(t, p.up, "upstream", "dev1", "", `{"reported":{"i":19}}`)
 }
