@@ -1,6 +1,7 @@
 package shadow
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -465,7 +466,7 @@ func (y *syncer) record(id ID) (*syncRecord, error) {
 	if err != nil || raw == nil {
 		return nil, err
 	}
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var r syncRecord
 	if err := dec.Decode(&r); err != nil {
