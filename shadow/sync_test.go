@@ -1,10 +1,17 @@
 package shadow
 
 import (
+	"context"
+	"encoding/json"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/ggbroker/ggbroker/config"
+	"github.com/ggbroker/ggbroker/service"
 )
 
 func st(t *testing.T, desired, reported string) shadowState {
@@ -162,5 +169,108 @@ func TestSyncConfig(t *testing.T) {
 	}
 	if s, err := dc.checkSync("", nil); err != nil || s.shadows != nil || s.direction != BetweenDeviceAndCloud || s.periodic != 0 {
 		t.Fatalf("defaults: %+v %v", s, err)
+	}
+}
+
+// fakeUpstream is a service.Upstream whose shadow service answers as answer says.
+type fakeUpstream struct {
+	mu       sync.Mutex
+	subs     map[string]service.UpstreamHandler
+	watchers []func(bool)
+	requests []string // the topics published
+	answer   func(op string) (kind string, body map[string]any)
+}
+
+func (u *fakeUpstream) Publish(_ context.Context, m service.Message) error {
+	u.mu.Lock()
+	u.requests = append(u.requests, m.Topic)
+	u.mu.Unlock()
+	var req map[string]any
+	_ = json.Unmarshal(m.Payload, &req)
+	prefix, op := m.Topic[:strings.LastIndex(m.Topic, "/")], m.Topic[strings.LastIndex(m.Topic, "/")+1:]
+	kind, body := u.answer(op)
+	body["clientToken"] = req["clientToken"]
+	go func() {
+		u.mu.Lock()
+		h := u.subs[prefix+"/+/+"]
+		u.mu.Unlock()
+		h(service.Message{Topic: prefix + "/" + op + "/" + kind, Payload: marshal(body)})
+	}()
+	return nil
+}
+
+func (u *fakeUpstream) Subscribe(filter string, h service.UpstreamHandler) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.subs[filter] = h
+	return nil
+}
+
+func (u *fakeUpstream) Watch(fn func(bool)) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.watchers = append(u.watchers, fn)
+	fn(true)
+}
+
+func (u *fakeUpstream) count(suffix string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	n := 0
+	for _, r := range u.requests {
+		if strings.HasSuffix(r, suffix) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestSyncNoLoopOn409: an upstream that answers every update with 409 gets one fresh get and one more
+// try per attempt, then the sync backs off: the shadow manager loops there
+// (aws-greengrass-shadow-manager#116, "Received conflict ... Retrying as a full sync").
+func TestSyncNoLoopOn409(t *testing.T) {
+	cfg, err := config.Default(Section)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Sections["shadow"].(map[string]any)["synchronize"] = map[string]any{
+		"shadowdocuments": []any{map[string]any{"thingName": "dev1"}}}
+	svc, err := New(service.Deps{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := svc.(*Service)
+	up := &fakeUpstream{subs: map[string]service.UpstreamHandler{}, answer: func(op string) (string, map[string]any) {
+		if op == "update" {
+			return "rejected", map[string]any{"code": 409, "message": "Version conflict"}
+		}
+		return "accepted", map[string]any{"state": map[string]any{"desired": map[string]any{"a": 1}}, "version": 5}
+	}}
+	h := newFakeHost(zap.NewNop())
+	h.up = up
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := s.Start(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); _ = s.Stop() }()
+	// The first full sync copies the cloud's shadow down (no update upstream).
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if d, _, _ := s.shadows.Get(ID{Thing: "dev1"}); d != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the cloud's shadow was not copied down")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	h.deliver("$aws/things/dev1/shadow/update", dev1, `{"state":{"reported":{"r":1}}}`)
+	time.Sleep(600 * time.Millisecond)
+	if n, g := up.count("/update"), up.count("/get"); n != 2 || g != 2 {
+		t.Fatalf("within 600 ms: %d updates and %d gets upstream, want 2 and 2 (one fresh get after the 409)", n, g)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if n := up.count("/update"); n < 3 || n > 6 {
+		t.Fatalf("after 2 s: %d updates upstream, want a retry or two with backoff, not a loop", n)
 	}
 }
