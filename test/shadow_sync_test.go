@@ -207,6 +207,15 @@ func TestShadowSyncBothWays(t *testing.T) {
 	updateShadow(t, p.up, "gateway-1", "", `{"state":{"desired":{"fw":"2.0"}}}`)
 	waitState(t, p.local, "local", "gateway-1", "", `{"desired":{"fw":"2.0"}}`)
 
+	// An application connected to the upstream over MQTT, as in the cloud.
+	app := p.up.shadowV3(p.up.createDevice("cloud-app", "sync"), "cloud-app", "dev1")
+	app.pub(P+"/update", `{"state":{"desired":{"led":"off"}},"clientToken":"app"}`)
+	app.await([]string{P + "/update/accepted"}, nil)
+	m = p.dev.await([]string{P + "/update/delta"}, nil)
+	if mustJSON(m[P+"/update/delta"]["state"]) != `{"led":"off"}` {
+		t.Fatalf("delta %v", m)
+	}
+
 	// A shadow synchronize does not name stays local.
 	p.dev.pub("$aws/things/dev1/shadow/name/private/update", `{"state":{"reported":{"x":1}}}`)
 	p.dev.await([]string{"$aws/things/dev1/shadow/name/private/update/accepted"}, nil)
