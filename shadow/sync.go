@@ -78,6 +78,7 @@ type syncer struct {
 	tokenPrefix string
 	tokens      atomic.Uint64
 	lastRequest time.Time
+	written     []syncWrite // the sync goroutine's
 	done        chan struct{}
 }
 
@@ -424,6 +425,7 @@ func (y *syncer) onLocalChange(ctx context.Context, id ID) error {
 // reconcile plans and writes. fresh says cloud was just read: otherwise a cloud delete, which has no
 // optimistic lock, is preceded by a get, and a 409 from the cloud leads to one full sync.
 func (y *syncer) reconcile(ctx context.Context, id ID, cloud view, fresh bool) error {
+	defer y.flushWritten() // after the record is stored: a "shadow synced" record means it is
 	for attempt := 0; ; attempt++ {
 		rec, err := y.record(id)
 		if err != nil {
@@ -658,11 +660,26 @@ func (y *syncer) request(ctx context.Context, id ID, op string, doc map[string]a
 	}
 }
 
-// wrote records and counts one write of the sync.
+// syncWrite is one write of the sync, to be recorded.
+type syncWrite struct {
+	direction, op string
+	id            ID
+	version       int64
+}
+
+// wrote notes one write of the sync; flushWritten records and counts the notes, once reconcile has
+// stored the sync record.
 func (y *syncer) wrote(direction, op string, id ID, version int64) {
-	y.m.writes.WithLabelValues(direction, op).Inc()
-	y.log.Info("shadow synced", zap.String("direction", direction), zap.String("operation", op),
-		zap.String("deviceShadowName", id.Thing), zap.String("shadowName", id.Name), zap.Int64("version", version))
+	y.written = append(y.written, syncWrite{direction, op, id, version})
+}
+
+func (y *syncer) flushWritten() {
+	for _, w := range y.written {
+		y.m.writes.WithLabelValues(w.direction, w.op).Inc()
+		y.log.Info("shadow synced", zap.String("direction", w.direction), zap.String("operation", w.op),
+			zap.String("deviceShadowName", w.id.Thing), zap.String("shadowName", w.id.Name), zap.Int64("version", w.version))
+	}
+	y.written = y.written[:0]
 }
 
 // syncMetrics are the sync's collectors.

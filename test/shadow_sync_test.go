@@ -346,6 +346,8 @@ func TestShadowSyncAcrossRestart(t *testing.T) {
 	P := "$aws/things/dev1/shadow"
 	p.dev.pub(P+"/update", `{"state":{"reported":{"a":1}}}`)
 	waitState(t, p.up, "upstream", "dev1", "", `{"reported":{"a":1}}`)
+	// Recorded once the sync record is stored.
+	p.local.record(t, "shadow synced", map[string]string{"direction": "to-cloud", "deviceShadowName": "dev1", "shadowName": ""})
 	p.local.stop()
 
 	deleteShadow(t, p.up, "dev1", "")
