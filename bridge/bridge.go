@@ -69,6 +69,9 @@ type Bridge struct {
 	dropPending int
 	// keepAlive and the delays are fields so that tests can shorten them.
 	keepAlive time.Duration
+
+	// link shares the upstream connection with other services (upstream.go).
+	link *link
 }
 
 // New builds the bridge from its config block and the core.* keys; a bad configuration is an error
@@ -89,7 +92,7 @@ func New(deps service.Deps) (service.Service, error) {
 	if deps.State != nil && deps.State.Dir != "" {
 		dir = deps.State.Dir
 	}
-	return &Bridge{log: log, set: set, stateDir: dir, keepAlive: keepAlive}, nil
+	return &Bridge{log: log, set: set, stateDir: dir, keepAlive: keepAlive, link: &link{}}, nil
 }
 
 // Name implements service.Service.
@@ -276,6 +279,7 @@ func (b *Bridge) run(ctx context.Context) {
 		connectedAt := time.Now()
 		err = b.serve(ctx, s, subs)
 		s.close(err)
+		b.link.end(s)
 		err = s.cause()
 		b.m.connected.Set(0)
 		b.status.disconnected(describe(err))
@@ -302,6 +306,7 @@ func (b *Bridge) run(ctx context.Context) {
 // serve runs one session: subscriptions first (restored after every reconnect: an upstream that lost
 // the session has none), then the pump until the session ends.
 func (b *Bridge) serve(ctx context.Context, s *session, subs []subscription) error {
+	subs = append(subs[:len(subs):len(subs)], b.link.begin(s, subs)...)
 	if err := b.unsubscribeStale(ctx, s, subs); err != nil {
 		return fmt.Errorf("unsubscribe: %w", err)
 	}
@@ -333,6 +338,7 @@ func (b *Bridge) serve(ctx context.Context, s *session, subs []subscription) err
 		zap.Bool("sessionPresent", s.sessionPresent), zap.Uint32("sessionExpiry", s.expiry), zap.Int("subscriptions", len(subs)))
 	b.m.connected.Set(1)
 	b.status.connected(versionName(s.version))
+	b.link.up(s)
 	return b.pump(ctx, s)
 }
 
@@ -627,7 +633,7 @@ func remainingExpiry(r *record, now time.Time) (uint32, bool) {
 // unacknowledged upstream, which sends it again.
 func (b *Bridge) deliver(in inbound) error {
 	var errs []error
-	matched := false
+	matched := b.link.dispatch(in.Message)
 	for _, r := range b.set.Routes {
 		if r.Source != IotCore || !matchTopic(r.Topic, in.Topic) {
 			continue

@@ -68,6 +68,7 @@ func (h *fakeHost) Clients() []*service.Client                                  
 func (h *fakeHost) Disconnect(*service.Client, string) error                           { return nil }
 func (h *fakeHost) OnUnknownCertificate(func([]*x509.Certificate))                     {}
 func (h *fakeHost) Metrics() prometheus.Registerer                                     { return prometheus.NewRegistry() }
+func (h *fakeHost) Upstream() service.Upstream                                         { return nil }
 func (h *fakeHost) Log() *zap.Logger                                                   { return h.log }
 
 // fake311 is an MQTT 3.1.1-only upstream: it answers an MQTT 5 CONNECT with a 3.1.1 CONNACK

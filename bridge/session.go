@@ -50,6 +50,12 @@ type session struct {
 
 	idmu   sync.Mutex
 	nextID uint16
+	// foreign are the packet identifiers of publishes sent outside the pump (the shared upstream's),
+	// whose PUBACKs go to the sender instead of the pump.
+	foreign map[uint16]chan byte
+
+	// submu makes SUBSCRIBE and UNSUBSCRIBE one at a time, so that each answer reaches its request.
+	submu sync.Mutex
 
 	acks      chan ack
 	subacks   chan []byte
@@ -318,11 +324,38 @@ func (s *session) cause() error {
 func (s *session) id() uint16 {
 	s.idmu.Lock()
 	defer s.idmu.Unlock()
-	s.nextID++
-	if s.nextID == 0 {
-		s.nextID = 1
+	return s.nextFreeID()
+}
+
+// nextFreeID is the next identifier not held by a foreign publish (idmu held).
+func (s *session) nextFreeID() uint16 {
+	for {
+		s.nextID++
+		if s.nextID == 0 {
+			s.nextID = 1
+		}
+		if _, taken := s.foreign[s.nextID]; !taken {
+			return s.nextID
+		}
 	}
-	return s.nextID
+}
+
+// foreignID allocates an identifier for a publish outside the pump; its PUBACK's reason code goes to ch.
+func (s *session) foreignID(ch chan byte) uint16 {
+	s.idmu.Lock()
+	defer s.idmu.Unlock()
+	id := s.nextFreeID()
+	if s.foreign == nil {
+		s.foreign = map[uint16]chan byte{}
+	}
+	s.foreign[id] = ch
+	return id
+}
+
+func (s *session) releaseForeign(id uint16) {
+	s.idmu.Lock()
+	defer s.idmu.Unlock()
+	delete(s.foreign, id)
 }
 
 // write sends packets under the write lock and flushes once.
@@ -384,6 +417,8 @@ const maxFiltersPerSubscribe = 8
 // bridge publishes upstream does not come back down through an overlapping IotCore mapping. It returns
 // the filters the upstream refused, with their codes.
 func (s *session) subscribe(ctx context.Context, subs []subscription) (map[string]byte, error) {
+	s.submu.Lock()
+	defer s.submu.Unlock()
 	refused := map[string]byte{}
 	for len(subs) > 0 {
 		n := min(len(subs), maxFiltersPerSubscribe)
@@ -430,6 +465,8 @@ func (s *session) subscribe(ctx context.Context, subs []subscription) (map[strin
 
 // unsubscribe removes filters from the upstream session, eight per UNSUBSCRIBE.
 func (s *session) unsubscribe(ctx context.Context, filters []string) error {
+	s.submu.Lock()
+	defer s.submu.Unlock()
 	for len(filters) > 0 {
 		n := min(len(filters), maxFiltersPerSubscribe)
 		chunk := filters[:n]
@@ -523,6 +560,16 @@ func (s *session) read5(r io.Reader) error {
 }
 
 func (s *session) deliverAck(a ack) {
+	s.idmu.Lock()
+	ch, foreign := s.foreign[a.id]
+	s.idmu.Unlock()
+	if foreign {
+		select {
+		case ch <- a.code:
+		default:
+		}
+		return
+	}
 	select {
 	case s.acks <- a:
 	case <-s.done:

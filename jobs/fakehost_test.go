@@ -184,6 +184,7 @@ func (h *fakeHost) HandleDevice(pattern string, hd http.Handler) error {
 func (h *fakeHost) Clients() []*service.Client               { return nil }
 func (h *fakeHost) Disconnect(*service.Client, string) error { return nil }
 func (h *fakeHost) Metrics() prometheus.Registerer           { return h.reg }
+func (h *fakeHost) Upstream() service.Upstream               { return nil }
 func (h *fakeHost) Log() *zap.Logger                         { return h.log }
 func (h *fakeHost) take() []sent                             { h.mu.Lock(); defer h.mu.Unlock(); o := h.out; h.out = nil; return o }
 func (h *fakeHost) publish(ctx context.Context, m *service.Message) error {

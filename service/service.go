@@ -169,6 +169,9 @@ type Host interface {
 	Metrics() prometheus.Registerer
 	// Log is the service's logger.
 	Log() *zap.Logger
+	// Upstream is the core device's connection to its upstream, shared with the service that owns it
+	// (see UpstreamProvider); nil when there is none (core.iotDataEndpoint empty).
+	Upstream() Upstream
 }
 
 // Store is one bucket of the service database. Writes are durable (fsynced, several concurrent writers

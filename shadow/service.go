@@ -36,6 +36,12 @@ type Config struct {
 	// AcceptedToAllSubscribers publishes update/accepted and delete/accepted to every subscriber, as
 	// AWS does; false answers the requester only.
 	AcceptedToAllSubscribers bool `mapstructure:"acceptedToAllSubscribers"`
+
+	// The Greengrass shadow manager's sync keys, verbatim (syncconfig.go): off unless synchronize names
+	// shadows.
+	Synchronize SyncConfig     `mapstructure:"synchronize"`
+	Strategy    SyncStrategy   `mapstructure:"strategy"`
+	RateLimits  SyncRateLimits `mapstructure:"rateLimits"`
 }
 
 // maxDocumentSizeLimit is the Greengrass shadow manager's upper bound (services/shadow.md §7).
@@ -43,7 +49,8 @@ const maxDocumentSizeLimit = 30720
 
 // DecodeConfig reads the shadow block over its defaults and checks it, naming the key at fault.
 func DecodeConfig(c *config.Config) (Config, error) {
-	cfg := Config{Enabled: true, DocumentSizeLimitBytes: DefaultLimits.DocumentSize, MaxInFlightRequests: 10, AcceptedToAllSubscribers: true}
+	cfg := Config{Enabled: true, DocumentSizeLimitBytes: DefaultLimits.DocumentSize, MaxInFlightRequests: 10, AcceptedToAllSubscribers: true,
+		RateLimits: SyncRateLimits{MaxOutboundSyncUpdatesPerSecond: 100}}
 	if err := c.Decode(Section.Key, &cfg); err != nil {
 		return cfg, err
 	}
@@ -66,6 +73,9 @@ type Service struct {
 	host    service.Host
 	shadows *Shadows
 	metrics *metrics
+
+	syncSet *syncSettings
+	sync    *syncer // nil when no shadow is synced or there is no upstream
 
 	// inflight counts each connection's unanswered requests; queues holds them in arrival order, one
 	// goroutine per connection draining its queue while it is not empty.
@@ -97,11 +107,18 @@ func New(deps service.Deps) (service.Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	ss, err := loadSync(deps.Config, cfg)
+	if err != nil {
+		return nil, err
+	}
 	log := deps.Log
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Service{cfg: cfg, log: log, accountID: deps.Config.Core.AccountID, now: time.Now, queues: map[string]*queue{}}, nil
+	for _, w := range ss.warnings {
+		log.Warn("shadow sync configuration", zap.String("details", w))
+	}
+	return &Service{cfg: cfg, log: log, accountID: deps.Config.Core.AccountID, now: time.Now, queues: map[string]*queue{}, syncSet: ss}, nil
 }
 
 // Name is "shadow".
@@ -129,12 +146,18 @@ func (s *Service) Start(ctx context.Context, host service.Host) error {
 			return fmt.Errorf("shadow: handle %s: %w", f, err)
 		}
 	}
-	return s.registerHTTP(host)
+	if err := s.registerHTTP(host); err != nil {
+		return err
+	}
+	return s.startSync(ctx)
 }
 
-// Stop waits for the requests in flight to be answered.
+// Stop waits for the requests in flight to be answered and the sync to stop.
 func (s *Service) Stop() error {
 	s.wg.Wait()
+	if s.sync != nil {
+		s.sync.wait()
+	}
 	return nil
 }
 

@@ -34,6 +34,8 @@ type fakeHost struct {
 	reg      *prometheus.Registry
 	log      *zap.Logger
 	notify   chan struct{}
+	up       service.Upstream
+	buckets  map[string]*memStore // buckets other than the shadows'
 }
 
 type sent struct {
@@ -76,7 +78,20 @@ func (h *fakeHost) Authorize(c *service.Client, action, resource string) authz.V
 	return authz.Verdict{Action: action, Resource: resource}
 }
 
-func (h *fakeHost) Store(string) (service.Store, error) { return h.store, nil }
+func (h *fakeHost) Store(b string) (service.Store, error) {
+	if b == Bucket {
+		return h.store, nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.buckets == nil {
+		h.buckets = map[string]*memStore{}
+	}
+	if h.buckets[b] == nil {
+		h.buckets[b] = newMemStore()
+	}
+	return h.buckets[b], nil
+}
 func (h *fakeHost) HandleAPI(name, pattern string, fn http.Handler) error {
 	if name != "iotdata" {
 		panic("signing name " + name)
@@ -91,6 +106,7 @@ func (h *fakeHost) HandleDevice(pattern string, fn http.Handler) error {
 func (h *fakeHost) Clients() []*service.Client               { return nil }
 func (h *fakeHost) Disconnect(*service.Client, string) error { return nil }
 func (h *fakeHost) Metrics() prometheus.Registerer           { return h.reg }
+func (h *fakeHost) Upstream() service.Upstream               { return h.up }
 func (h *fakeHost) Log() *zap.Logger                         { return h.log }
 func (h *fakeHost) deliver(topic string, from *service.Client, p string) {
 	for f, fn := range h.handlers {

@@ -24,6 +24,19 @@ type Shadows struct {
 
 	seed  maphash.Seed
 	locks [256]sync.Mutex
+
+	// changed, if set, hears of every accepted update and delete (the sync's trigger). It runs with
+	// the shadow locked and must not block.
+	changed func(ID)
+}
+
+// OnChange sets the function that hears of every accepted update and delete; set it before serving.
+func (s *Shadows) OnChange(fn func(ID)) { s.changed = fn }
+
+func (s *Shadows) notify(id ID) {
+	if s.changed != nil {
+		s.changed(id)
+	}
 }
 
 // NewShadows serves the shadows in store. now is the clock (time.Now when nil).
@@ -94,6 +107,7 @@ func (s *Shadows) Update(id ID, req *UpdateRequest, publish func(*Update)) (*Upd
 	if publish != nil {
 		publish(u)
 	}
+	s.notify(id)
 	return u, nil, nil
 }
 
@@ -101,6 +115,11 @@ func (s *Shadows) Update(id ID, req *UpdateRequest, publish func(*Update)) (*Upd
 // from it), and returns the version it had; 404 when there is no shadow. publish, if not nil, runs
 // with the shadow still locked, after the store, as in Update.
 func (s *Shadows) Delete(id ID, publish func(version int64)) (int64, *Error, error) {
+	return s.deleteIf(id, -1, publish)
+}
+
+// deleteIf is Delete of the shadow only if it has version (any version when it is -1): 409 otherwise.
+func (s *Shadows) deleteIf(id ID, version int64, publish func(version int64)) (int64, *Error, error) {
 	defer s.lock(id)()
 	d, err := s.load(id)
 	if err != nil {
@@ -110,6 +129,9 @@ func (s *Shadows) Delete(id ID, publish func(version int64)) (int64, *Error, err
 	if !d.Exists() {
 		return 0, errNoShadow(id), nil
 	}
+	if version >= 0 && d.Version != version {
+		return 0, errVersionConflict, nil
+	}
 	tomb := &Document{Version: d.Version, Deleted: s.Now()}
 	if err := s.store.Put(id.key(), tomb.encode()); err != nil {
 		e, cause := storeFailure(err)
@@ -118,6 +140,7 @@ func (s *Shadows) Delete(id ID, publish func(version int64)) (int64, *Error, err
 	if publish != nil {
 		publish(d.Version)
 	}
+	s.notify(id)
 	return d.Version, nil, nil
 }
 
