@@ -1,10 +1,12 @@
 package state
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -98,6 +100,40 @@ const defaultDevicePolicy = `{
   ]
 }
 `
+
+// broadDefaultSids are the statements of the default device policy before issue 15 that allowed
+// every device every topic outside $aws/ (Allow with NotResource topic/$aws/*). ensureDefaultPolicy
+// keeps an existing file, so a state directory made then still has them: OpenState warns.
+var broadDefaultSids = []string{"PublishReceiveOutsideAws", "SubscribeOutsideAws"}
+
+// broadDefaultPolicy reports whether the policy file at path has one of broadDefaultSids; an
+// unreadable file is LoadPolicies' business, not this warning's.
+func broadDefaultPolicy(path string) bool {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	var doc struct {
+		Statement json.RawMessage
+	}
+	if json.Unmarshal(raw, &doc) != nil {
+		return false
+	}
+	var list []struct{ Sid string }
+	if json.Unmarshal(doc.Statement, &list) != nil {
+		var one struct{ Sid string }
+		if json.Unmarshal(doc.Statement, &one) != nil {
+			return false
+		}
+		list = append(list, one)
+	}
+	for _, st := range list {
+		if slices.Contains(broadDefaultSids, st.Sid) {
+			return true
+		}
+	}
+	return false
+}
 
 // policyFileExt is the extension of policy documents in the policy directory: <name>.json.
 const policyFileExt = ".json"
