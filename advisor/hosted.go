@@ -72,7 +72,8 @@ type hostedCase interface {
 	waitingFor() string
 }
 
-// hosted is the ServiceCase that runs svc for one case and grades it with the case made by mk.
+// hosted is the ServiceCase that runs a new service from newService for one case and grades the
+// device with the case mk makes.
 func (h HostedServices) hosted(name string, newService func() (service.Service, error), mk func(*TestContext) hostedCase) ServiceCase {
 	return func(ctx context.Context, tc *TestContext) (Status, string) {
 		c := mk(tc)
