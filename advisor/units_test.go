@@ -312,3 +312,43 @@ func TestEndpointNames(t *testing.T) {
 		t.Errorf("all-addresses listener: ips %v", ips)
 	}
 }
+
+// TestHostedMatching: the hosted cases deliver a service's message by MQTT filter matching (with
+// [MQTT-4.7.2-1]: a first-level wildcard does not match $aws/...), and judge a synced shadow by
+// DESIRED_STATE being held in the reported state, nested objects attribute by attribute.
+func TestHostedMatching(t *testing.T) {
+	filters := []struct {
+		filter, topic string
+		want          bool
+	}{
+		{"$aws/things/dut/shadow/update/delta", "$aws/things/dut/shadow/update/delta", true},
+		{"$aws/things/dut/shadow/#", "$aws/things/dut/shadow/update/delta", true},
+		{"$aws/things/+/jobs/notify-next", "$aws/things/dut/jobs/notify-next", true},
+		{"#", "$aws/things/dut/jobs/notify-next", false},
+		{"+/things/dut/jobs/notify-next", "$aws/things/dut/jobs/notify-next", false},
+		{"$aws/things/dut/jobs/notify", "$aws/things/dut/jobs/notify-next", false},
+		{"a/#", "a", true},
+		{"a/+", "a", false},
+	}
+	for _, c := range filters {
+		if got := filterMatches(c.filter, c.topic); got != c.want {
+			t.Errorf("filterMatches(%q, %q) = %v", c.filter, c.topic, got)
+		}
+	}
+	desired := map[string]any{"led": "on", "cfg": map[string]any{"rate": 5.0}}
+	states := []struct {
+		reported map[string]any
+		want     bool
+	}{
+		{map[string]any{"led": "on", "cfg": map[string]any{"rate": 5.0, "unit": "s"}, "fw": "1.0"}, true},
+		{map[string]any{"led": "off", "cfg": map[string]any{"rate": 5.0}}, false},
+		{map[string]any{"led": "on", "cfg": map[string]any{"rate": 6.0}}, false},
+		{map[string]any{"led": "on"}, false},
+		{nil, false},
+	}
+	for _, s := range states {
+		if got := holds(s.reported, desired); got != s.want {
+			t.Errorf("holds(%v) = %v", s.reported, got)
+		}
+	}
+}

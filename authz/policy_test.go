@@ -62,8 +62,14 @@ func TestPolicyAuthorizerDefaultPolicy(t *testing.T) {
 	}{
 		{"publish", a.Publish(s, "sensor-1/temp", false), true},
 		{"retained publish", a.Publish(s, "sensor-1/temp", true), true},
-		{"subscribe #", a.Subscribe(s, "#"), true},
-		{"receive", a.Receive(s, "a/b"), true},
+		// The default policy is scoped to the thing's own topics (issue 15): <thing>/..., nothing else.
+		{"subscribe to its own topics", a.Subscribe(s, "sensor-1/#"), true},
+		{"receive on its own topics", a.Receive(s, "sensor-1/cmd"), true},
+		{"subscribe #", a.Subscribe(s, "#"), false},
+		{"receive another's topic", a.Receive(s, "sensor-2/temp"), false},
+		{"publish to another's topic", a.Publish(s, "sensor-2/temp", false), false},
+		{"publish outside any thing's topics", a.Publish(s, "a/b", false), false},
+		{"publish to its bare thing name", a.Publish(s, "sensor-1", false), false},
 		{"publish under $aws", a.Publish(s, "$aws/things/sensor-1/tunnels/notify", false), false},
 		{"subscribe under $aws", a.Subscribe(s, "$aws/things/sensor-1/tunnels/#"), false},
 		{"publish to its own jobs", a.Publish(s, "$aws/things/sensor-1/jobs/get", false), true},
@@ -87,11 +93,13 @@ func TestPolicyAuthorizerDefaultPolicy(t *testing.T) {
 // goroutine; on the allow path it must not allocate.
 func TestReceiveDoesNotAllocate(t *testing.T) {
 	a, s := newTestAuthorizer(t)
-	a.Receive(s, "warm/up")
-	if n := testing.AllocsPerRun(1000, func() { a.Receive(s, "sensors/sensor-1/temperature") }); n != 0 {
+	if v := a.Receive(s, "sensor-1/warm-up"); !v.Allowed {
+		t.Fatalf("the allow path is not taken: %+v", v)
+	}
+	if n := testing.AllocsPerRun(1000, func() { a.Receive(s, "sensor-1/temperature") }); n != 0 {
 		t.Fatalf("Receive allocates %v times per call", n)
 	}
-	if n := testing.AllocsPerRun(1000, func() { a.Publish(s, "sensors/sensor-1/temperature", false) }); n != 0 {
+	if n := testing.AllocsPerRun(1000, func() { a.Publish(s, "sensor-1/temperature", false) }); n != 0 {
 		t.Fatalf("Publish allocates %v times per call", n)
 	}
 }
@@ -101,7 +109,7 @@ func BenchmarkAuthorizerReceive(b *testing.B) {
 	a, s := newTestAuthorizer(b)
 	b.ReportAllocs()
 	for b.Loop() {
-		a.Receive(s, "sensors/sensor-1/temperature")
+		a.Receive(s, "sensor-1/temperature")
 	}
 }
 
@@ -110,7 +118,7 @@ func BenchmarkAllowAllReceive(b *testing.B) {
 	var a Authorizer = AllowAll{}
 	b.ReportAllocs()
 	for b.Loop() {
-		a.Receive(s, "sensors/sensor-1/temperature")
+		a.Receive(s, "sensor-1/temperature")
 	}
 }
 

@@ -31,7 +31,7 @@ func TestHookHotPathDoesNotAllocate(t *testing.T) {
 	h := &hook{server: server, authz: a, events: newMetrics(b), log: zap.NewNop(), profile: prof}
 	cl := server.NewClient(nil, "t", "sensor-1", false)
 	h.sessions.Store(cl.ID, &sessionEntry{client: cl, session: s})
-	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "sensors/sensor-1/temperature", Payload: []byte("21.5"), PacketID: 7}
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "sensor-1/temperature", Payload: []byte("21.5"), PacketID: 7}
 
 	if !h.OnACLCheck(cl, pk.TopicName, false) {
 		t.Fatal("receive denied")

@@ -39,7 +39,8 @@ func ExampleServer_Restart() {
 
 	srv := ggbrokertest.Start(t, ggbrokertest.WithPersistence(true))
 	dev := srv.CreateDevice(t, "sensor-1")
-	// ... connect with clean session false, subscribe, disconnect, have another device publish ...
+	// ... connect with clean session false, subscribe to sensor-1/#, disconnect, have another device
+	// (created with a WithPolicy that lets it publish on sensor-1/...) publish ...
 	srv.Restart(t)
 	// ... reconnect dev: the session and the queued message are there.
 	_ = dev

@@ -311,7 +311,9 @@ type Device struct {
 }
 
 // CreateDevice registers a thing with a new certificate (and the default device policy unless a
-// policy option says otherwise), as `ggbroker device create` does.
+// policy option says otherwise), as `ggbroker device create` does. The default device policy allows
+// the device its own topics THING/..., its own shadow and jobs, and nothing of another device's: a
+// test whose devices talk across each other's topics gives them a policy with WithPolicy.
 func (s *Server) CreateDevice(t testing.TB, thing string, opts ...DeviceOption) *Device {
 	t.Helper()
 	o := deviceOptions{keyType: certs.ECDSAP256}

@@ -71,7 +71,10 @@ func TestPolicyRevokeRestart(t *testing.T) {
 	d := srv.CreateDevice(t, "sensor-2", ggbrokertest.WithPolicy(`{"Version":"2012-10-17","Statement":[
 	  {"Effect":"Allow","Action":"iot:Connect","Resource":"*"},
 	  {"Effect":"Allow","Action":["iot:Publish","iot:Subscribe","iot:Receive"],"Resource":"*"}]}`))
-	other := srv.CreateDevice(t, "sender")
+	// The default device policy allows a device its own sender/... topics only: news/ needs a policy.
+	other := srv.CreateDevice(t, "sender", ggbrokertest.WithPolicy(`{"Version":"2012-10-17","Statement":[
+	  {"Effect":"Allow","Action":"iot:Connect","Resource":"arn:aws:iot:*:*:client/${iot:Connection.Thing.ThingName}"},
+	  {"Effect":"Allow","Action":"iot:Publish","Resource":"arn:aws:iot:*:*:topic/news/*"}]}`))
 	c, _ := connect(t, srv, d, false)
 	wait(t, c.Subscribe("news/#", 1, nil))
 	c.Disconnect(0)

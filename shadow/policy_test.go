@@ -39,7 +39,8 @@ func TestDefaultPolicyAllowsOwnShadow(t *testing.T) {
 		{"iot:Subscribe", policy.KindTopicFilter, "$aws/things/dev1/shadow/name/cfg/update/accepted", true},
 		{"iot:GetThingShadow", policy.KindThing, "dev1", true},
 		{"iot:UpdateThingShadow", policy.KindThing, "dev1", true},
-		{"iot:Publish", policy.KindTopic, "plain/topic", true}, // the existing statements are kept
+		{"iot:Publish", policy.KindTopic, "dev1/telemetry", true}, // its own topics are kept
+		{"iot:Publish", policy.KindTopic, "plain/topic", false},   // scoped since issue 15
 		{"iot:Publish", policy.KindTopic, "$aws/things/dev2/shadow/update", false},
 		{"iot:Receive", policy.KindTopic, "$aws/things/dev2/shadow/update/delta", false},
 		{"iot:Subscribe", policy.KindTopicFilter, "$aws/things/dev2/shadow/get/+", false},

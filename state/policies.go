@@ -1,10 +1,12 @@
 package state
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -12,13 +14,26 @@ import (
 	"github.com/ggbroker/ggbroker/policy"
 )
 
-// defaultDevicePolicy is what `device create` attaches when no --policy is given: connect with the
-// device's own thing name as client ID; publish, subscribe and receive on any topic outside $aws/
-// (the topics AWS reserves, aws-iot-core/reserved-topics.md); its own Device Shadow and Jobs topics
-// ($aws/things/<its thing>/shadow/* and /jobs/*) and their HTTPS actions on its own thing, so that a
-// newcomer's device can use its shadow and jobs at once; and Greengrass discovery (which thing
-// a certificate may discover is checked apart: it must be attached to it). It uses Allow with NotResource, not a
-// Deny, so that another attached policy can still grant $aws/ topics (a Deny would beat it).
+// defaultDevicePolicy is what `device create` attaches when no --policy is given. It gives a device
+// its own resources and nothing of another device's, as AWS' security best practices ask ("scope down
+// the permissions per device as much as possible [...] only allows it to connect with a known client
+// ID, and to publish and subscribe to an identified and fixed set of topics",
+// aws-iot-core/security-best-practices.md), so that a fresh state directory passes `ggbroker audit`'s
+// IOT_POLICY_OVERLY_PERMISSIVE_CHECK (issue 15):
+//   - connect with its own thing name as client ID;
+//   - publish (retained too), receive and subscribe under its own thing name: topic
+//     <thing>/..., the topic policy of aws-iot-core/pub-sub-policy.md with
+//     ${iot:Connection.Thing.ThingName}; a filter such as <thing>/# matches topicfilter/<thing>/*
+//     because + and # are literal characters in a policy;
+//   - its own Device Shadow and Jobs topics ($aws/things/<its thing>/shadow/* and /jobs/*) and their
+//     HTTPS actions on its own thing, so that a newcomer's device can use its shadow and jobs at once;
+//   - Greengrass discovery (which thing a certificate may discover is checked apart: it must be
+//     attached to it; thing policy variables do not resolve for greengrass: actions).
+//
+// Devices that talk across each other's topics (a dashboard reading every sensor, a shared command
+// topic) need a policy that says so, attached with `device create --policy` or `policy attach`: the
+// default no longer grants every topic outside $aws/ as it did before issue 15. Everything here is
+// an Allow, never a Deny, so another attached policy can widen it.
 const defaultDevicePolicy = `{
   "Version": "2012-10-17",
   "Statement": [
@@ -29,16 +44,16 @@ const defaultDevicePolicy = `{
       "Resource": "arn:aws:iot:*:*:client/${iot:Connection.Thing.ThingName}"
     },
     {
-      "Sid": "PublishReceiveOutsideAws",
+      "Sid": "PublishReceiveOwnTopics",
       "Effect": "Allow",
       "Action": ["iot:Publish", "iot:RetainPublish", "iot:Receive"],
-      "NotResource": "arn:aws:iot:*:*:topic/$aws/*"
+      "Resource": "arn:aws:iot:*:*:topic/${iot:Connection.Thing.ThingName}/*"
     },
     {
-      "Sid": "SubscribeOutsideAws",
+      "Sid": "SubscribeOwnTopics",
       "Effect": "Allow",
       "Action": "iot:Subscribe",
-      "NotResource": "arn:aws:iot:*:*:topicfilter/$aws/*"
+      "Resource": "arn:aws:iot:*:*:topicfilter/${iot:Connection.Thing.ThingName}/*"
     },
     {
       "Sid": "JobsPublishReceiveOwnThing",
@@ -85,6 +100,40 @@ const defaultDevicePolicy = `{
   ]
 }
 `
+
+// broadDefaultSids are the statements of the default device policy before issue 15 that allowed
+// every device every topic outside $aws/ (Allow with NotResource topic/$aws/*). ensureDefaultPolicy
+// keeps an existing file, so a state directory made then still has them: OpenState warns.
+var broadDefaultSids = []string{"PublishReceiveOutsideAws", "SubscribeOutsideAws"}
+
+// broadDefaultPolicy reports whether the policy file at path has one of broadDefaultSids; an
+// unreadable file is LoadPolicies' business, not this warning's.
+func broadDefaultPolicy(path string) bool {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	var doc struct {
+		Statement json.RawMessage
+	}
+	if json.Unmarshal(raw, &doc) != nil {
+		return false
+	}
+	var list []struct{ Sid string }
+	if json.Unmarshal(doc.Statement, &list) != nil {
+		var one struct{ Sid string }
+		if json.Unmarshal(doc.Statement, &one) != nil {
+			return false
+		}
+		list = append(list, one)
+	}
+	for _, st := range list {
+		if slices.Contains(broadDefaultSids, st.Sid) {
+			return true
+		}
+	}
+	return false
+}
 
 // policyFileExt is the extension of policy documents in the policy directory: <name>.json.
 const policyFileExt = ".json"

@@ -149,6 +149,10 @@ func OpenState(cfg *config.Config) (*State, error) {
 		}
 		if created {
 			s.Notes = append(s.Notes, "created default device policy "+PolicyPath(s.PolicyDir, s.DefaultPolicy))
+		} else if path := PolicyPath(s.PolicyDir, s.DefaultPolicy); broadDefaultPolicy(path) {
+			s.Warnings = append(s.Warnings, fmt.Sprintf("the default device policy %s still lets every device use every topic outside $aws/ "+
+				"(statements %s, the default before issue 15; `ggbroker audit` flags it CRITICAL): delete the file and the next "+
+				"ggbroker command writes the one scoped to each device's own topics (README, \"Default device policy\")", path, strings.Join(broadDefaultSids, " and ")))
 		}
 	}
 	return s, nil

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -247,6 +248,170 @@ func TestAdvisorMQTT311Device(t *testing.T) {
 	for _, id := range ids {
 		if !regexp.MustCompile(`(?m)^` + id + `\s+PASS\s`).MatchString(a.stdout.String()) {
 			t.Errorf("no PASS row for %s:\n%s", id, a.stdout.String())
+		}
+	}
+}
+
+// startServiceDevice runs firmware that uses its shadow and its jobs as the AWS IoT Device SDK
+// samples do, with paho.mqtt.golang over MQTT 3.1.1, against the advisor's endpoint. On every
+// connection it reports its state to its named shadow "cfg", subscribes to its classic shadow's delta
+// and to its jobs' notify-next; it reports a delta's state back, and runs a job it is notified of:
+// get, IN_PROGRESS, then SUCCEEDED. A bad device reports to the classic shadow instead of "cfg",
+// reports led "off" whatever the delta says, and fails its jobs.
+func startServiceDevice(t *testing.T, endpoint string, cert tls.Certificate, pool *x509.CertPool, good bool) {
+	t.Helper()
+	const prefix = "$aws/things/dut/"
+	reportTopic, led, final := prefix+"shadow/name/cfg/update", "", "SUCCEEDED"
+	if !good {
+		reportTopic, led, final = prefix+"shadow/update", "off", "FAILED"
+	}
+	var mu sync.Mutex
+	seen := map[string]bool{} // jobs already run
+	pub := func(c pahov3.Client, topic, payload string) {
+		go c.Publish(topic, 1, false, payload).WaitTimeout(waitFor)
+	}
+	onDelta := func(c pahov3.Client, m pahov3.Message) {
+		var d struct {
+			State map[string]any `json:"state"`
+		}
+		if json.Unmarshal(m.Payload(), &d) != nil {
+			return
+		}
+		if led != "" {
+			d.State["led"] = led
+		}
+		raw, _ := json.Marshal(map[string]any{"state": map[string]any{"reported": d.State}})
+		pub(c, prefix+"shadow/update", string(raw))
+	}
+	onNotifyNext := func(c pahov3.Client, m pahov3.Message) {
+		var n struct {
+			Execution *struct {
+				JobID string `json:"jobId"`
+			} `json:"execution"`
+		}
+		if json.Unmarshal(m.Payload(), &n) != nil || n.Execution == nil {
+			return
+		}
+		mu.Lock()
+		again := seen[n.Execution.JobID]
+		seen[n.Execution.JobID] = true
+		mu.Unlock()
+		if again {
+			return
+		}
+		job := prefix + "jobs/" + n.Execution.JobID
+		go func() {
+			for _, step := range [][2]string{{job + "/get", `{}`}, {job + "/update", `{"status":"IN_PROGRESS"}`}, {job + "/update", `{"status":"` + final + `"}`}} {
+				c.Publish(step[0], 1, false, step[1]).WaitTimeout(waitFor)
+			}
+		}()
+	}
+	opts := pahov3.NewClientOptions().AddBroker("ssl://" + endpoint).SetClientID("dut").SetCleanSession(true).
+		SetTLSConfig(&tls.Config{ServerName: "localhost", RootCAs: pool, Certificates: []tls.Certificate{cert}}).
+		SetConnectRetry(true).SetConnectRetryInterval(50 * time.Millisecond).SetAutoReconnect(true).
+		SetMaxReconnectInterval(100 * time.Millisecond).SetConnectTimeout(time.Second).
+		SetDefaultPublishHandler(func(pahov3.Client, pahov3.Message) {}) // the jobs service's answers
+	opts.SetOnConnectHandler(func(c pahov3.Client) {
+		go func() {
+			c.Publish(reportTopic, 1, false, `{"state":{"reported":{"fw":"1.0","led":"off"}}}`).WaitTimeout(waitFor)
+			c.Subscribe(prefix+"shadow/update/delta", 1, onDelta).WaitTimeout(waitFor)
+			c.Subscribe(prefix+"jobs/notify-next", 1, onNotifyNext).WaitTimeout(waitFor)
+		}()
+	})
+	c := pahov3.NewClient(opts)
+	c.Connect()
+	t.Cleanup(func() { c.Disconnect(0) })
+}
+
+// TestAdvisorShadowAndJobCases runs `ggbroker advisor run` with the shadow and jobs cases, on the
+// real shadow and jobs services over the state directory's services.db: a device that reports to
+// the shadow SHADOW_NAME names, syncs DESIRED_STATE and completes its job PASSes all three
+// (acceptance cases 18 to 20), and what it left is in the state directory, as `ggbroker shadow get`
+// and `ggbroker job list` show; a device that reports elsewhere, reports the wrong state and fails
+// its job FAILs each, with the reason.
+func TestAdvisorShadowAndJobCases(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		good    bool
+		code    int
+		reasons map[string]string // test ID -> part of the FAIL reason
+	}{
+		{"well-behaved device", true, 0, nil},
+		{"device that does not sync", false, 1, map[string]string{
+			"Shadow_Publish_Reported_State": "published to $aws/things/dut/shadow/update, not $aws/things/dut/shadow/name/cfg/update",
+			"Shadow_Update_Reported_State":  `report DESIRED_STATE {"led":"on"} on $aws/things/dut/shadow/update (the device last reported {"led":"off"})`,
+			"Job_Execution":                 "took job advisor-job-1's execution to FAILED, not SUCCEEDED",
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			suite := map[string]any{"configuration": map[string]any{}, "tests": []any{map[string]any{
+				"name": "services", "configuration": map[string]any{}, "tests": []any{
+					map[string]any{"name": "report", "configuration": map[string]any{"SHADOW_NAME": "cfg"}, "test": map[string]any{"id": "Shadow_Publish_Reported_State"}},
+					map[string]any{"name": "sync", "configuration": map[string]any{"DESIRED_STATE": map[string]any{"led": "on"}}, "test": map[string]any{"id": "Shadow_Update_Reported_State"}},
+					map[string]any{"name": "job", "configuration": map[string]any{"JOB_DOCUMENT": `{"operation":"reboot"}`, "JOB_JOBID": "advisor-job-1"}, "test": map[string]any{"id": "Job_Execution"}},
+				}}}}
+			raw, _ := json.Marshal(suite)
+			if err := os.WriteFile(filepath.Join(dir, "suite.json"), raw, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			a := startAdvisor(t, dir, "--suite-file", "suite.json", "--json")
+			cert, pool := deviceFiles(t, dir)
+			startServiceDevice(t, a.endpoint, cert, pool, tc.good)
+			if code := a.wait(t, time.Minute); code != tc.code {
+				t.Fatalf("exit %d, want %d:\n%s", code, tc.code, a.all.String())
+			}
+			var rep advisor.Report
+			if err := json.Unmarshal([]byte(a.stdout.String()), &rep); err != nil {
+				t.Fatalf("--json report: %v\n%s", err, a.stdout.String())
+			}
+			if len(rep.Results) != 3 {
+				t.Fatalf("%d results:\n%s", len(rep.Results), a.all.String())
+			}
+			for _, r := range rep.Results {
+				want, status := tc.reasons[r.TestID], advisor.StatusFail
+				if tc.good {
+					status = advisor.StatusPass
+				}
+				if r.Status != status || !strings.Contains(r.Reason(), want) {
+					t.Errorf("%s: %s %q, want %s with %q; details %q", r.TestID, r.Status, r.Reason(), status, want, r.Details)
+				}
+			}
+			// The cases ran on the state directory's shadows and jobs.
+			shadowOut := run(t, dir, "shadow", "get", "dut")
+			wantLED := `"led":"on"`
+			if !tc.good {
+				wantLED = `"led":"off"`
+			}
+			if !strings.Contains(strings.ReplaceAll(shadowOut, " ", ""), `"reported":{`) || !strings.Contains(strings.ReplaceAll(shadowOut, " ", ""), wantLED) {
+				t.Errorf("shadow get dut after the run:\n%s", shadowOut)
+			}
+			if jobsOut := run(t, dir, "job", "list"); !strings.Contains(jobsOut, "advisor-job-1") {
+				t.Errorf("job list after the run:\n%s", jobsOut)
+			}
+		})
+	}
+}
+
+// TestAdvisorServiceCasesWithABrokerServing: while `ggbroker serve` holds the state directory, the
+// shadow and jobs cases cannot use its services.db: they are ERROR at once, naming the running
+// broker, never PASS, and the exit code says so.
+func TestAdvisorServiceCasesWithABrokerServing(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	run(t, dir, "device", "create", "dut")
+	serve(t, dir)
+	code, out := exitCode(t, dir, "advisor", "run", "--thing", "dut", "--listen", "127.0.0.1:0", "--grace", "10ms", "--timeout", "20s",
+		"--tests", "Shadow_Publish_Reported_State,Job_Execution", "--set", "JOB_JOBID=advisor-job")
+	if code != 1 {
+		t.Fatalf("exit %d, want 1:\n%s", code, out)
+	}
+	for _, id := range []string{"Shadow_Publish_Reported_State", "Job_Execution"} {
+		if !regexp.MustCompile(`(?m)^` + id + `\s+ERROR\s.*in use by another ggbroker serve`).MatchString(out) {
+			t.Errorf("no ERROR row naming the running broker for %s:\n%s", id, out)
 		}
 	}
 }

@@ -38,19 +38,46 @@ func auditReport(t *testing.T, out string) *audit.Report {
 }
 
 // TestAuditDefaultDevicePolicy audits a fresh state directory with one device on the default device
-// policy. The default policy restricts iot:Connect to the thing name, but lets every device publish,
-// receive and subscribe on every topic outside $aws/: Device Defender's overly-permissive check
-// flags that, so the default policy does NOT pass its own audit. This test pins exactly why (the
-// two NotResource statements, and nothing about Connect), so a change to the default policy shows here.
+// policy: it must pass its own audit (issue 15). The default restricts iot:Connect to the thing name
+// and topics to <thing>/..., so no overly-permissive probe (another device's topics, #, another's
+// shadow or jobs, another client ID) is allowed. A widened default shows here; so does the old broad
+// one, which the second half writes back to check that this test can fail.
 func TestAuditDefaultDevicePolicy(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	run(t, dir, "device", "create", "d1")
 	out, code := runAudit(t, dir, "--json")
-	if code != 1 {
-		t.Fatalf("exit %d, want 1 (a CRITICAL finding at the default --fail-on high):\n%s", code, out)
+	if code != 0 {
+		t.Fatalf("exit %d, want 0 (the default device policy passes its own audit):\n%s", code, out)
 	}
 	rep := auditReport(t, out)
+	if len(rep.Findings) != 0 {
+		t.Fatalf("findings on a fresh state with the default device policy: %+v", rep.Findings)
+	}
+	var ran bool
+	for _, c := range rep.Checks {
+		if c.Name == audit.CheckPolicyOverlyPermissive {
+			ran = c.Status == "COMPLETED_COMPLIANT" && c.Total >= 1
+		}
+	}
+	if !ran {
+		t.Fatalf("%s did not look at the default policy and find it compliant: %+v", audit.CheckPolicyOverlyPermissive, rep.Checks)
+	}
+	if text, code := runAudit(t, dir); code != 0 || !strings.Contains(text, "0 findings") {
+		t.Fatalf("text report: exit %d\n%s", code, text)
+	}
+
+	// The broad policy the default was before issue 15 (every topic outside $aws/) is flagged,
+	// naming the two statements and nothing about Connect.
+	if err := os.WriteFile(filepath.Join(dir, "broad.json"), []byte(crossDevicePolicyDoc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(t, dir, "policy", "create", "ggbroker-default-device-policy", "broad.json", "--force")
+	out, code = runAudit(t, dir, "--json")
+	if code != 1 {
+		t.Fatalf("broad policy: exit %d, want 1 (a CRITICAL finding at the default --fail-on high):\n%s", code, out)
+	}
+	rep = auditReport(t, out)
 	if len(rep.Findings) != 1 {
 		t.Fatalf("findings: %+v", rep.Findings)
 	}
@@ -64,7 +91,7 @@ func TestAuditDefaultDevicePolicy(t *testing.T) {
 		}
 	}
 	if strings.Contains(f.Reason, "iot:Connect") {
-		t.Errorf("the default policy restricts iot:Connect to the thing name, yet: %s", f.Reason)
+		t.Errorf("the policy restricts iot:Connect to the thing name, yet: %s", f.Reason)
 	}
 	if _, code := runAudit(t, dir, "--fail-on", "critical", "--json"); code != 1 {
 		t.Errorf("--fail-on critical: exit %d, want 1", code)
@@ -89,8 +116,6 @@ func TestAuditScopedFleetAndDuplicateClientIDs(t *testing.T) {
 	}
 	run(t, dir, "policy", "create", "scoped", "scoped.json")
 	run(t, dir, "device", "create", "s1", "--out", "devices/s1", "--policy", "scoped")
-	// The fix the audit prints for the default policy: replace it with a scoped one.
-	run(t, dir, "policy", "create", "ggbroker-default-device-policy", "scoped.json", "--force")
 	out, code := runAudit(t, dir)
 	if code != 0 || !strings.Contains(out, "0 findings") || !strings.Contains(out, "CONFLICTING_CLIENT_IDS_CHECK") {
 		t.Fatalf("scoped fleet: exit %d\n%s", code, out)

@@ -510,7 +510,7 @@ func TestLifecycleEvents(t *testing.T) {
 	}
 	subscribeV5(t, w, "$aws/events/presence/+/+")
 	// The default policy does not allow $aws/ topics: this one never gets an event.
-	blind := h.mustConnectV3(h.createDevice("blind"))
+	blind := h.mustConnectV3(h.createDefaultDevice("blind"))
 	blindGot := subscribeManyV3(t, blind, "$aws/events/presence/#", "blind/#")
 
 	d := h.createDevice("life-1")

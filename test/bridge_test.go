@@ -262,7 +262,7 @@ func TestBridgeSurvivesKill(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	run(t, dir, "device", "create", "d1", "--out", "devices/d1")
+	createCrossDevice(t, dir, "d1", "--out", "devices/d1") // it publishes on telemetry/d1
 	s := serve(t, dir, "--config", cfgPath)
 	s.waitLog(t, `"msg":"upstream connection failed"`)
 	dev := connectFiles(t, s.mqtt, "d1", bridgeDeviceTLS(t, filepath.Join(dir, "devices/d1")), true)

@@ -69,6 +69,20 @@ func run(t *testing.T, dir string, args ...string) string {
 	return stdout.String()
 }
 
+// createCrossDevice runs `ggbroker device create NAME ARGS...` in dir with crossDevicePolicy attached
+// instead of the default device policy, for tests whose devices talk across each other's topics (the
+// default allows a device its own NAME/... topics only). The policy is stored with `ggbroker policy
+// create --force`, as a user widening the default would.
+func createCrossDevice(t *testing.T, dir, name string, args ...string) {
+	t.Helper()
+	doc := filepath.Join(dir, crossDevicePolicy+".json")
+	if err := os.WriteFile(doc, []byte(crossDevicePolicyDoc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(t, dir, "policy", "create", crossDevicePolicy, doc, "--force")
+	run(t, dir, append([]string{"device", "create", name, "--policy", crossDevicePolicy}, args...)...)
+}
+
 // served is a `ggbroker serve` process.
 type served struct {
 	cmd     *exec.Cmd
@@ -252,6 +266,15 @@ func TestQuickStartWithMosquitto(t *testing.T) {
 		t.Fatalf("the README's quick start has %d commands: %q", len(cmds), cmds)
 	}
 	dir := t.TempDir()
+	// The README's commands run from the repository root: its examples/ (the quick start's policy
+	// file) is there too.
+	examples, err := filepath.Abs(filepath.Join("..", "examples"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(examples, filepath.Join(dir, "examples")); err != nil {
+		t.Fatal(err)
+	}
 	s := serve(t, dir)
 	port := s.mqtt[strings.LastIndex(s.mqtt, ":")+1:]
 	withPort := func(words []string) []string {

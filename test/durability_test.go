@@ -183,7 +183,7 @@ func TestDurability(t *testing.T) {
 func TestDurabilitySIGKILL(t *testing.T) {
 	dir := t.TempDir()
 	for _, name := range []string{"kill-sub", "kill-pub", "kill-other"} {
-		run(t, dir, "device", "create", name, "--out", "devices/"+name)
+		createCrossDevice(t, dir, name, "--out", "devices/"+name) // kill-pub publishes on kill-sub's topics
 	}
 	s := serve(t, dir)
 	dev := func(name string) endpoint { return fileEndpoint(t, s.mqtt, filepath.Join(dir, "devices", name)) }

@@ -42,7 +42,7 @@ func TestPythonPahoExample(t *testing.T) {
 		t.Skip("no Python 3 with paho-mqtt (apt-get install python3-paho-mqtt; .ci/run installs it)")
 	}
 	h := startBroker(t, nil)
-	d := h.createDevice("py-sensor")
+	d := h.createDefaultDevice("py-sensor") // as `ggbroker device create` makes it: its own topics only
 	runExample(t, h, d, "py-sensor/hello hello from python", py, filepath.Join("..", "examples", "python", "pubsub.py"))
 }
 
@@ -56,6 +56,6 @@ func TestNodeMQTTjsExample(t *testing.T) {
 		t.Skip("MQTT.js is not installed: (cd examples/node && npm ci); .ci/run does it")
 	}
 	h := startBroker(t, nil)
-	d := h.createDevice("js-sensor")
+	d := h.createDefaultDevice("js-sensor")
 	runExample(t, h, d, "js-sensor/hello hello from node", "node", filepath.Join(dir, "pubsub.mjs"))
 }

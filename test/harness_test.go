@@ -66,6 +66,7 @@ func startBroker(t testing.TB, mutate func(*config.Config), opts ...broker.Optio
 
 func startWith(t testing.TB, cfg *config.Config, opts ...broker.Option) *harness {
 	t.Helper()
+	writeCrossDevicePolicy(t, cfg)
 	core, logs := observer.New(zapcore.DebugLevel)
 	log := zap.New(zapcore.NewTee(core, testCore(t)))
 	b, err := app.New(cfg, log, opts...)
@@ -126,9 +127,61 @@ type device struct {
 	dir    string
 }
 
-// createDevice provisions a device the way `ggbroker device create` does (with the default device
-// policy unless policies are named), and writes its files.
+// crossDevicePolicy is the policy createDevice attaches when a test names none. Most end-to-end tests
+// have one device publish and another receive on topics of neither (sensors/..., a/b, #), which the
+// default device policy, scoped to a device's own topics since issue 15, refuses. This policy is the
+// broad one the default used to be: every topic outside $aws/, its own shadow and jobs, discovery.
+// A test about the default device policy itself asks for it by name: createDefaultDevice.
+const crossDevicePolicy = "test-cross-device-permissive"
+
+const crossDevicePolicyDoc = `{
+  "Version": "2012-10-17",
+  "Statement": [
+    {"Sid": "ConnectWithOwnThingName", "Effect": "Allow", "Action": "iot:Connect", "Resource": "arn:aws:iot:*:*:client/${iot:Connection.Thing.ThingName}"},
+    {"Sid": "PublishReceiveOutsideAws", "Effect": "Allow", "Action": ["iot:Publish", "iot:RetainPublish", "iot:Receive"], "NotResource": "arn:aws:iot:*:*:topic/$aws/*"},
+    {"Sid": "SubscribeOutsideAws", "Effect": "Allow", "Action": "iot:Subscribe", "NotResource": "arn:aws:iot:*:*:topicfilter/$aws/*"},
+    {"Sid": "JobsPublishReceiveOwnThing", "Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"], "Resource": "arn:aws:iot:*:*:topic/$aws/things/${iot:Connection.Thing.ThingName}/jobs/*"},
+    {"Sid": "JobsSubscribeOwnThing", "Effect": "Allow", "Action": "iot:Subscribe", "Resource": "arn:aws:iot:*:*:topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/jobs/*"},
+    {"Sid": "JobsHTTPSOwnThing", "Effect": "Allow", "Action": ["iotjobsdata:DescribeJobExecution", "iotjobsdata:GetPendingJobExecutions", "iotjobsdata:StartNextPendingJobExecution", "iotjobsdata:UpdateJobExecution"], "Resource": "arn:aws:iot:*:*:thing/${iot:Connection.Thing.ThingName}"},
+    {"Sid": "OwnShadowPublishReceive", "Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"], "Resource": "arn:aws:iot:*:*:topic/$aws/things/${iot:Connection.Thing.ThingName}/shadow/*"},
+    {"Sid": "OwnShadowSubscribe", "Effect": "Allow", "Action": "iot:Subscribe", "Resource": "arn:aws:iot:*:*:topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/shadow/*"},
+    {"Sid": "OwnShadowHTTPS", "Effect": "Allow", "Action": ["iot:GetThingShadow", "iot:UpdateThingShadow", "iot:DeleteThingShadow", "iot:ListNamedShadowsForThing"], "Resource": "arn:aws:iot:*:*:thing/${iot:Connection.Thing.ThingName}"},
+    {"Sid": "GreengrassDiscovery", "Effect": "Allow", "Action": "greengrass:Discover", "Resource": "arn:aws:iot:*:*:thing/*"}
+  ]
+}`
+
+// writeCrossDevicePolicy puts crossDevicePolicy into the policy directory before the broker starts,
+// so that it is loaded with the others and no test waits for a reload.
+func writeCrossDevicePolicy(t testing.TB, cfg *config.Config) {
+	t.Helper()
+	dir := cfg.PolicyDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatalf("policy directory: %v", err)
+	}
+	if err := certs.WriteFileAtomic(filepath.Join(dir, crossDevicePolicy+".json"), []byte(crossDevicePolicyDoc), 0o644); err != nil {
+		t.Fatalf("write %s: %v", crossDevicePolicy, err)
+	}
+}
+
+// createDevice provisions a device the way `ggbroker device create` does, with the policies named,
+// or crossDevicePolicy when none is (not the default device policy: see crossDevicePolicy), and
+// writes its files.
 func (h *harness) createDevice(name string, policies ...string) *device {
+	h.t.Helper()
+	if len(policies) == 0 {
+		policies = []string{crossDevicePolicy}
+	}
+	return h.provisionDevice(name, policies)
+}
+
+// createDefaultDevice provisions a device exactly as `ggbroker device create NAME` does: with the
+// default device policy.
+func (h *harness) createDefaultDevice(name string) *device {
+	h.t.Helper()
+	return h.provisionDevice(name, nil)
+}
+
+func (h *harness) provisionDevice(name string, policies []string) *device {
 	h.t.Helper()
 	st := h.broker.State()
 	d, err := st.CreateDevice(auth.NewDevice{Thing: auth.Thing{Name: name}, KeyType: certs.ECDSAP256, Validity: 24 * time.Hour, Policies: policies})

@@ -250,8 +250,8 @@ func TestJobsAnswersOnlyTheRequester(t *testing.T) {
 // TestJobsPolicyOwnThing is case 20: t2, under the default device policy, may not use t1's jobs topics.
 func TestJobsPolicyOwnThing(t *testing.T) {
 	h := startBroker(t, nil)
-	h.createDevice("t1")
-	t2 := h.createDevice("t2")
+	h.createDefaultDevice("t1")
+	t2 := h.createDefaultDevice("t2")
 	_, c, err := h.connectV5(t2, "t2", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -497,8 +497,8 @@ func TestJobsControlPlane(t *testing.T) {
 // certificate, authorized by its policy (the default device policy allows its own thing only).
 func TestJobsHTTPSDevice(t *testing.T) {
 	h := startBroker(t, nil)
-	d := h.createDevice("t1")
-	other := h.createDevice("t2")
+	d := h.createDefaultDevice("t1")
+	other := h.createDefaultDevice("t2")
 	h.createJob("Job1", `{"ToDo":"Reboot"}`, "t1")
 	c := h.discoveryClient(d)
 	base := "https://" + h.broker.DiscoveryAddr().String()

@@ -44,7 +44,7 @@ func (h *harness) waitReload(t *testing.T, before int) {
 	}
 }
 
-// observer is a device that may subscribe to and receive everything outside $aws (the default policy).
+// observer is a device that may subscribe to and receive everything outside $aws (crossDevicePolicy).
 func (h *harness) observer(t *testing.T, filter string) (pahov3.Client, <-chan string) {
 	t.Helper()
 	c := h.mustConnectV3(h.createDevice("observer"))
@@ -59,6 +59,54 @@ const sensorPolicy = `{
     {"Effect": "Allow", "Action": "iot:Subscribe", "Resource": "arn:aws:iot:us-east-1:123456789012:topicfilter/sensors/${iot:ClientId}/*"}
   ]
 }`
+
+// TestDefaultDevicePolicyOwnTopics: a device under the default device policy, as `ggbroker device
+// create NAME` makes it, publishes (retained too), subscribes and receives on its own NAME/... topics,
+// and is refused on another thing's topics, on topics of no thing and on # (issue 15: the default
+// passes the audit's overly-permissive check because of exactly this).
+func TestDefaultDevicePolicyOwnTopics(t *testing.T) {
+	t.Parallel()
+	h := startBroker(t, nil)
+	d := h.createDefaultDevice("own-1")
+	other := h.createDefaultDevice("own-2")
+	got := make(chan string, 10)
+	_, c, err := h.connectV5(d, d.name, func(p paho.PublishReceived) { got <- p.Packet.Topic + " " + string(p.Packet.Payload) })
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	codes := subscribeV5(t, c, "own-1/#", "own-2/#", "#", "sensors/#")
+	if want := []byte{1, 0x87, 0x87, 0x87}; string(codes) != string(want) {
+		t.Fatalf("SUBACK %v, want %v (own topics granted; another's, # and a shared tree refused)", codes, want)
+	}
+	if rc := publishV5(t, c, "own-1/temperature", 1, "21.5"); rc != 0 {
+		t.Fatalf("publish on its own topic: PUBACK %#x", rc)
+	}
+	expectMessage(t, got, "own-1/temperature 21.5")
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if resp, err := c.Publish(ctx, &paho.Publish{Topic: "own-1/state", QoS: 1, Retain: true, Payload: []byte("on")}); resp == nil || resp.ReasonCode != 0 {
+		t.Fatalf("retained publish on its own topic: %+v %v", resp, err)
+	}
+	expectMessage(t, got, "own-1/state on")
+	for _, topic := range []string{"own-2/temperature", "sensors/own-1/temperature", "own-1"} {
+		if rc := publishV5(t, c, topic, 1, "x"); rc != 0x87 {
+			t.Errorf("publish on %s: PUBACK %#x, want 0x87 (not authorized)", topic, rc)
+		}
+	}
+	// The other device, under the same default policy, may not publish on own-1's topics either.
+	_, oc, err := h.connectV5(other, other.name, nil)
+	if err != nil {
+		t.Fatalf("connect %s: %v", other.name, err)
+	}
+	if rc := publishV5(t, oc, "own-1/cmd", 1, "forged"); rc != 0x87 {
+		t.Fatalf("own-2 publishing on own-1/cmd: PUBACK %#x, want 0x87", rc)
+	}
+	// A device whose policy allows it (the test's cross-device policy) reaches own-1 on its topics.
+	sender := h.mustConnectV3(h.createDevice("sender-1"))
+	publishV3(t, sender, "own-1/cmd", 1, false, "hello")
+	expectMessage(t, got, "own-1/cmd hello")
+	h.record(t, "not authorized", map[string]string{"clientId": "own-1", "topicName": "own-2/temperature"})
+}
 
 // TestPublishDenied: a publish outside the policy reaches no one and is not retained; MQTT 5 QoS 1
 // gets PUBACK 0x87; every denial is one log record naming action, resource and decision.

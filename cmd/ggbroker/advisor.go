@@ -17,9 +17,17 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/ggbroker/ggbroker/advisor"
+	"github.com/ggbroker/ggbroker/broker"
 	"github.com/ggbroker/ggbroker/certs"
+	"github.com/ggbroker/ggbroker/config"
+	"github.com/ggbroker/ggbroker/jobs"
+	"github.com/ggbroker/ggbroker/service"
+	"github.com/ggbroker/ggbroker/shadow"
+	"github.com/ggbroker/ggbroker/state"
 )
 
 func newAdvisorCommand(g *globalFlags) *cobra.Command {
@@ -57,6 +65,11 @@ itself.
 test IDs; --suite-file reads a Device Advisor suite definition (a rootGroup, or a SuiteDefinitionConfiguration
 with suiteDefinitionName and rootGroup), so a suite made for AWS runs unchanged. --timeout replaces the
 default EXECUTION_TIMEOUT of every case whose configuration sets none.
+
+The shadow and jobs cases (Shadow_Publish_Reported_State, Shadow_Update_Reported_State, Job_Execution) run
+ggbroker's shadow and jobs services on this state directory's services.db, so what they set and what the
+device reports stays in the thing's shadow and jobs; while 'ggbroker serve' runs on the same state directory
+they are ERROR.
 
 Exit status: 0 when no case FAILed or ERRORed, 1 when one did, 2 when the suite could not run.`,
 		Args: cobra.NoArgs,
@@ -150,6 +163,14 @@ func runAdvisor(cmd *cobra.Command, g *globalFlags, f *advisorFlags) error {
 	if err != nil {
 		return usage(err)
 	}
+	cfg, err := g.load()
+	if err != nil {
+		return usage(err)
+	}
+	hosted, err := hostedServices(cfg, st)
+	if err != nil {
+		return usage(err)
+	}
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return usage(fmt.Errorf("--listen: %w", err))
@@ -168,7 +189,7 @@ func runAdvisor(cmd *cobra.Command, g *globalFlags, f *advisorFlags) error {
 	rep, err := advisor.Run(ctx, suite, advisor.Options{
 		Thing: f.thing, Registry: st.Registry, CoreCA: st.CoreCA, PolicyDir: st.PolicyDir, Listener: ln,
 		ServerNames: f.serverNames, Grace: f.grace, Timeout: f.timeout, StableConnection: f.stable, Settle: f.settle,
-		Progress: live.progress,
+		Services: hosted.Cases(), Progress: live.progress,
 	})
 	live.stop()
 	if err != nil {
@@ -196,6 +217,38 @@ func runAdvisor(cmd *cobra.Command, g *globalFlags, f *advisorFlags) error {
 		return &exitError{code: 1, err: errors.New("")}
 	}
 	return nil
+}
+
+// hostedServices gives the shadow and jobs cases the services `ggbroker serve` runs (shadow.New and
+// jobs.New, as app.Services lists them) on the state directory's services.db, so a case reads and
+// leaves the thing's shadow and jobs where the broker will find them. services.db is opened for one
+// case at a time, holding the serve lock meanwhile: with a broker serving the same state directory
+// those cases are ERROR, naming it, and the others run. The services log warnings and errors only,
+// so that their records do not bury the live lines.
+func hostedServices(cfg *config.Config, st *state.State) (advisor.HostedServices, error) {
+	log, err := newLogger(cfg)
+	if err != nil {
+		return advisor.HostedServices{}, err
+	}
+	log = log.WithOptions(zap.IncreaseLevel(zapcore.WarnLevel))
+	deps := service.Deps{Config: cfg, State: st, Log: log}
+	return advisor.HostedServices{
+		Shadow: func() (service.Service, error) { return shadow.New(deps) },
+		Jobs:   func() (service.Service, error) { return jobs.New(deps) },
+		OpenStore: func(bucket string) (service.Store, func() error, error) {
+			lock, err := state.LockServe(cfg.StateDir)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%w (the shadow and jobs cases use its services.db)", err)
+			}
+			store, closeDB, err := broker.OpenServiceStore(cfg.StateDir, bucket)
+			if err != nil {
+				lock.Release()
+				return nil, nil, err
+			}
+			return store, func() error { defer lock.Release(); return closeDB() }, nil
+		},
+		Region: cfg.Core.Region, AccountID: cfg.Core.AccountID, Log: log,
+	}, nil
 }
 
 // liveLine prints one line per test case: on a terminal it is rewritten in place while the case

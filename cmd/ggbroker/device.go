@@ -102,7 +102,9 @@ func newDeviceCreateCommand(g *globalFlags) *cobra.Command {
   private.pem.key  its private key (mode 0600)
   core-ca.pem      the core device CA, which the device uses to verify the broker
 and then register the thing NAME and the certificate (ACTIVE, attached to NAME, with the --policy policies
-or else the default device policy). The device connects with client ID NAME.
+or else the default device policy). The device connects with client ID NAME. The default device policy
+allows it its own topics NAME/..., its own shadow and jobs, and nothing of another device's: give a device
+that must reach other devices' topics a policy of its own with --policy (see 'ggbroker policy create').
 
 A thing that exists is refused: use 'ggbroker device add-cert NAME' to give it another certificate, or
 --force to register it again with a new one. Files are never overwritten: if --out holds any of the three,
