@@ -279,6 +279,9 @@ func (s *Server) start(t testing.TB) {
 	if a := b.DiscoveryAddr(); a != nil {
 		s.cfg.Discovery.Listen = a.String()
 	}
+	if a := b.DiscoveryALPNAddr(); a != nil {
+		s.cfg.Discovery.ALPNListen = a.String()
+	}
 	if a := b.LocalAddr(); a != nil {
 		s.cfg.LocalListener.Listen = a.String()
 	}
@@ -365,6 +368,16 @@ func (s *Server) LocalAddr() string {
 // DiscoveryAddr is the Greengrass discovery (and device HTTPS) listener's host:port.
 func (s *Server) DiscoveryAddr() string {
 	if a := s.Broker().DiscoveryAddr(); a != nil {
+		return a.String()
+	}
+	return ""
+}
+
+// DiscoveryALPNAddr is the discovery listener that negotiates the ALPN protocol x-amzn-http-ca, as
+// the AWS IoT Device SDKs' discovery clients require on port 443 ("" unless discovery.alpnListen is
+// set, e.g. WithConfig(func(c *config.Config) { c.Discovery.ALPNListen = "127.0.0.1:0" })).
+func (s *Server) DiscoveryALPNAddr() string {
+	if a := s.Broker().DiscoveryALPNAddr(); a != nil {
 		return a.String()
 	}
 	return ""
