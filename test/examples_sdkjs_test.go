@@ -94,22 +94,29 @@ func TestDeviceSDKJSShadow(t *testing.T) {
 	srv := ggbrokertest.Start(t)
 	d := srv.CreateDevice(t, "js-lamp", ggbrokertest.WithFiles(t.TempDir()))
 	be := backend(t, srv)
-	publishV3(t, be, "$aws/things/js-lamp/shadow/update", 1, false, `{"state":{"desired":{"led":"on"}}}`)
 	docs := subscribeV3(t, be, "$aws/things/js-lamp/shadow/update/documents", 1)
+	publishV3(t, be, "$aws/things/js-lamp/shadow/update", 1, false, `{"state":{"desired":{"led":"on"}}}`)
+	document := func() map[string]any {
+		t.Helper()
+		var doc map[string]any
+		select {
+		case m := <-docs:
+			if err := json.Unmarshal([]byte(strings.TrimPrefix(m, "$aws/things/js-lamp/shadow/update/documents ")), &doc); err != nil {
+				t.Fatalf("documents: %v\n%s", err, m)
+			}
+		case <-time.After(waitFor):
+			t.Fatal("the backend saw no update/documents")
+		}
+		return doc
+	}
+	if doc := document(); field(doc, "current", "state", "desired", "led") != "on" {
+		t.Fatalf("documents of the backend's update: %v", doc)
+	}
 
 	out := runNode(t, dir, "shadow.js", sdkArgs(srv, d)...)
 	mustContain(t, out, `desired {"led":"on"} version 1`, `reported {"led":"on","temperature":21.5} version 2`)
 	// What the backend sees: the device's report, in the documents the shadow service publishes.
-	var doc map[string]any
-	select {
-	case m := <-docs:
-		if err := json.Unmarshal([]byte(strings.TrimPrefix(m, "$aws/things/js-lamp/shadow/update/documents ")), &doc); err != nil {
-			t.Fatalf("documents: %v\n%s", err, m)
-		}
-	case <-time.After(waitFor):
-		t.Fatal("the backend saw no update/documents")
-	}
-	if field(doc, "current", "state", "reported", "led") != "on" || field(doc, "current", "state", "desired", "led") != "on" {
+	if doc := document(); field(doc, "current", "state", "reported", "led") != "on" || field(doc, "current", "state", "desired", "led") != "on" {
 		t.Fatalf("documents after the example: %v", doc)
 	}
 }

@@ -60,6 +60,8 @@ async function main() {
 
   shadow.close();
   const stopped = once(client, 'stopped');
+  // stop() without a DISCONNECT packet: with one, aws-crt 1.33 at times never sends it nor emits
+  // "stopped" (its log shows CLEAN_DISCONNECT and nothing after), and the script hangs.
   client.stop();
   await stopped;
   client.close();
