@@ -139,7 +139,9 @@ const CorePolicy = `{"Version":"2012-10-17","Statement":[
 // shortens the bridge's reconnect delays to 20ms..200ms (unless WithConfig sets
 // bridge.minReconnectDelay or maxReconnectDelay) so that a test of an outage does not wait a second.
 // Start and Restart return once the bridge is connected and subscribed upstream: a message the
-// upstream sends after that comes down.
+// upstream sends after that comes down. Servers bridged to one upstream need core.thingName each
+// their own, as Greengrass cores in one AWS account do: the thing name is the bridge's client ID, and
+// two connections with one client ID take the session from each other.
 func WithUpstream(up *Server, mappings ...Mapping) Option {
 	return func(o *options) { o.upstream = &upstream{srv: up, mappings: mappings} }
 }
