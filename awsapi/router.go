@@ -38,10 +38,25 @@ func NewRouter(creds []Credentials, regions []string, log *zap.Logger) *Router {
 // Verifier is the router's signature verifier (its clock can be set by tests).
 func (rt *Router) Verifier() *Verifier { return rt.verifier }
 
+// signingAliases are older signing names AWS still accepts for a service, mapped to the name its
+// routes are registered under. botocore's AWS IoT model carried execute-api (API Gateway's name) as
+// the control plane's signing name before it was changed to iot, so older boto3 and AWS CLI v1
+// releases (Debian 12's python3-boto3 1.26 among them) sign CreateThing and the rest for
+// execute-api, and AWS IoT Core answers them.
+var signingAliases = map[string]string{"execute-api": "iot"}
+
+// route is the signing name whose routes serve a scope's service name.
+func route(service string) string {
+	if to, ok := signingAliases[service]; ok {
+		return to
+	}
+	return service
+}
+
 func (rt *Router) serves(name string) bool {
 	rt.mu.RLock()
 	defer rt.mu.RUnlock()
-	_, ok := rt.muxes[name]
+	_, ok := rt.muxes[route(name)]
 	return ok
 }
 
@@ -97,11 +112,11 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rt.mu.RLock()
-	mux := rt.muxes[scope.Service]
+	mux := rt.muxes[route(scope.Service)]
 	rt.mu.RUnlock()
 	r = r.WithContext(context.WithValue(r.Context(), scopeKey{}, scope))
 	if _, pattern := mux.Handler(r); pattern == "" {
-		WriteError(w, http.StatusNotFound, ErrUnknownOperation, fmt.Sprintf("no %s operation is served at %s %s", scope.Service, r.Method, r.URL.Path))
+		WriteError(w, http.StatusNotFound, ErrUnknownOperation, fmt.Sprintf("no %s operation is served at %s %s", route(scope.Service), r.Method, r.URL.Path))
 		return
 	}
 	mux.ServeHTTP(w, r)

@@ -92,6 +92,8 @@ func TestVerifier(t *testing.T) {
 		{"valid", signed(t, srv, "POST", "/things/t1", body, testCreds, "iot", "us-east-1", now, nil), 200, ""},
 		{"valid GET, encoded path", signed(t, srv, "GET", "/things/a%3Ab", nil, testCreds, "iot", "us-east-1", now, nil), 200, ""},
 		{"other signing name reaches its own routes", signed(t, srv, "GET", "/greengrass/things/core", nil, testCreds, "greengrass", "us-east-1", now, nil), 200, ""},
+		{"execute-api, the older signing name of the AWS IoT control plane", signed(t, srv, "POST", "/things/t1", body, testCreds, "execute-api", "us-east-1", now, nil), 200, ""},
+		{"execute-api reaches only iot's routes", signed(t, srv, "GET", "/greengrass/things/core", nil, testCreds, "execute-api", "us-east-1", now, nil), 404, ErrUnknownOperation},
 		{"route of another signing name", signed(t, srv, "GET", "/greengrass/things/core", nil, testCreds, "iot", "us-east-1", now, nil), 404, ErrUnknownOperation},
 		{"tampered body", signed(t, srv, "POST", "/things/t1", body, testCreds, "iot", "us-east-1", now, func(r *http.Request) {
 			b := bytes.Replace(body, []byte(`"b"`), []byte(`"c"`), 1)

@@ -59,3 +59,24 @@ func ExampleServer_AWSConfig() {
 	}
 	fmt.Println(*out.CertificateId != "")
 }
+
+// A gateway bridged to an AWS IoT Core stand-in, as a Greengrass core with the MQTT bridge component:
+// the device's telemetry goes up, the cloud application's commands come down.
+func ExampleWithUpstream() {
+	var t *testing.T // your test's t
+
+	cloud := ggbrokertest.Start(t, ggbrokertest.WithProfile("iot-core"))
+	gateway := ggbrokertest.Start(t, ggbrokertest.WithUpstream(cloud,
+		ggbrokertest.LocalToIotCore("+/telemetry"),
+		ggbrokertest.IotCoreToLocal("+/commands")))
+
+	dev := gateway.CreateDevice(t, "sensor-1") // its own topics: sensor-1/...
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("ssl://" + gateway.MQTTAddr()).SetClientID(dev.Thing).SetTLSConfig(dev.TLSConfig()))
+	if tok := c.Connect(); tok.Wait() && tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer c.Disconnect(250)
+	c.Publish("sensor-1/telemetry", 1, false, "21.5").Wait()
+	// ... a client of cloud subscribed to +/telemetry receives it; one publishing sensor-1/commands
+	// reaches the device.
+}

@@ -32,6 +32,7 @@ import (
 	"github.com/ggbroker/ggbroker/app"
 	"github.com/ggbroker/ggbroker/auth"
 	"github.com/ggbroker/ggbroker/authz"
+	"github.com/ggbroker/ggbroker/bridge"
 	"github.com/ggbroker/ggbroker/broker"
 	"github.com/ggbroker/ggbroker/certs"
 	"github.com/ggbroker/ggbroker/config"
@@ -49,6 +50,7 @@ type Option func(*options)
 type options struct {
 	mutate   []func(*config.Config)
 	policies map[string]string
+	upstream *upstream
 }
 
 // WithProfile chooses the AWS behaviour profile: "greengrass" (the default) or "iot-core".
@@ -94,6 +96,104 @@ func WithLocalListener(anonymous, policyDoc string) Option {
 	}
 }
 
+// Mapping is one entry of the bridge's bridge.mqttTopicMapping (Greengrass' MQTT bridge component):
+// messages on Topic (a filter) go from Source to Target, their topic prefixed with TargetTopicPrefix.
+// Name is the mapping's name in the configuration (generated when empty).
+type Mapping struct {
+	Name              string
+	Topic             string
+	Source            string
+	Target            string
+	TargetTopicPrefix string
+}
+
+// LocalToIotCore bridges topic from this server's devices up to the upstream.
+func LocalToIotCore(topic string) Mapping {
+	return Mapping{Topic: topic, Source: bridge.LocalMqtt, Target: bridge.IotCore}
+}
+
+// IotCoreToLocal bridges topic from the upstream down to this server's devices.
+func IotCoreToLocal(topic string) Mapping {
+	return Mapping{Topic: topic, Source: bridge.IotCore, Target: bridge.LocalMqtt}
+}
+
+type upstream struct {
+	srv      *Server
+	mappings []Mapping
+}
+
+// CorePolicy is the policy WithUpstream attaches to the core's certificate on the upstream: connect
+// with the core's thing name as client ID, and publish, subscribe and receive on any topic, as the
+// Greengrass core policies of the AWS setup guides do. A test that wants the upstream to refuse
+// something replaces it: up.SetPolicy(t, "<core thing>-policy", doc).
+const CorePolicy = `{"Version":"2012-10-17","Statement":[
+ {"Effect":"Allow","Action":"iot:Connect","Resource":"arn:aws:iot:*:*:client/${iot:Connection.Thing.ThingName}"},
+ {"Effect":"Allow","Action":["iot:Publish","iot:Receive"],"Resource":"arn:aws:iot:*:*:topic/*"},
+ {"Effect":"Allow","Action":"iot:Subscribe","Resource":"arn:aws:iot:*:*:topicfilter/*"}]}`
+
+// WithUpstream points this server's MQTT bridge at up, another Server (started with
+// WithProfile("iot-core") to stand in for AWS IoT Core), as a Greengrass core is pointed at AWS IoT
+// Core: it registers the core's thing (core.thingName, MyGreengrassCore unless WithConfig changes it)
+// on up with a new certificate and CorePolicy, writes its files, sets core.iotDataEndpoint,
+// core.certificateFilePath, core.privateKeyPath, core.rootCaPath and bridge.mqttTopicMapping, and
+// shortens the bridge's reconnect delays to 20ms..200ms (unless WithConfig sets
+// bridge.minReconnectDelay or maxReconnectDelay) so that a test of an outage does not wait a second.
+// Start and Restart return once the bridge is connected and subscribed upstream: a message the
+// upstream sends after that comes down. Servers bridged to one upstream need core.thingName each
+// their own, as Greengrass cores in one AWS account do: the thing name is the bridge's client ID, and
+// two connections with one client ID take the session from each other.
+func WithUpstream(up *Server, mappings ...Mapping) Option {
+	return func(o *options) { o.upstream = &upstream{srv: up, mappings: mappings} }
+}
+
+// configure registers the core on the upstream and writes the core.* and bridge keys. It runs after
+// the other options, so that it sees the thing name and bridge keys they set.
+func (u *upstream) configure(t testing.TB, cfg *config.Config) {
+	t.Helper()
+	thing := cfg.Core.ThingName
+	core := u.srv.CreateDevice(t, thing, WithPolicy(CorePolicy), WithFiles(filepath.Join(t.TempDir(), "core")))
+	_, port, err := net.SplitHostPort(u.srv.MQTTAddr())
+	if err != nil {
+		t.Fatalf("ggbrokertest: upstream address: %v", err)
+	}
+	// localhost: the name the upstream's server certificate carries.
+	cfg.Core.IoTDataEndpoint = "localhost:" + port
+	cfg.Core.CertificateFilePath = filepath.Join(core.Dir, auth.DeviceCertFile)
+	cfg.Core.PrivateKeyPath = filepath.Join(core.Dir, auth.DeviceKeyFile)
+	cfg.Core.RootCAPath = filepath.Join(core.Dir, auth.CoreCAFile)
+
+	// The bridge block as viper would hold it from a file: lower-cased keys.
+	sec := map[string]any{}
+	if old, ok := cfg.Sections["bridge"].(map[string]any); ok {
+		for k, v := range old {
+			sec[strings.ToLower(k)] = v
+		}
+	}
+	for k, v := range map[string]string{"minreconnectdelay": "20ms", "maxreconnectdelay": "200ms"} {
+		if _, set := sec[k]; !set {
+			sec[k] = v
+		}
+	}
+	maps := map[string]any{}
+	if old, ok := sec["mqtttopicmapping"].(map[string]any); ok {
+		for k, v := range old {
+			maps[k] = v
+		}
+	}
+	for i, m := range u.mappings {
+		name := m.Name
+		if name == "" {
+			name = fmt.Sprintf("ggbrokertest%d", i+1)
+		}
+		maps[strings.ToLower(name)] = map[string]any{"topic": m.Topic, "source": m.Source, "target": m.Target, "targettopicprefix": m.TargetTopicPrefix}
+	}
+	sec["mqtttopicmapping"] = maps
+	if cfg.Sections == nil {
+		cfg.Sections = map[string]any{}
+	}
+	cfg.Sections["bridge"] = sec
+}
+
 // WithConfig changes the configuration directly, after the defaults and the other options.
 func WithConfig(f func(*config.Config)) Option {
 	return func(o *options) { o.mutate = append(o.mutate, f) }
@@ -101,9 +201,10 @@ func WithConfig(f func(*config.Config)) Option {
 
 // Server is one running broker. Its methods may be called from the test's goroutine and others.
 type Server struct {
-	cfg  *config.Config
-	logs *observer.ObservedLogs
-	core zapcore.Core
+	cfg     *config.Config
+	logs    *observer.ObservedLogs
+	core    zapcore.Core
+	bridged bool // WithUpstream: start waits for the bridge
 
 	mu   sync.Mutex
 	b    *broker.Broker
@@ -129,6 +230,9 @@ func Start(t testing.TB, opts ...Option) *Server {
 	for _, f := range o.mutate {
 		f(cfg)
 	}
+	if o.upstream != nil {
+		o.upstream.configure(t, cfg)
+	}
 	if len(o.policies) > 0 {
 		dir := cfg.PolicyDir()
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -141,9 +245,9 @@ func Start(t testing.TB, opts ...Option) *Server {
 		}
 	}
 	core, logs := observer.New(zapcore.DebugLevel)
-	s := &Server{cfg: cfg, logs: logs, core: core}
+	s := &Server{cfg: cfg, logs: logs, core: core, bridged: o.upstream != nil}
+	t.Cleanup(s.Close) // first: a start that fails half-way still stops what it started
 	s.start(t)
-	t.Cleanup(s.Close)
 	return s
 }
 
@@ -156,6 +260,7 @@ func (s *Server) start(t testing.TB) {
 	if err != nil {
 		t.Fatalf("ggbrokertest: start: %v", err)
 	}
+	seen := s.logs.Len()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()
@@ -175,6 +280,9 @@ func (s *Server) start(t testing.TB) {
 	}
 	if a := b.DiscoveryAddr(); a != nil {
 		s.cfg.Discovery.Listen = a.String()
+	}
+	if a := b.DiscoveryALPNAddr(); a != nil {
+		s.cfg.Discovery.ALPNListen = a.String()
 	}
 	if a := b.LocalAddr(); a != nil {
 		s.cfg.LocalListener.Listen = a.String()
@@ -196,6 +304,28 @@ func (s *Server) start(t testing.TB) {
 	s.mu.Lock()
 	s.b, s.stop = b, stop
 	s.mu.Unlock()
+	if s.bridged {
+		s.waitBridge(t, seen)
+	}
+}
+
+// waitBridge waits for the bridge's "upstream connected" record after the first seen records: the
+// bridge logs it once its subscriptions upstream are in place.
+func (s *Server) waitBridge(t testing.TB, seen int) {
+	t.Helper()
+	deadline := time.Now().Add(Timeout)
+	for {
+		all := s.logs.All()
+		for _, e := range all[min(seen, len(all)):] {
+			if e.Message == "upstream connected" {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ggbrokertest: the bridge did not connect to its upstream %s within %s", s.cfg.Core.IoTDataEndpoint, Timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // Close stops the broker (t.Cleanup calls it; calling it again is fine).
@@ -240,6 +370,16 @@ func (s *Server) LocalAddr() string {
 // DiscoveryAddr is the Greengrass discovery (and device HTTPS) listener's host:port.
 func (s *Server) DiscoveryAddr() string {
 	if a := s.Broker().DiscoveryAddr(); a != nil {
+		return a.String()
+	}
+	return ""
+}
+
+// DiscoveryALPNAddr is the discovery listener that negotiates the ALPN protocol x-amzn-http-ca, as
+// the AWS IoT Device SDKs' discovery clients require on port 443 ("" unless discovery.alpnListen is
+// set, e.g. WithConfig(func(c *config.Config) { c.Discovery.ALPNListen = "127.0.0.1:0" })).
+func (s *Server) DiscoveryALPNAddr() string {
+	if a := s.Broker().DiscoveryALPNAddr(); a != nil {
 		return a.String()
 	}
 	return ""

@@ -12,8 +12,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/iot"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/ggbroker/ggbroker/config"
 	"github.com/ggbroker/ggbroker/ggbrokertest"
 )
+
+// allowAll is a policy for the devices that play the backend in these tests.
+const allowAll = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:*","Resource":"*"}]}`
 
 func connect(t *testing.T, srv *ggbrokertest.Server, d *ggbrokertest.Device, clean bool) (mqtt.Client, chan string) {
 	t.Helper()
@@ -194,4 +198,40 @@ func TestAWSSDKProvisionsADevice(t *testing.T) {
 	o := mqtt.NewClientOptions().AddBroker("ssl://" + srv.MQTTAddr()).SetClientID("sdk-sensor").SetTLSConfig(tc).
 		SetAutoReconnect(false).SetConnectTimeout(ggbrokertest.Timeout)
 	wait(t, mqtt.NewClient(o).Connect())
+}
+
+// TestUpstreamBridge: WithUpstream bridges a device's message up to an iot-core server and a cloud
+// application's message down, before and after a restart of the gateway; a topic no mapping names
+// stays local.
+func TestUpstreamBridge(t *testing.T) {
+	cloud := ggbrokertest.Start(t, ggbrokertest.WithProfile("iot-core"))
+	gw := ggbrokertest.Start(t, ggbrokertest.WithConfig(func(c *config.Config) { c.Core.ThingName = "gateway-1" }),
+		ggbrokertest.WithUpstream(cloud, ggbrokertest.LocalToIotCore("+/telemetry"), ggbrokertest.IotCoreToLocal("+/commands")))
+	if gw.Config().Core.ThingName != "gateway-1" || gw.Config().Core.IoTDataEndpoint == "" {
+		t.Fatalf("core %+v", gw.Config().Core)
+	}
+	app, fromDevices := connect(t, cloud, cloud.CreateDevice(t, "cloud-app", ggbrokertest.WithPolicy(allowAll)), true)
+	wait(t, app.Subscribe("#", 1, func(_ mqtt.Client, m mqtt.Message) {
+		if m.Topic() != "sensor-1/commands" { // its own, which it publishes
+			fromDevices <- m.Topic() + " " + string(m.Payload())
+		}
+	}))
+	dev, toDevice := connect(t, gw, gw.CreateDevice(t, "sensor-1"), true)
+	wait(t, dev.Subscribe("sensor-1/commands", 1, nil))
+
+	check := func(n string) {
+		t.Helper()
+		wait(t, dev.Publish("sensor-1/local-only", 1, false, "stays"))
+		wait(t, dev.Publish("sensor-1/telemetry", 1, false, "21.5 "+n))
+		expect(t, fromDevices, "sensor-1/telemetry 21.5 "+n) // not sensor-1/local-only first: no mapping names it
+		wait(t, app.Publish("sensor-1/commands", 1, false, "reboot "+n))
+		expect(t, toDevice, "sensor-1/commands reboot "+n)
+	}
+	check("1")
+	cloud.WaitRecord(t, "client connected", map[string]string{"clientId": "gateway-1", "status": "Success"})
+
+	gw.Restart(t) // returns once the bridge is subscribed upstream again
+	dev, toDevice = connect(t, gw, gw.CreateDevice(t, "sensor-1"), true)
+	wait(t, dev.Subscribe("sensor-1/commands", 1, nil))
+	check("2")
 }

@@ -83,6 +83,7 @@ func startQuietLocalBroker(f *testing.F) string {
 	}
 	cfg.StateDir = f.TempDir()
 	cfg.MQTT.Listen, cfg.Admin.Listen, cfg.Discovery.Listen = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.ControlPlane.Listen = "127.0.0.1:0" // not the default 9443: another process on the machine may hold it
 	cfg.Connectivity.DetectIPv4Addresses = false
 	cfg.Persistence.Enabled = false
 	cfg.LocalListener = config.LocalListener{Enabled: true, Listen: "127.0.0.1:0", Anonymous: "local-raw", Policy: "local-raw"}

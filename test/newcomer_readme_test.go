@@ -167,6 +167,7 @@ func TestDockerignoreKeepsSecretsOut(t *testing.T) {
 		"ggbroker-data/sessions.db", "other-state/ca/core-ca.key", "other-state/registry.json", "other-state/server/server.key",
 		"devices/sensor-1/private.pem.key", "devices/sensor-1/device.pem.crt", "test/devices/x/private.pem.key",
 		"ggbroker", "cmd/ggbroker/ggbroker.test", ".git/config", ".git/objects/ab/cdef",
+		"examples/node/node_modules/mqtt/package.json", "examples/device-sdk-js/node_modules/aws-crt/dist/bin/linux-x64-glibc/aws-crt-nodejs.node",
 	} {
 		if !dockerIgnored(patterns, p) {
 			t.Errorf("%s is in the docker build context", p)
