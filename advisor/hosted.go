@@ -2,6 +2,7 @@ package advisor
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -486,6 +487,13 @@ func (h *deviceHost) HandleAPI(signingName, pattern string, handler http.Handler
 
 // HandleDevice implements service.Host: the endpoint has no device HTTPS listener.
 func (h *deviceHost) HandleDevice(string, http.Handler) error { return nil }
+
+// OnUnknownCertificate: the test endpoint registers nothing just in time (the device under test is
+// registered before the run).
+func (h *deviceHost) OnUnknownCertificate(func(chain []*x509.Certificate)) {}
+
+// Upstream: a test case has no upstream; a service that needs one (the shadow sync) is not run here.
+func (h *deviceHost) Upstream() service.Upstream { return nil }
 
 // Clients implements service.Host.
 func (h *deviceHost) Clients() []*service.Client {
