@@ -102,6 +102,37 @@ func putOutbound(p *packets.Packet) {
 	outboundPool.Put(p)
 }
 
+// waitForInflightRoom waits, at most Options.SlowSubscriberWait, until the session store of a
+// connected client has room for one more QoS 1/2 message, and reports whether it has. It is the
+// QoS 1/2 form of waitForRoom: the publisher's PUBACK has gone out already, but its read loop reads
+// nothing more meanwhile, so it runs out of its own inflight window and slows down. A disconnected
+// client's session is not waited for (nobody acknowledges), and a stalled one gets no wait.
+func (s *Server) waitForInflightRoom(cl *Client) bool {
+	wait := s.Options.SlowSubscriberWait
+	if wait <= 0 || cl.State.stalled.Load() || cl.Net.Conn == nil || cl.Closed() {
+		return false
+	}
+	max := int(s.Options.Capabilities.MaximumInflight)
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		room := cl.State.Inflight.RoomSignal()
+		if cl.State.Inflight.Len() < max {
+			return true
+		}
+		select {
+		case <-room:
+		case <-t.C:
+			cl.State.stalled.Store(true)
+			s.Log.Warn("subscriber stalled: a publisher waited for room in its session store in vain; its messages are dropped until it acknowledges again",
+				"client", cl.ID, "wait", wait.String())
+			return false
+		case <-cl.State.open.Done():
+			return false
+		}
+	}
+}
+
 // waitForRoom queues pk for cl once its full outbound queue has room, waiting at most
 // Options.SlowSubscriberWait, and reports whether it did. See that option for why; a stalled client
 // and a closed one get no wait.

@@ -36,6 +36,9 @@ type Inflight struct {
 	// bytes is the payload size of the outgoing messages held (ggbroker patch: a session's queue is
 	// bounded in bytes too, Capabilities.MaximumInflightBytes).
 	bytes int64
+	// room, once made by RoomSignal, is closed by the next Delete (ggbroker patch: a publisher waits
+	// for room in a connected subscriber's full store, Options.SlowSubscriberWait).
+	room chan struct{}
 
 	// waiting holds, in arrival order, the packet IDs of messages held (waiting for send quota), from waiting[head] on. ggbroker patch: NextImmediate takes the oldest from here instead of
 	// searching every inflight message, which made releasing a backlog quadratic. An ID whose message
@@ -300,8 +303,22 @@ func (i *Inflight) Delete(id uint16) bool {
 	delete(i.order, id)
 	delete(i.held, id)
 	i.bytes -= int64(len(old.Payload))
+	if ok && i.room != nil {
+		close(i.room)
+		i.room = nil
+	}
 
 	return ok
+}
+
+// RoomSignal returns a channel that the next Delete of a message closes (ggbroker patch).
+func (i *Inflight) RoomSignal() <-chan struct{} {
+	i.Lock()
+	defer i.Unlock()
+	if i.room == nil {
+		i.room = make(chan struct{})
+	}
+	return i.room
 }
 
 // TakeRecieveQuota reduces the receive quota by 1.

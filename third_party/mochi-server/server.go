@@ -1143,7 +1143,7 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 			s.Log.Warn("client store bytes quota reached", "client", cl.ID, "listener", cl.Net.Listener)
 			return out, packets.ErrQuotaExceeded
 		}
-		if cl.State.Inflight.Len() >= int(s.Options.Capabilities.MaximumInflight) {
+		if cl.State.Inflight.Len() >= int(s.Options.Capabilities.MaximumInflight) && !s.waitForInflightRoom(cl) {
 			// add hook?
 			atomic.AddInt64(&s.Info.InflightDropped, 1)
 			s.Log.Warn("client store quota reached", "client", cl.ID, "listener", cl.Net.Listener)
@@ -1282,6 +1282,9 @@ func (s *Server) processPuback(cl *Client, pk packets.Packet) error {
 		cl.State.Inflight.IncreaseSendQuota()
 		atomic.AddInt64(&s.Info.Inflight, -1)
 		s.hooks.OnQosComplete(cl, pk)
+		if cl.State.stalled.Load() {
+			cl.State.stalled.Store(false) // ggbroker patch: it acknowledges again, publishers may wait for it
+		}
 	}
 
 	return nil
