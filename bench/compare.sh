@@ -135,6 +135,9 @@ run_suite() { # run_suite NAME PORT PID [ARGS...]
 }
 
 # --- Mosquitto (first: its top QoS 0 fan-in rate sets the fixed rate of fanin-qos0-at-rate) ----
+# Mosquitto and the null broker serve ggbroker's server certificate, which ggbroker's first start makes.
+start_ggbroker ggbroker-init allow-all
+stop "$pid"
 mport="$("$ggbench" freeport)"
 tport="$("$ggbench" freeport)"
 while [ "$tport" = "$mport" ]; do tport="$("$ggbench" freeport)"; done

@@ -30,14 +30,17 @@ func newRootCommand() *cobra.Command {
 AWS IoT Greengrass V2 core device: devices connect over mutual TLS with X.509 certificates, the client ID is
 the thing name, and a local core device CA issues the broker's 7-day server certificate and rotates it.
 
-Quick start (two devices: one client ID per connection):
+Quick start (two devices: one client ID per connection). A device's default policy allows its own
+THING/... topics only; sensor-1 reads the others' temperature through the policy in the repository's
+examples/policies/temperature-reader.json:
   ggbroker serve                                          # embedded defaults, no config file needed
-  ggbroker device create sensor-1 --out ./devices/sensor-1
+  ggbroker policy create temperature-reader examples/policies/temperature-reader.json
+  ggbroker device create sensor-1 --out ./devices/sensor-1 --policy temperature-reader
   ggbroker device create sensor-2 --out ./devices/sensor-2
   mosquitto_sub --cafile devices/sensor-1/core-ca.pem --cert devices/sensor-1/device.pem.crt \
-    --key devices/sensor-1/private.pem.key -i sensor-1 -h localhost -p 8883 -t 'sensors/#' -v
+    --key devices/sensor-1/private.pem.key -i sensor-1 -h localhost -p 8883 -t '+/temperature' -v
   mosquitto_pub --cafile devices/sensor-2/core-ca.pem --cert devices/sensor-2/device.pem.crt \
-    --key devices/sensor-2/private.pem.key -i sensor-2 -h localhost -p 8883 -t sensors/sensor-2/temperature -m 21.5
+    --key devices/sensor-2/private.pem.key -i sensor-2 -h localhost -p 8883 -t sensor-2/temperature -m 21.5
 
 Configuration comes from the embedded defaults, a YAML file (--config), GGBROKER_* environment variables
 (GGBROKER_MQTT_LISTEN=":18883" sets mqtt.listen) and flags, each overriding the one before.`,
