@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # bench/compare.sh: ggbroker against Mosquitto 2, the same load, one after the other, in one run.
 #
-#   bench/compare.sh [--quick] [--out DIR] [--keep]
+#   bench/compare.sh [--quick] [--out DIR] [--keep] [--paho]
 #
+# The pub/sub load is written as raw MQTT packets in batches (ggbench --raw), cheap enough that the
+# brokers, not the load tool, are the limit; --paho uses paho clients instead (the figures before
+# issue 16, where paho was the limit of a QoS 0 flood).
 # Installs Mosquitto if missing, builds ggbroker and ggbench, makes a fresh ggbroker state directory
 # with the benchmark devices (their policy: bench/ggbench-policy.json), configures Mosquitto with the
 # same mutual TLS settings (require_certificate, use_identity_as_username, ggbroker's device CA as
@@ -15,19 +18,22 @@
 #                      subscribe and every delivery)
 #   ggbroker-allowall  authorization.mode: allow-all
 #   ggbroker-persist   allow-all with persistence on
-# and prints each report and the ratios, including each broker's share of the null broker's figure. Everything listens on 127.0.0.1 on free ports; every
-# process it starts is killed on exit. Full run: under 10 minutes; --quick: under 2.
+# and prints each report and the ratios, including each broker's share of the null broker's figure.
+# Everything listens on 127.0.0.1 on free ports; every process it starts is killed on exit. Full run:
+# under 10 minutes; --quick: under 3.
 set -euo pipefail
 
 quick=""
 keep=""
 out=""
+load="--raw"
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--quick) quick="--quick" ;;
 	--keep) keep=1 ;;
+	--paho) load="" ;;
 	--out) out="$2"; shift ;;
-	-h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,23p' "$0"; exit 0 ;;
 	*) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -82,7 +88,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 idle=10000
 [ -z "$quick" ] || idle=2000
-suite_args=($quick --idle "$idle" --timeout 10s --max-duration 90s)
+suite_args=($quick $load --idle "$idle" --timeout 10s --max-duration 90s)
 
 # --- ggbroker state: CAs, devices, the policy --------------------------------------------------
 state="$work/state"
@@ -157,7 +163,7 @@ if ! wait_port "$mport" "$mpid"; then
 fi
 mosq_clients=(--cert-dir "$state/ggbench-devices" --ca "$state/ca/core-ca.pem")
 log "mosquitto: calibrating its top QoS 0 fan-in rate (20 -> 1, 3 s)"
-top="$("$ggbench" pubsub --addr "127.0.0.1:$mport" "${mosq_clients[@]}" --shape fanin --pubs 20 --subs 1 --qos 0 \
+top="$("$ggbench" pubsub $load --addr "127.0.0.1:$mport" "${mosq_clients[@]}" --shape fanin --pubs 20 --subs 1 --qos 0 \
 	--size 64 --topics 1 --duration 3s --json 2>/dev/null | grep -o '"recvPerSec": *[0-9.]*' | head -1 | grep -o '[0-9.]*$' || true)"
 at_rate="$(awk -v t="${top:-0}" 'BEGIN { r = int(t / 2); if (r < 2000) r = 2000; print r }')"
 log "mosquitto: top rate ${top:-unknown} msgs/s; fanin-qos0-at-rate runs at $at_rate msgs/s for every broker"

@@ -86,6 +86,7 @@ Run 'ggbench COMMAND -h' for the flags of a command.
 type target struct {
 	addr        string
 	plain       bool
+	raw         bool
 	stateDir    string
 	certDir     string
 	caFile      string
@@ -101,6 +102,7 @@ type target struct {
 func (t *target) flags(fs *flag.FlagSet) {
 	fs.StringVar(&t.addr, "addr", "127.0.0.1:8883", "broker address host:port (loopback)")
 	fs.BoolVar(&t.plain, "plain", false, "plain TCP instead of mutual TLS (a baseline, where the broker offers it)")
+	fs.BoolVar(&t.raw, "raw", false, "pub/sub clients that write raw MQTT 3.1.1 packets in batches instead of paho: cheap enough to find the broker's limit, not the load tool's")
 	fs.StringVar(&t.stateDir, "state-dir", "", "ggbroker state directory: create and register the devices there, trust its core CA")
 	fs.StringVar(&t.certDir, "cert-dir", "", "device directories (DIR/NAME/device.pem.crt, private.pem.key); default STATE/ggbench-devices")
 	fs.StringVar(&t.caFile, "ca", "", "CA that verifies the server certificate (default: the state's core CA, or core-ca.pem of the first device)")

@@ -56,9 +56,9 @@ type subscriber struct {
 	seen     int64
 }
 
-func (s *subscriber) handle(_ mqtt.Client, m mqtt.Message) {
+// got counts one delivered payload.
+func (s *subscriber) got(p []byte) {
 	now := time.Now()
-	p := m.Payload()
 	if len(p) < headerLen || [4]byte(p[:4]) != magic || binary.BigEndian.Uint32(p[4:]) != s.runID {
 		return
 	}
@@ -96,18 +96,18 @@ func runPubSub(ctx context.Context, t *target, creds *credentials, scenario stri
 	_, _ = crand.Read(rid[:])
 	runID := binary.BigEndian.Uint32(rid[:])
 
-	var clients []mqtt.Client
+	var clients []benchClient
 	defer func() {
 		var wg sync.WaitGroup
 		for _, c := range clients {
-			wg.Go(func() { c.Disconnect(250) })
+			wg.Go(c.close)
 		}
 		wg.Wait()
 	}()
 
 	// Subscribers first, each subscribed (SUBACK granted) before anyone publishes.
 	subs := make([]*subscriber, o.subscribers)
-	subClients := make([]mqtt.Client, o.subscribers)
+	subClients := make([]benchClient, o.subscribers)
 	var wg sync.WaitGroup
 	for i := range o.subscribers {
 		s := &subscriber{runID: runID, max: o.maxSamples}
@@ -118,31 +118,22 @@ func runPubSub(ctx context.Context, t *target, creds *credentials, scenario stri
 			filter = "bench/" + creds.devices[i%o.publishers].name + "/#"
 		}
 		wg.Go(func() {
-			c, err := t.pahoConnect(creds, dev, s.handle)
+			c, err := t.connectBench(creds, dev, s.got)
 			if err != nil {
 				fail(fmt.Errorf("subscriber %s: %w", creds.devices[dev].name, err))
 				return
 			}
 			subClients[i] = c
-			tok := c.Subscribe(filter, o.qos, nil)
-			if !tok.WaitTimeout(t.timeout) {
-				fail(fmt.Errorf("subscriber %s: SUBACK timed out", creds.devices[dev].name))
-				return
-			}
-			if err := tok.Error(); err != nil {
-				fail(fmt.Errorf("subscriber %s: subscribe %s: %w", creds.devices[dev].name, filter, err))
-				return
-			}
-			if st, ok := tok.(*mqtt.SubscribeToken); ok && st.Result()[filter] >= 0x80 {
-				fail(fmt.Errorf("subscriber %s: subscribe %s refused (SUBACK 0x%02x)", creds.devices[dev].name, filter, st.Result()[filter]))
+			if err := c.subscribe(filter, o.qos, t.timeout); err != nil {
+				fail(fmt.Errorf("subscriber %s: %w", creds.devices[dev].name, err))
 			}
 		})
 	}
 	wg.Wait()
-	pubClients := make([]mqtt.Client, o.publishers)
+	pubClients := make([]benchClient, o.publishers)
 	for i := range o.publishers {
 		wg.Go(func() {
-			c, err := t.pahoConnect(creds, i, nil)
+			c, err := t.connectBench(creds, i, nil)
 			if err != nil {
 				fail(fmt.Errorf("publisher %s: %w", creds.devices[i].name, err))
 				return
@@ -173,7 +164,7 @@ func runPubSub(ctx context.Context, t *target, creds *credentials, scenario stri
 	start := time.Now()
 	for i, c := range pubClients {
 		wg.Go(func() {
-			n, err := publish(pubCtx, c, "bench/"+creds.devices[i].name, runID, o, t.timeout)
+			n, err := c.publish(pubCtx, "bench/"+creds.devices[i].name, runID, o, t.timeout)
 			sentBy[i] = n
 			if err != nil {
 				fail(fmt.Errorf("publisher %s: %w", creds.devices[i].name, err))
@@ -244,9 +235,53 @@ func runPubSub(ctx context.Context, t *target, creds *credentials, scenario stri
 	return r
 }
 
+// benchClient is one publisher's or subscriber's connection: paho's client, or raw packets (--raw).
+type benchClient interface {
+	subscribe(filter string, qos byte, timeout time.Duration) error
+	publish(ctx context.Context, topicBase string, runID uint32, o pubsubOptions, timeout time.Duration) (int64, error)
+	close()
+}
+
+// connectBench connects device i with paho, or with rawConnect under --raw. onMsg, if not nil, gets
+// every payload delivered to it.
+func (t *target) connectBench(creds *credentials, i int, onMsg func([]byte)) (benchClient, error) {
+	if t.raw {
+		return t.rawConnect(creds, i, onMsg)
+	}
+	var h mqtt.MessageHandler
+	if onMsg != nil {
+		h = func(_ mqtt.Client, m mqtt.Message) { onMsg(m.Payload()) }
+	}
+	c, err := t.pahoConnect(creds, i, h)
+	if err != nil {
+		return nil, err
+	}
+	return pahoClient{c}, nil
+}
+
+// pahoClient is a benchClient on paho.
+type pahoClient struct{ c mqtt.Client }
+
+func (p pahoClient) close() { p.c.Disconnect(250) }
+
+func (p pahoClient) subscribe(filter string, qos byte, timeout time.Duration) error {
+	tok := p.c.Subscribe(filter, qos, nil)
+	if !tok.WaitTimeout(timeout) {
+		return errors.New("SUBACK timed out")
+	}
+	if err := tok.Error(); err != nil {
+		return fmt.Errorf("subscribe %s: %w", filter, err)
+	}
+	if st, ok := tok.(*mqtt.SubscribeToken); ok && st.Result()[filter] >= 0x80 {
+		return fmt.Errorf("subscribe %s refused (SUBACK 0x%02x)", filter, st.Result()[filter])
+	}
+	return nil
+}
+
 // publish publishes on topic/t0..t(topics-1) in turn until ctx ends or count messages are sent,
 // keeping at most inflight publishes unacknowledged. It returns how many publishes completed.
-func publish(ctx context.Context, c mqtt.Client, topicBase string, runID uint32, o pubsubOptions, timeout time.Duration) (int64, error) {
+func (p pahoClient) publish(ctx context.Context, topicBase string, runID uint32, o pubsubOptions, timeout time.Duration) (int64, error) {
+	c := p.c
 	topics := make([]string, max(o.topics, 1))
 	for i := range topics {
 		topics[i] = fmt.Sprintf("%s/t%d", topicBase, i)

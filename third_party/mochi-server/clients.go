@@ -159,6 +159,7 @@ type ClientState struct {
 	cancelOpen      context.CancelFunc   // cancel function for open context
 	outboundQty     int32                // number of messages currently in the outbound queue
 	stalled         atomic.Bool          // ggbroker patch: made a publisher wait in vain (see Options.SlowSubscriberWait)
+	deferFlush      bool                 // ggbroker patch: the read loop has more input buffered (see Read); under the client's lock
 	writable        atomic.Bool          // ggbroker patch: CONNACK is out, queued packets may be written (see startWriter)
 	writing         atomic.Bool          // ggbroker patch: a writer of queued packets runs
 	Keepalive       uint16               // the number of seconds the connection can wait
@@ -256,6 +257,7 @@ func (cl *Client) drainOutbound() {
 			return
 		default:
 		}
+		cl.flushBatch() // its last packet may have waited for a batch the read loop is still making
 		cl.State.writing.Store(false)
 		if len(cl.State.outbound) == 0 || !cl.State.writing.CompareAndSwap(false, true) {
 			return
@@ -464,9 +466,31 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 			return err
 		}
 
+		// ggbroker patch: while more input is already buffered, what the handling writes (PUBACKs,
+		// messages released by those PUBACKs, PINGRESPs) waits in the write batch, which is flushed
+		// once the buffered input is handled: one write and one TLS record for a batch the client
+		// sent in one go, instead of one per packet. The write loop flushes its own batches itself.
+		// Only this goroutine changes deferFlush, so it reads it without the lock.
+		batched := cl.Net.bconn != nil && cl.Net.bconn.Buffered() > 0
+		if batched && !cl.State.deferFlush {
+			cl.Lock()
+			cl.State.deferFlush = true
+			cl.Unlock()
+		}
+
 		err = packetHandler(cl, pk) // Process inbound packet.
 		if err != nil {
 			return err
+		}
+
+		if !batched && cl.State.deferFlush {
+			cl.Lock()
+			cl.State.deferFlush = false
+			err = cl.flushOutbuf()
+			cl.Unlock()
+			if err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -705,7 +729,7 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 	n, err := func() (int64, error) {
 		cl.Lock()
 		defer cl.Unlock()
-		if len(cl.State.outbound) == 0 {
+		if len(cl.State.outbound) == 0 && !cl.State.deferFlush {
 			if cl.Net.outbuf == nil {
 				return buf.WriteTo(cl.Net.Conn)
 			}
@@ -745,6 +769,13 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 	cl.ops.hooks.OnPacketSent(cl, pk, buf.Bytes())
 
 	return err
+}
+
+// flushBatch writes the write batch now (ggbroker patch: see Read).
+func (cl *Client) flushBatch() {
+	cl.Lock()
+	defer cl.Unlock()
+	_ = cl.flushOutbuf()
 }
 
 func (cl *Client) flushOutbuf() (err error) {
