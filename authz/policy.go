@@ -79,6 +79,51 @@ type sessionView struct {
 	set     *policy.Set
 	// missing names attached policies that do not exist, for the deny reason.
 	missing []string
+	// receive and publish keep the topics this view allowed, when the set is Stable: the same
+	// request of the same session under the same snapshot gets the same answer, and iot:Receive is
+	// asked for every delivery (the policies-on / allow-all goal of issue 16). A new snapshot (a
+	// policy, registry or group change) makes a new view, and so forgets them.
+	receive, publish allowCache
+}
+
+// allowCache is a set of topics, read without locks: a copy-on-write map behind an atomic pointer.
+// It holds at most allowCacheMax topics; past that, decisions are simply not kept.
+type allowCache struct {
+	m atomic.Pointer[map[string]struct{}]
+}
+
+const allowCacheMax = 256
+
+func (c *allowCache) has(topic string) bool {
+	m := c.m.Load()
+	if m == nil {
+		return false
+	}
+	_, ok := (*m)[topic]
+	return ok
+}
+
+func (c *allowCache) add(topic string) {
+	for {
+		old := c.m.Load()
+		n := 0
+		if old != nil {
+			n = len(*old)
+		}
+		if n >= allowCacheMax {
+			return
+		}
+		m := make(map[string]struct{}, n+1)
+		if old != nil {
+			for k := range *old {
+				m[k] = struct{}{}
+			}
+		}
+		m[topic] = struct{}{}
+		if c.m.CompareAndSwap(old, &m) {
+			return
+		}
+	}
 }
 
 // NewPolicyAuthorizer loads the policies (and device groups) that cfg names. It fails, naming the file
@@ -386,10 +431,32 @@ func (a *PolicyAuthorizer) Connect(s *Session) Verdict {
 	return a.decide(s, policy.ActionConnect, policy.KindClient, s.Identity.ClientID)
 }
 
+// decideTopic is decide for the per-message actions on topic/<topic>, with the view's allowCache.
+func (a *PolicyAuthorizer) decideTopic(s *Session, action, topic string, cache func(*sessionView) *allowCache) Verdict {
+	sa, ok := s.Authz.(*sessionAuthz)
+	if !ok {
+		return unauthenticated(action, policy.KindTopic, topic, "session has no authorization context")
+	}
+	v := a.view(sa)
+	c := cache(v)
+	stable := v.set.Stable()
+	if stable && c.has(topic) {
+		return Allow
+	}
+	verdict := evaluate(v.set, a.env, v.ctx, action, policy.KindTopic, topic, a.missingNote(v.missing))
+	if verdict.Allowed && stable {
+		c.add(topic)
+	}
+	return verdict
+}
+
+func receiveCache(v *sessionView) *allowCache { return &v.receive }
+func publishCache(v *sessionView) *allowCache { return &v.publish }
+
 // Publish decides iot:Publish, and iot:RetainPublish as well when the message is retained
 // (aws-iot-core/retained-message-policy-examples.md).
 func (a *PolicyAuthorizer) Publish(s *Session, topic string, retain bool) Verdict {
-	if v := a.decide(s, policy.ActionPublish, policy.KindTopic, topic); !v.Allowed || !retain {
+	if v := a.decideTopic(s, policy.ActionPublish, topic, publishCache); !v.Allowed || !retain {
 		return v
 	}
 	return a.decide(s, policy.ActionRetainPublish, policy.KindTopic, topic)
@@ -402,7 +469,7 @@ func (a *PolicyAuthorizer) Subscribe(s *Session, filter string) Verdict {
 
 // Receive decides iot:Receive on topic/<topic>.
 func (a *PolicyAuthorizer) Receive(s *Session, topic string) Verdict {
-	return a.decide(s, policy.ActionReceive, policy.KindTopic, topic)
+	return a.decideTopic(s, policy.ActionReceive, topic, receiveCache)
 }
 
 // Decide decides any other action on a resource ("thing/T" or an ARN) for the device services.

@@ -143,3 +143,46 @@ func TestDenialCarriesTheDecidingStatement(t *testing.T) {
 		t.Fatalf("decision %s, reason %q", v.DecisionName(), v.Reason)
 	}
 }
+
+// TestKeptAllowsFollowPolicyChanges: Receive and Publish keep the topics they allowed, per session
+// and policy snapshot; a policy change that denies a kept topic denies it at once, and a policy
+// that reads the time is asked every time.
+func TestKeptAllowsFollowPolicyChanges(t *testing.T) {
+	a, s := newTestAuthorizer(t)
+	for range 3 { // kept after the first
+		if v := a.Receive(s, "sensor-1/cmd"); !v.Allowed {
+			t.Fatalf("receive on its own topic: %+v", v)
+		}
+		if v := a.Publish(s, "sensor-1/temp", false); !v.Allowed {
+			t.Fatalf("publish on its own topic: %+v", v)
+		}
+	}
+	write := func(name, doc string) {
+		t.Helper()
+		if err := os.WriteFile(state.PolicyPath(a.PolicyDir(), name), []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.registry.AttachPolicy(s.Identity.CertificateID, name); err != nil {
+			t.Fatal(err)
+		}
+		a.refresh()
+	}
+	write("quiet", `{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":["iot:Receive","iot:Publish"],"Resource":["arn:aws:iot:*:*:topic/sensor-1/cmd","arn:aws:iot:*:*:topic/sensor-1/temp"]}]}`)
+	if v := a.Receive(s, "sensor-1/cmd"); v.Allowed {
+		t.Fatal("a receive kept from before the Deny is still allowed")
+	}
+	if v := a.Publish(s, "sensor-1/temp", false); v.Allowed {
+		t.Fatal("a publish kept from before the Deny is still allowed")
+	}
+	// A Deny that holds until a time in the past: the statement reads the time on every request.
+	write("quiet", `{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"iot:Receive","Resource":"*","Condition":{"DateLessThan":{"aws:CurrentTime":"2000-01-01T00:00:00Z"}}}]}`)
+	sa := s.Authz.(*sessionAuthz)
+	for range 3 {
+		if v := a.Receive(s, "sensor-1/cmd"); !v.Allowed {
+			t.Fatalf("receive with an expired Deny: %+v", v)
+		}
+	}
+	if v := sa.view.Load(); v.receive.has("sensor-1/cmd") {
+		t.Fatal("an allow of a set that reads the time was kept")
+	}
+}

@@ -85,6 +85,28 @@ type statement struct {
 	allow Diagnostic // prebuilt, so that an allow does not allocate
 }
 
+// timeDependent reports whether the statement reads the time: a condition on aws:CurrentTime or
+// aws:EpochTime, or either as a variable.
+func (st *statement) timeDependent() bool {
+	timed := func(r *ref) bool { return r.id == keyCurrentTime || r.id == keyEpochTime }
+	for i := range st.conds {
+		if timed(&st.conds[i].key) {
+			return true
+		}
+	}
+	for _, r := range st.condRefs {
+		if timed(r) {
+			return true
+		}
+	}
+	for _, r := range st.resRefs {
+		if timed(r) {
+			return true
+		}
+	}
+	return false
+}
+
 // knownActions get a bit in statement.actionMask, so that the common
 // actions are found without matching any pattern at evaluation time.
 var knownActions = []string{

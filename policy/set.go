@@ -55,6 +55,8 @@ type Set struct {
 	byAction [][]*statement
 	// all lists every statement, denies first, for other actions.
 	all []*statement
+	// timed: a statement's decision depends on the time (aws:CurrentTime, aws:EpochTime).
+	timed bool
 }
 
 var knownKinds = [...]string{KindClient, KindTopic, KindTopicFilter, KindThing}
@@ -92,6 +94,7 @@ func NewSet(env Env, policies ...*Policy) *Set {
 		}
 		s.policies = append(s.policies, p)
 		for _, st := range p.statements {
+			s.timed = s.timed || st.timeDependent()
 			if st.deny {
 				denies = append(denies, st)
 			} else {
@@ -110,6 +113,11 @@ func NewSet(env Env, policies ...*Policy) *Set {
 	}
 	return s
 }
+
+// Stable reports whether the Set decides a request the same way whenever it is asked with the same
+// Context: no statement reads the time (aws:CurrentTime, aws:EpochTime). A caller may then keep a
+// decision for as long as it keeps the Set and the Context.
+func (s *Set) Stable() bool { return s != nil && !s.timed }
 
 // Env is the environment the Set was built for.
 func (s *Set) Env() Env { return s.env }
