@@ -447,8 +447,6 @@ func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 // Read reads incoming packets from the connected client and transforms them into
 // packets to be handled by the packetHandler.
 func (cl *Client) Read(packetHandler ReadFn) error {
-	var err error
-
 	for {
 		if cl.Closed() {
 			return nil
@@ -456,43 +454,52 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 
 		cl.refreshDeadline(cl.State.Keepalive)
 		fh := new(packets.FixedHeader)
-		err = cl.ReadFixedHeader(fh)
-		if err != nil {
+		if err := cl.ReadFixedHeader(fh); err != nil {
 			return err
 		}
-
-		pk, err := cl.ReadPacket(fh)
-		if err != nil {
+		if err := cl.readRest(fh, packetHandler); err != nil {
 			return err
-		}
-
-		// ggbroker patch: while more input is already buffered, what the handling writes (PUBACKs,
-		// messages released by those PUBACKs, PINGRESPs) waits in the write batch, which is flushed
-		// once the buffered input is handled: one write and one TLS record for a batch the client
-		// sent in one go, instead of one per packet. The write loop flushes its own batches itself.
-		// Only this goroutine changes deferFlush, so it reads it without the lock.
-		batched := cl.Net.bconn != nil && cl.Net.bconn.Buffered() > 0
-		if batched && !cl.State.deferFlush {
-			cl.Lock()
-			cl.State.deferFlush = true
-			cl.Unlock()
-		}
-
-		err = packetHandler(cl, pk) // Process inbound packet.
-		if err != nil {
-			return err
-		}
-
-		if !batched && cl.State.deferFlush {
-			cl.Lock()
-			cl.State.deferFlush = false
-			err = cl.flushOutbuf()
-			cl.Unlock()
-			if err != nil {
-				return err
-			}
 		}
 	}
+}
+
+// readRest reads and handles the rest of a packet whose fixed header Read has read. ggbroker patch:
+// a function of its own, so that Read's frame stays small while the goroutine waits in
+// ReadFixedHeader for the next packet, which is where an idle connection spends its life: the
+// packet values of this function (800 bytes each) made Read's frame 2.4 KiB, and a parked stack is
+// shrunk only while it uses under a quarter of it (see connectClient).
+//
+//go:noinline
+func (cl *Client) readRest(fh *packets.FixedHeader, packetHandler ReadFn) error {
+	pk, err := cl.ReadPacket(fh)
+	if err != nil {
+		return err
+	}
+
+	// ggbroker patch: while more input is already buffered, what the handling writes (PUBACKs,
+	// messages released by those PUBACKs, PINGRESPs) waits in the write batch, which is flushed
+	// once the buffered input is handled: one write and one TLS record for a batch the client
+	// sent in one go, instead of one per packet. The write loop flushes its own batches itself.
+	// Only this goroutine changes deferFlush, so it reads it without the lock.
+	batched := cl.Net.bconn != nil && cl.Net.bconn.Buffered() > 0
+	if batched && !cl.State.deferFlush {
+		cl.Lock()
+		cl.State.deferFlush = true
+		cl.Unlock()
+	}
+
+	err = packetHandler(cl, pk) // Process inbound packet.
+	if err != nil {
+		return err
+	}
+
+	if !batched && cl.State.deferFlush {
+		cl.Lock()
+		cl.State.deferFlush = false
+		err = cl.flushOutbuf()
+		cl.Unlock()
+	}
+	return err
 }
 
 // Stop instructs the client to shut down all processing goroutines and disconnect.
