@@ -146,24 +146,24 @@ type Will struct {
 
 // ClientState tracks the state of the client.
 type ClientState struct {
-	TopicAliases    TopicAliases         // a map of topic aliases
-	stopCause       atomic.Value         // reason for stopping
-	Inflight        *Inflight            // a map of in-flight qos messages
-	Subscriptions   *Subscriptions       // a map of the subscription filters a client maintains
-	disconnected    int64                // the time the client disconnected in unix time, for calculating expiry
-	outbound        chan *packets.Packet // queue for pending outbound packets
-	endOnce         sync.Once            // only end once
-	isTakenOver     atomic.Bool          // used to identify orphaned clients
-	packetID        uint32               // the current highest packetID
-	open            context.Context      // indicate that the client is open for packet exchange
-	cancelOpen      context.CancelFunc   // cancel function for open context
-	outboundQty     int32                // number of messages currently in the outbound queue
-	stalled         atomic.Bool          // ggbroker patch: made a publisher wait in vain (see Options.SlowSubscriberWait)
-	deferFlush      bool                 // ggbroker patch: the read loop has more input buffered (see Read); under the client's lock
-	writable        atomic.Bool          // ggbroker patch: CONNACK is out, queued packets may be written (see startWriter)
-	writing         atomic.Bool          // ggbroker patch: a writer of queued packets runs
-	Keepalive       uint16               // the number of seconds the connection can wait
-	ServerKeepalive bool                 // keepalive was set by the server
+	TopicAliases    TopicAliases       // a map of topic aliases
+	stopCause       atomic.Value       // reason for stopping
+	Inflight        *Inflight          // a map of in-flight qos messages
+	Subscriptions   *Subscriptions     // a map of the subscription filters a client maintains
+	disconnected    int64              // the time the client disconnected in unix time, for calculating expiry
+	outbound        *outQueue          // queue for pending outbound packets (ggbroker patch: grows on demand, see outQueue)
+	endOnce         sync.Once          // only end once
+	isTakenOver     atomic.Bool        // used to identify orphaned clients
+	packetID        uint32             // the current highest packetID
+	open            context.Context    // indicate that the client is open for packet exchange
+	cancelOpen      context.CancelFunc // cancel function for open context
+	outboundQty     int32              // number of messages currently in the outbound queue
+	stalled         atomic.Bool        // ggbroker patch: made a publisher wait in vain (see Options.SlowSubscriberWait)
+	deferFlush      bool               // ggbroker patch: the read loop has more input buffered (see Read); under the client's lock
+	writable        atomic.Bool        // ggbroker patch: CONNACK is out, queued packets may be written (see startWriter)
+	writing         atomic.Bool        // ggbroker patch: a writer of queued packets runs
+	Keepalive       uint16             // the number of seconds the connection can wait
+	ServerKeepalive bool               // keepalive was set by the server
 }
 
 // newClient returns a new instance of Client. This is almost exclusively used by Server
@@ -178,7 +178,7 @@ func newClient(c net.Conn, o *ops) *Client {
 			open:          ctx,
 			cancelOpen:    cancel,
 			Keepalive:     defaultKeepalive,
-			outbound:      make(chan *packets.Packet, o.options.Capabilities.MaximumClientWritesPending),
+			outbound:      newOutQueue(int(o.options.Capabilities.MaximumClientWritesPending)),
 		},
 		Properties: ClientProperties{
 			ProtocolVersion: defaultClientProtocolVersion, // default protocol version
@@ -202,8 +202,10 @@ func newClient(c net.Conn, o *ops) *Client {
 func (cl *Client) WriteLoop() {
 	for {
 		select {
-		case pk := <-cl.State.outbound:
-			cl.writeQueued(pk)
+		case <-cl.State.outbound.ready:
+			for pk, ok := cl.State.outbound.pop(); ok; pk, ok = cl.State.outbound.pop() {
+				cl.writeQueued(pk)
+			}
 		case <-cl.State.open.Done():
 			return
 		}
@@ -218,7 +220,7 @@ func (cl *Client) writeQueued(pk *packets.Packet) {
 	}
 	putOutbound(pk)
 	atomic.AddInt32(&cl.State.outboundQty, -1)
-	if cl.State.stalled.Load() && len(cl.State.outbound) <= cap(cl.State.outbound)/2 {
+	if cl.State.stalled.Load() && cl.State.outbound.len() <= cl.State.outbound.max/2 {
 		cl.State.stalled.Store(false) // ggbroker patch: publishers wait for it again
 	}
 }
@@ -248,18 +250,17 @@ func (cl *Client) wakeWriter() {
 // drainOutbound writes queued packets until the queue is empty or the client closes.
 func (cl *Client) drainOutbound() {
 	for {
-		select {
-		case pk := <-cl.State.outbound:
-			cl.writeQueued(pk)
-			continue
-		case <-cl.State.open.Done():
+		if cl.Closed() {
 			cl.State.writing.Store(false)
 			return
-		default:
+		}
+		if pk, ok := cl.State.outbound.pop(); ok {
+			cl.writeQueued(pk)
+			continue
 		}
 		cl.flushBatch() // its last packet may have waited for a batch the read loop is still making
 		cl.State.writing.Store(false)
-		if len(cl.State.outbound) == 0 || !cl.State.writing.CompareAndSwap(false, true) {
+		if cl.State.outbound.len() == 0 || !cl.State.writing.CompareAndSwap(false, true) {
 			return
 		}
 	}
@@ -716,7 +717,7 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 		// queue, which flushes them. Upstream returned here without flushing when the last one was
 		// too large, so they stayed until the next packet to the client (never, with keep-alive 0).
 		cl.Lock()
-		if len(cl.State.outbound) == 0 {
+		if cl.State.outbound.len() == 0 {
 			_ = cl.flushOutbuf()
 		}
 		cl.Unlock()
@@ -736,7 +737,7 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 	n, err := func() (int64, error) {
 		cl.Lock()
 		defer cl.Unlock()
-		if len(cl.State.outbound) == 0 && !cl.State.deferFlush {
+		if cl.State.outbound.len() == 0 && !cl.State.deferFlush {
 			if cl.Net.outbuf == nil {
 				return buf.WriteTo(cl.Net.Conn)
 			}

@@ -18,8 +18,8 @@ func TestTooLargePacketFlushesWhatWasQueued(t *testing.T) {
 	cl.Properties.Props.MaximumPacketSize = 100
 	small := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: "t/small", Payload: []byte("x")}
 	big := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: "t/big", Payload: make([]byte, 200)}
-	cl.State.outbound <- &small
-	cl.State.outbound <- &big
+	cl.State.outbound.push(&small)
+	cl.State.outbound.push(&big)
 	go cl.WriteLoop()
 
 	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))

@@ -237,3 +237,45 @@ func BenchmarkIdleClientFootprint(b *testing.B) {
 		}
 	}
 }
+
+// TestOutQueue (patch 42): a FIFO bounded by max that grows on demand, gives a large ring back once
+// emptied, signals ready while it holds something and room on every pop.
+func TestOutQueue(t *testing.T) {
+	q := newOutQueue(100)
+	if _, ok := q.pop(); ok || len(q.items) != 0 {
+		t.Fatal("a new queue holds something")
+	}
+	pks := make([]packets.Packet, 101)
+	for round := 0; round < 3; round++ { // wraps around and grows again after being given back
+		for i := 0; i < 100; i++ {
+			if !q.push(&pks[i]) {
+				t.Fatalf("round %d: push %d refused below max", round, i)
+			}
+		}
+		if q.push(&pks[100]) {
+			t.Fatalf("round %d: push beyond max accepted", round)
+		}
+		select {
+		case <-q.ready:
+		default:
+			t.Fatal("no ready token while the queue holds packets")
+		}
+		room := q.roomSignal()
+		for i := 0; i < 100; i++ {
+			pk, ok := q.pop()
+			if !ok || pk != &pks[i] {
+				t.Fatalf("round %d: pop %d: got %p, %v; want the packets in order", round, i, pk, ok)
+			}
+			if i == 0 {
+				select {
+				case <-room:
+				default:
+					t.Fatal("a pop did not signal room")
+				}
+			}
+		}
+		if q.len() != 0 || len(q.items) > outQueueKeep {
+			t.Fatalf("round %d: emptied queue has %d packets and keeps a ring of %d", round, q.len(), len(q.items))
+		}
+	}
+}

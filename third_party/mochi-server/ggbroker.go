@@ -143,15 +143,20 @@ func (s *Server) waitForRoom(cl *Client, pk *packets.Packet) bool {
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
-	select {
-	case cl.State.outbound <- pk:
-		return true
-	case <-t.C:
-		cl.State.stalled.Store(true)
-		s.Log.Warn("subscriber stalled: a publisher waited for room in its queue in vain; its messages are dropped until it reads again",
-			"client", cl.ID, "wait", wait.String())
-		return false
-	case <-cl.State.open.Done():
-		return false
+	for {
+		room := cl.State.outbound.roomSignal()
+		if cl.State.outbound.push(pk) {
+			return true
+		}
+		select {
+		case <-room:
+		case <-t.C:
+			cl.State.stalled.Store(true)
+			s.Log.Warn("subscriber stalled: a publisher waited for room in its queue in vain; its messages are dropped until it reads again",
+				"client", cl.ID, "wait", wait.String())
+			return false
+		case <-cl.State.open.Done():
+			return false
+		}
 	}
 }

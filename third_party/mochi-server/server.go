@@ -1178,11 +1178,10 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 	}
 
 	queued := getOutbound(out) // ggbroker patch: pooled, returned by WriteLoop (see getOutbound)
-	select {
-	case cl.State.outbound <- queued:
+	if cl.State.outbound.push(queued) {
 		atomic.AddInt32(&cl.State.outboundQty, 1)
 		cl.wakeWriter()
-	default:
+	} else {
 		if s.waitForRoom(cl, queued) { // ggbroker patch: Options.SlowSubscriberWait
 			atomic.AddInt32(&cl.State.outboundQty, 1)
 			cl.wakeWriter()
