@@ -67,7 +67,16 @@ func startBroker(t testing.TB, mutate func(*config.Config), opts ...broker.Optio
 func startWith(t testing.TB, cfg *config.Config, opts ...broker.Option) *harness {
 	t.Helper()
 	writeCrossDevicePolicy(t, cfg)
-	core, logs := observer.New(zapcore.DebugLevel)
+	// Tests keep every record to assert on. A benchmark keeps only what its config's log level would
+	// write: an observer holding millions of records made the garbage collector, not the broker, the
+	// cost a benchmark measured.
+	level := zapcore.DebugLevel
+	if _, bench := t.(*testing.B); bench {
+		if l, err := zapcore.ParseLevel(cfg.Log.Level); err == nil {
+			level = l
+		}
+	}
+	core, logs := observer.New(level)
 	log := zap.New(zapcore.NewTee(core, testCore(t)))
 	b, err := app.New(cfg, log, opts...)
 	if err != nil {
