@@ -370,22 +370,49 @@ func (s *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	logged := pk.Copy(false)
 	logged.FixedHeader.Retain = false // the retained copy is written separately, before the PUBACK too
 	put := inflightRecord(publishLogPrefix+strconv.FormatUint(s.seq.Add(1), 36), logged, pk.Created)
-	if err := s.db.write(append(recs, put)...); err != nil {
-		// Not on disk, so not acknowledged: a PUBACK would promise what a crash could break.
+	failed := func(err error) {
 		s.log.Error("message refused: the publish log write failed", zap.String("clientId", cl.ID),
 			zap.String("topicName", pk.TopicName), zap.String("eventType", "Publish-In"), zap.String("status", "Failure"),
 			zap.String("reason", "STORAGE_ERROR"), zap.Error(err))
 		if s.dropped != nil {
 			s.dropped("storage-error")
 		}
-		if cl.Properties.ProtocolVersion == 5 {
-			return pk, packets.ErrUnspecifiedError // PUBACK 0x80: the client may resend
+	}
+	if pk.FixedHeader.Qos == 1 {
+		// The PUBACK waits for the commit, the read loop does not (mochi's DeferAck): the client's
+		// next messages join the same commit. A failed commit makes mochi answer PUBACK 0x80 (MQTT 5)
+		// or close the connection (3.1.1), so that the client sends the message again.
+		r := s.db.enqueue(append(recs, put))
+		if r == nil {
+			failed(errStoreClosed)
+			return s.refuse(cl, pk)
 		}
-		cl.Stop(packets.ErrUnspecifiedError) // MQTT 3.1.1 has no negative PUBACK: close, the client resends
-		return pk, packets.ErrRejectPacket
+		cl.DeferAck(func() error {
+			<-r.done
+			if r.err != nil {
+				failed(r.err)
+			}
+			return r.err
+		})
+		s.accepting.Store(cl, &acceptedRecord{key: string(put.key), packetID: pk.PacketID})
+		return pk, nil
+	}
+	if err := s.db.write(append(recs, put)...); err != nil {
+		// Not on disk, so not acknowledged: a PUBREC would promise what a crash could break.
+		failed(err)
+		return s.refuse(cl, pk)
 	}
 	s.accepting.Store(cl, &acceptedRecord{key: string(put.key), packetID: pk.PacketID})
 	return pk, nil
+}
+
+// refuse is OnPublish's answer to a message it could not log: not acknowledged.
+func (s *Hook) refuse(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Properties.ProtocolVersion == 5 {
+		return pk, packets.ErrUnspecifiedError // PUBACK 0x80: the client may resend
+	}
+	cl.Stop(packets.ErrUnspecifiedError) // MQTT 3.1.1 has no negative PUBACK: close, the client resends
+	return pk, packets.ErrRejectPacket
 }
 
 // OnPublished removes the log record: every subscriber's copy has been stored. Losing the removal in a

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/storage"
@@ -188,8 +189,12 @@ func TestStorePublishLogAndAcks(t *testing.T) {
 	}
 	var logKey string
 	s.accepting.Range(func(_, v any) bool { logKey = v.(*acceptedRecord).key; return false })
-	if !s.db.has(logKey) {
-		t.Fatal("no publish log record before the PUBACK")
+	// The write is under way; mochi sends the PUBACK once it is committed (DeferAck), the moment
+	// this waits for.
+	for deadline := time.Now().Add(5 * time.Second); !s.db.has(logKey); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no publish log record before the PUBACK")
+		}
 	}
 	ack := packets.Packet{PacketID: 9, FixedHeader: packets.FixedHeader{Type: packets.Puback}}
 	s.OnQosPublish(pub, ack, 0, 0)

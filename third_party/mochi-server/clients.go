@@ -146,24 +146,31 @@ type Will struct {
 
 // ClientState tracks the state of the client.
 type ClientState struct {
-	TopicAliases    TopicAliases       // a map of topic aliases
-	stopCause       atomic.Value       // reason for stopping
-	Inflight        *Inflight          // a map of in-flight qos messages
-	Subscriptions   *Subscriptions     // a map of the subscription filters a client maintains
-	disconnected    int64              // the time the client disconnected in unix time, for calculating expiry
-	outbound        *outQueue          // queue for pending outbound packets (ggbroker patch: grows on demand, see outQueue)
-	endOnce         sync.Once          // only end once
-	isTakenOver     atomic.Bool        // used to identify orphaned clients
-	packetID        uint32             // the current highest packetID
-	open            context.Context    // indicate that the client is open for packet exchange
-	cancelOpen      context.CancelFunc // cancel function for open context
-	outboundQty     int32              // number of messages currently in the outbound queue
-	stalled         atomic.Bool        // ggbroker patch: made a publisher wait in vain (see Options.SlowSubscriberWait)
-	deferFlush      bool               // ggbroker patch: the read loop has more input buffered (see Read); under the client's lock
-	writable        atomic.Bool        // ggbroker patch: CONNACK is out, queued packets may be written (see startWriter)
-	writing         atomic.Bool        // ggbroker patch: a writer of queued packets runs
-	Keepalive       uint16             // the number of seconds the connection can wait
-	ServerKeepalive bool               // keepalive was set by the server
+	TopicAliases  TopicAliases       // a map of topic aliases
+	stopCause     atomic.Value       // reason for stopping
+	Inflight      *Inflight          // a map of in-flight qos messages
+	Subscriptions *Subscriptions     // a map of the subscription filters a client maintains
+	disconnected  int64              // the time the client disconnected in unix time, for calculating expiry
+	outbound      *outQueue          // queue for pending outbound packets (ggbroker patch: grows on demand, see outQueue)
+	endOnce       sync.Once          // only end once
+	isTakenOver   atomic.Bool        // used to identify orphaned clients
+	packetID      uint32             // the current highest packetID
+	open          context.Context    // indicate that the client is open for packet exchange
+	cancelOpen    context.CancelFunc // cancel function for open context
+	outboundQty   int32              // number of messages currently in the outbound queue
+	stalled       atomic.Bool        // ggbroker patch: made a publisher wait in vain (see Options.SlowSubscriberWait)
+	deferFlush    bool               // ggbroker patch: the read loop has more input buffered (see Read); under the client's lock
+	// ggbroker patch: deferred acknowledgements (see DeferAck). ackAfter is the read loop's, for the
+	// PUBLISH being handled; the queue and its flag are under ackMu, which ackCond waits on.
+	ackAfter        []func() error
+	ackMu           sync.Mutex
+	ackCond         *sync.Cond
+	ackQueue        []deferredAck
+	ackRunning      bool
+	writable        atomic.Bool // ggbroker patch: CONNACK is out, queued packets may be written (see startWriter)
+	writing         atomic.Bool // ggbroker patch: a writer of queued packets runs
+	Keepalive       uint16      // the number of seconds the connection can wait
+	ServerKeepalive bool        // keepalive was set by the server
 }
 
 // newClient returns a new instance of Client. This is almost exclusively used by Server

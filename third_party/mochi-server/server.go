@@ -980,6 +980,7 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		pk.FixedHeader.Qos = s.Options.Capabilities.MaximumQos // [MQTT-3.2.2-9] Reduce qos based on server max qos capability
 	}
 
+	cl.State.ackAfter = cl.State.ackAfter[:0] // ggbroker patch: filled by the hooks' DeferAck calls
 	pkx, err := s.hooks.OnPublish(cl, pk)
 	if err == nil {
 		pk = pkx
@@ -1006,6 +1007,10 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		s.publishToSubscribers(pk)
 		s.hooks.OnPublished(cl, pk)
 		return nil
+	}
+
+	if pk.FixedHeader.Qos == 1 && s.deferredAck(cl, pk) {
+		return nil // ggbroker patch: acknowledged by the client's ack writer (see DeferAck)
 	}
 
 	cl.State.Inflight.DecreaseReceiveQuota()
