@@ -17,6 +17,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -35,9 +36,31 @@ const (
 	StatusFile = "bridge-status.json"
 )
 
-// maxInflight bounds unacknowledged PUBLISHes upstream: AWS IoT Core allows 100 in-flight QoS 1
-// messages per connection (aws-iot-core quotas); an MQTT 5 upstream may ask for fewer (Receive Maximum).
-const maxInflight = 100
+// Unacknowledged PUBLISHes upstream. AWS IoT Core allows 100 in-flight QoS 1 messages per connection
+// (aws-iot-core quotas), whatever its CONNACK says; another broker says what it takes in its MQTT 5
+// CONNACK (Receive Maximum), up to maxInflightOther here, and an MQTT 3.1.1 one says nothing, so it
+// gets AWS' figure. A wider window matters when each PUBACK waits for the upstream's disk: the window
+// divided by that wait is the bridge's rate.
+const (
+	maxInflightAWS   = 100
+	maxInflightOther = 1024
+)
+
+// window is the pump's bound on unacknowledged PUBLISHes for this session.
+func (b *Bridge) window(s *session) int {
+	limit := maxInflightOther
+	if s.version == mqtt311 || isAWSEndpoint(b.set.Upstream.Host) {
+		limit = maxInflightAWS
+	}
+	return min(limit, max(s.receiveMax, 1))
+}
+
+// isAWSEndpoint: AWS IoT Core's data endpoints (ACCOUNT-ats.iot.REGION.amazonaws.com, and the .cn
+// partition's amazonaws.com.cn).
+func isAWSEndpoint(host string) bool {
+	h := strings.ToLower(strings.TrimSuffix(host, "."))
+	return strings.HasSuffix(h, ".amazonaws.com") || strings.HasSuffix(h, ".amazonaws.com.cn")
+}
 
 // stableSession is how long a session must last for the reconnect backoff to start over.
 const stableSession = 30 * time.Second
@@ -168,7 +191,7 @@ func (b *Bridge) closeSpool() error {
 
 // handler is the Handler of one topic filter: the routes are the LocalMqtt-source mappings with it.
 func (b *Bridge) handler(routes []route) service.Handler {
-	return func(_ context.Context, m *service.Message) error {
+	return func(ctx context.Context, m *service.Message) error {
 		// What the bridge published itself (a message that came down from the upstream, or a
 		// LocalMqtt -> LocalMqtt copy) never goes through a mapping again: overlapping mappings, such as
 		// Greengrass' shadow recipe with $aws/things/+/shadow/# both ways, cannot loop.
@@ -186,14 +209,30 @@ func (b *Bridge) handler(routes []route) service.Handler {
 				})
 			}
 		}
-		// Durable before the handler returns: the broker sends the device's PUBACK after it. A failed
-		// write refuses the message instead (and nothing of it is relayed).
-		if err := b.spool.append(up...); err != nil {
+		// Durable before the device's PUBACK: the broker sends it once the spool's commit is done
+		// (service.AckAfter), or after the handler returns when it cannot wait for us. A failed write
+		// refuses the message instead (and nothing of it is relayed).
+		refused := func(err error) error {
 			b.log.Error("bridge could not spool a message; refused", zap.String("topicName", m.Topic), zap.Error(err))
 			if errors.Is(err, errTooLarge) {
 				b.m.drop(dropTooLarge, len(up))
 			}
 			return err
+		}
+		committed, err := b.spool.appendStarted(up...)
+		if err != nil {
+			return refused(err)
+		}
+		wait := func() error {
+			if err := committed(); err != nil {
+				return refused(err)
+			}
+			return nil
+		}
+		if !service.AckAfter(ctx, wait) {
+			if err := wait(); err != nil {
+				return err
+			}
 		}
 		for _, r := range routes {
 			if r.Target != LocalMqtt {
@@ -414,7 +453,7 @@ func (b *Bridge) unsubscribeStale(ctx context.Context, s *session, subs []subscr
 // most settings.Rate a second, and deletes what the upstream acknowledged. It starts from the oldest
 // record each session: what was in flight when the last one broke goes again (QoS 1 is at least once).
 func (b *Bridge) pump(ctx context.Context, s *session) error {
-	window := min(maxInflight, max(s.receiveMax, 1))
+	window := b.window(s)
 	var interval time.Duration
 	if b.set.Rate > 0 {
 		interval = time.Second / time.Duration(b.set.Rate)

@@ -124,6 +124,18 @@ func (s *spool) append(recs ...*record) error {
 	return s.do(&spoolWrite{add: recs})
 }
 
+// appendStarted queues the records for the next commit and returns the wait for that commit (once).
+func (s *spool) appendStarted(recs ...*record) (wait func() error, err error) {
+	if len(recs) == 0 {
+		return func() error { return nil }, nil
+	}
+	w := &spoolWrite{add: recs, err: make(chan error, 1)}
+	if err := s.send(w); err != nil {
+		return nil, err
+	}
+	return func() error { return <-w.err }, nil
+}
+
 // remove deletes acknowledged records; missing ones (dropped meanwhile) are skipped.
 func (s *spool) remove(seqs []uint64) error {
 	if len(seqs) == 0 {

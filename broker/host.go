@@ -144,6 +144,7 @@ func (h *serviceHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		return pk, nil
 	}
 	var m *service.Message
+	ctx := context.Background()
 	consumed := false
 	for _, r := range *rs {
 		if !topicMatches(r.filter, pk.TopicName) {
@@ -152,8 +153,11 @@ func (h *serviceHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		if m == nil {
 			m = messageOf(pk)
 			m.From = h.b.clientOf(cl)
+			if pk.FixedHeader.Qos == 1 {
+				ctx = service.WithAckAfter(ctx, cl.DeferAck) // mochi's deferred PUBACK (PATCHES.md 43)
+			}
 		}
-		err := r.handler(context.Background(), m)
+		err := r.handler(ctx, m)
 		switch {
 		case err == nil:
 		case errors.Is(err, service.Consumed):

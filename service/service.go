@@ -208,3 +208,26 @@ func DeviceFrom(ctx context.Context) *Client {
 	c, _ := ctx.Value(deviceKey{}).(*Client)
 	return c
 }
+
+// ackAfterKey carries, in a Handler's context, where the host collects the waits an incoming QoS 1
+// message's acknowledgement is to wait for.
+type ackAfterKey struct{}
+
+// WithAckAfter is for the host: a Handler's context whose AckAfter hands its waits to deferAck.
+func WithAckAfter(ctx context.Context, deferAck func(wait func() error)) context.Context {
+	return context.WithValue(ctx, ackAfterKey{}, deferAck)
+}
+
+// AckAfter lets a Handler make the device's acknowledgement (PUBACK) of the message wait for a
+// durable write it started, without holding up the device's connection: the host sends the PUBACK
+// once wait returned nil, and refuses the message (PUBACK 0x80, or a closed MQTT 3.1.1 connection)
+// if it failed. It reports false when the message has no acknowledgement to hold (QoS 0, or a
+// message from the host itself): the Handler must then wait itself before it returns.
+func AckAfter(ctx context.Context, wait func() error) bool {
+	f, ok := ctx.Value(ackAfterKey{}).(func(wait func() error))
+	if !ok || f == nil {
+		return false
+	}
+	f(wait)
+	return true
+}
