@@ -40,22 +40,7 @@ func dialTLS(ctx context.Context, addr string, cfg *tls.Config, timeout time.Dur
 // the credential).
 func connectPacket(clientID string, keepAlive uint16) []byte {
 	vh := []byte{0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, byte(keepAlive >> 8), byte(keepAlive)}
-	rem := len(vh) + 2 + len(clientID)
-	p := []byte{0x10}
-	for {
-		b := byte(rem % 128)
-		rem /= 128
-		if rem > 0 {
-			b |= 0x80
-		}
-		p = append(p, b)
-		if rem == 0 {
-			break
-		}
-	}
-	p = append(p, vh...)
-	p = append(p, byte(len(clientID)>>8), byte(len(clientID)))
-	return append(p, clientID...)
+	return packetOf(0x10, append(vh, mqttStr(clientID)...))
 }
 
 // mqttConnect opens a connection, sends CONNECT and waits for a CONNACK that accepts it. The

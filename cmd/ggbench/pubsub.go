@@ -309,24 +309,12 @@ func (p pahoClient) publish(ctx context.Context, topicBase string, runID uint32,
 			done++
 		}
 	}()
-	var interval time.Duration
-	if o.rate > 0 {
-		interval = time.Duration(float64(time.Second) / o.rate)
-	}
-	next := time.Now()
+	pace := newPacer(o.rate)
 	for seq := uint64(0); o.count == 0 || seq < uint64(o.count); seq++ {
 		if ctx.Err() != nil {
 			break
 		}
-		if interval > 0 {
-			next = next.Add(interval)
-			if d := time.Until(next); d > 0 {
-				select {
-				case <-time.After(d):
-				case <-ctx.Done():
-				}
-			}
-		}
+		_ = pace.wait(ctx, nil)
 		p := make([]byte, size)
 		copy(p, magic[:])
 		binary.BigEndian.PutUint32(p[4:], runID)
@@ -375,4 +363,44 @@ func (t *target) pahoConnect(creds *credentials, i int, onMessage mqtt.MessageHa
 		return nil, err
 	}
 	return c, nil
+}
+
+// pacer spaces a publisher's messages at a rate per second; a rate of 0 does not pace.
+type pacer struct {
+	interval time.Duration
+	next     time.Time
+}
+
+func newPacer(rate float64) *pacer {
+	p := &pacer{next: time.Now()}
+	if rate > 0 {
+		p.interval = time.Duration(float64(time.Second) / rate)
+	}
+	return p
+}
+
+// paced reports whether the pacer spaces messages at all.
+func (p *pacer) paced() bool { return p.interval > 0 }
+
+// wait waits for the next message's slot, or for ctx. beforeSleep, if not nil, runs first when
+// there is a wait (a raw publisher writes its batch then); its error is returned without waiting.
+func (p *pacer) wait(ctx context.Context, beforeSleep func() error) error {
+	if p.interval <= 0 {
+		return nil
+	}
+	p.next = p.next.Add(p.interval)
+	d := time.Until(p.next)
+	if d <= 0 {
+		return nil
+	}
+	if beforeSleep != nil {
+		if err := beforeSleep(); err != nil {
+			return err
+		}
+	}
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+	}
+	return nil
 }

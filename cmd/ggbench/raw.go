@@ -45,10 +45,8 @@ func (t *target) rawConnect(creds *credentials, i int, onMsg func([]byte)) (*raw
 	}
 	r := &rawConn{c: c, br: bufio.NewReaderSize(c, 64<<10), onMsg: onMsg, subacks: make(chan byte, 1),
 		acks: make(chan struct{}, 1<<16), done: make(chan struct{})}
-	id := creds.devices[i].name
-	body := append([]byte{0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 120}, mqttStr(id)...) // keep-alive 120 s: no PINGREQ needed in a run
 	_ = c.SetDeadline(time.Now().Add(t.timeout))
-	if _, err := c.Write(packetOf(0x10, body)); err != nil {
+	if _, err := c.Write(connectPacket(creds.devices[i].name, 120)); err != nil { // keep-alive 120 s: no PINGREQ needed in a run
 		c.Close()
 		return nil, fmt.Errorf("CONNECT: %w", err)
 	}
@@ -154,10 +152,7 @@ func (r *rawConn) publish(ctx context.Context, topicBase string, runID uint32, o
 	}
 	size := max(o.size, headerLen)
 	window := max(o.inflight, 1)
-	var interval time.Duration
-	if o.rate > 0 {
-		interval = time.Duration(float64(time.Second) / o.rate)
-	}
+	pace := newPacer(o.rate)
 	const batchMax = 64
 	var buf []byte
 	var sent, acked int64
@@ -197,7 +192,6 @@ func (r *rawConn) publish(ctx context.Context, topicBase string, runID uint32, o
 		}
 		return nil
 	}
-	next := time.Now()
 	pid := uint16(0)
 	inBatch := 0
 	var err error
@@ -205,17 +199,8 @@ func (r *rawConn) publish(ctx context.Context, topicBase string, runID uint32, o
 		if ctx.Err() != nil {
 			break
 		}
-		if interval > 0 {
-			next = next.Add(interval)
-			if d := time.Until(next); d > 0 {
-				if err = flush(); err != nil {
-					break
-				}
-				select {
-				case <-time.After(d):
-				case <-ctx.Done():
-				}
-			}
+		if err = pace.wait(ctx, flush); err != nil {
+			break
 		}
 		if o.qos > 0 {
 			if err = takeAcks(false); err != nil {
@@ -259,7 +244,7 @@ func (r *rawConn) publish(ctx context.Context, topicBase string, runID uint32, o
 		if o.qos == 0 {
 			sent++
 		}
-		if inBatch >= batchMax || interval > 0 {
+		if inBatch >= batchMax || pace.paced() {
 			if err = flush(); err != nil {
 				break
 			}
