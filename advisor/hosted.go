@@ -334,7 +334,7 @@ func (h *deviceHost) unsubscribe(filters []string) {
 // subscribed is the highest QoS of the device's subscriptions that match topic.
 func (h *deviceHost) subscribed(topic string) (qos byte, ok bool) {
 	for f, q := range h.subs {
-		if filterMatches(f, topic) && (!ok || q > qos) {
+		if service.TopicMatches(f, topic) && (!ok || q > qos) {
 			qos, ok = q, true
 		}
 	}
@@ -347,7 +347,7 @@ func (h *deviceHost) dispatch(m *service.Message) error {
 	routes := append([]hostedRoute(nil), h.routes...)
 	h.mu.Unlock()
 	for _, r := range routes {
-		if !filterMatches(r.filter, m.Topic) {
+		if !service.TopicMatches(r.filter, m.Topic) {
 			continue
 		}
 		if err := r.h(context.Background(), m); err != nil && !errors.Is(err, service.Consumed) {
@@ -520,30 +520,5 @@ func (h *deviceHost) Metrics() prometheus.Registerer { return prometheus.NewRegi
 
 // Log implements service.Host.
 func (h *deviceHost) Log() *zap.Logger { return h.log }
-
-// filterMatches reports whether an MQTT topic filter matches a topic name; wildcards at the first
-// level do not match topics that start with "$" ([MQTT-4.7.2-1]).
-func filterMatches(filter, topic string) bool {
-	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
-		return false
-	}
-	for {
-		f, frest, fmore := strings.Cut(filter, "/")
-		t, trest, tmore := strings.Cut(topic, "/")
-		switch {
-		case f == "#":
-			return true
-		case f != "+" && f != t:
-			return false
-		case !fmore && !tmore:
-			return true
-		case !fmore:
-			return false
-		case !tmore:
-			return frest == "#" // "a/#" matches "a"
-		}
-		filter, topic = frest, trest
-	}
-}
 
 var _ service.Host = (*deviceHost)(nil)

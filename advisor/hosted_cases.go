@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ggbroker/ggbroker/service"
 )
 
 // shadowSetupToken is the clientToken of Device Advisor's own shadow updates: "its updates carry
@@ -113,7 +115,7 @@ func (c *shadowUpdateCase) onConnect(*driver) *verdict { return nil }
 
 func (c *shadowUpdateCase) onSubscribe(d *driver, filters []string) *verdict {
 	for _, f := range filters {
-		if filterMatches(f, c.prefix+"/update/delta") || filterMatches(f, c.prefix+"/update/documents") {
+		if service.TopicMatches(f, c.prefix+"/update/delta") || service.TopicMatches(f, c.prefix+"/update/documents") {
 			return c.setUp(d)
 		}
 	}
@@ -233,7 +235,7 @@ func (c *jobCase) onConnect(*driver) *verdict { return nil }
 
 func (c *jobCase) onSubscribe(d *driver, filters []string) *verdict {
 	for _, f := range filters {
-		if filterMatches(f, c.prefix+"notify-next") || filterMatches(f, c.prefix+"notify") {
+		if service.TopicMatches(f, c.prefix+"notify-next") || service.TopicMatches(f, c.prefix+"notify") {
 			return c.setUp(d)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
+	"github.com/ggbroker/ggbroker/service"
 )
 
 func secs(xs ...float64) []time.Duration {
@@ -331,8 +332,8 @@ func TestHostedMatching(t *testing.T) {
 		{"a/+", "a", false},
 	}
 	for _, c := range filters {
-		if got := filterMatches(c.filter, c.topic); got != c.want {
-			t.Errorf("filterMatches(%q, %q) = %v", c.filter, c.topic, got)
+		if got := service.TopicMatches(c.filter, c.topic); got != c.want {
+			t.Errorf("service.TopicMatches(%q, %q) = %v", c.filter, c.topic, got)
 		}
 	}
 	desired := map[string]any{"led": "on", "cfg": map[string]any{"rate": 5.0}}

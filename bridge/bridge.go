@@ -655,7 +655,7 @@ func (b *Bridge) deliver(in inbound) error {
 	var errs []error
 	matched := b.link.dispatch(in.Message)
 	for _, r := range b.set.Routes {
-		if r.Source != IotCore || !matchTopic(r.Topic, in.Topic) {
+		if r.Source != IotCore || !service.TopicMatches(r.Topic, in.Topic) {
 			continue
 		}
 		matched = true
@@ -673,38 +673,6 @@ func (b *Bridge) deliver(in inbound) error {
 		b.log.Debug("message from the upstream matches no mapping; discarded", zap.String("topicName", in.Topic))
 	}
 	return errors.Join(errs...)
-}
-
-// matchTopic reports whether topic matches an MQTT topic filter; a filter starting with a wildcard
-// does not match topics starting with $ (MQTT 5 §4.7.2).
-func matchTopic(filter, topic string) bool {
-	if len(topic) > 0 && topic[0] == '$' && len(filter) > 0 && (filter[0] == '+' || filter[0] == '#') {
-		return false
-	}
-	for {
-		fl, frest, fmore := cut(filter)
-		if fl == "#" {
-			return true
-		}
-		tl, trest, tmore := cut(topic)
-		if fl != "+" && fl != tl {
-			return false
-		}
-		if !fmore || !tmore {
-			// "a/#" matches "a" as well (the parent level).
-			return fmore == tmore || (fmore && frest == "#")
-		}
-		filter, topic = frest, trest
-	}
-}
-
-func cut(s string) (string, string, bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == '/' {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
 }
 
 // backoff is the wait before reconnect attempt n (0-based): exponential from min, capped at max,

@@ -46,7 +46,7 @@ func (h *fakeHost) devicePublish(t *testing.T, m service.Message) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for f, hd := range h.handlers {
-		if matchTopic(f, m.Topic) {
+		if service.TopicMatches(f, m.Topic) {
 			if err := hd(context.Background(), &m); err != nil {
 				t.Fatal(err)
 			}

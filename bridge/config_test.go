@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/ggbroker/ggbroker/config"
+	"github.com/ggbroker/ggbroker/service"
 )
 
 // loadFile loads a config file with the bridge's section and checks the bridge settings.
@@ -151,8 +152,8 @@ func TestMatchTopic(t *testing.T) {
 		{"#", "a", true}, {"#", "$aws/things/x", false}, {"+/x", "$SYS/x", false}, {"$aws/things/+/shadow/#", "$aws/things/t/shadow/update", true},
 		{"a", "a/b", false}, {"a/b", "a", false}, {"+/+", "a/b", true}, {"a//b", "a//b", true},
 	} {
-		if got := matchTopic(tc.filter, tc.topic); got != tc.want {
-			t.Errorf("matchTopic(%q, %q) = %v", tc.filter, tc.topic, got)
+		if got := service.TopicMatches(tc.filter, tc.topic); got != tc.want {
+			t.Errorf("service.TopicMatches(%q, %q) = %v", tc.filter, tc.topic, got)
 		}
 	}
 }

@@ -151,7 +151,7 @@ func (l *link) dispatch(m service.Message) bool {
 	l.mu.Lock()
 	var hs []service.UpstreamHandler
 	for _, sub := range l.subs {
-		if matchTopic(sub.filter, m.Topic) {
+		if service.TopicMatches(sub.filter, m.Topic) {
 			hs = append(hs, sub.handler)
 		}
 	}

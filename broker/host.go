@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -147,7 +146,7 @@ func (h *serviceHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	ctx := context.Background()
 	consumed := false
 	for _, r := range *rs {
-		if !topicMatches(r.filter, pk.TopicName) {
+		if !service.TopicMatches(r.filter, pk.TopicName) {
 			continue
 		}
 		if m == nil {
@@ -227,31 +226,6 @@ func packetOf(m service.Message) packets.Packet {
 	return pk
 }
 
-// topicMatches reports whether an MQTT topic filter matches a topic name. Wildcards at the first level
-// do not match topics that start with "$" ([MQTT-4.7.2-1]).
-func topicMatches(filter, topic string) bool {
-	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
-		return false
-	}
-	for {
-		f, frest, fmore := strings.Cut(filter, "/")
-		t, trest, tmore := strings.Cut(topic, "/")
-		switch {
-		case f == "#":
-			return true
-		case f != "+" && f != t:
-			return false
-		case !fmore && !tmore:
-			return true
-		case !fmore:
-			return false
-		case !tmore:
-			return frest == "#" // "a/#" matches "a"
-		}
-		filter, topic = frest, trest
-	}
-}
-
 // host is the Host one service gets.
 type host struct {
 	b    *Broker
@@ -285,7 +259,7 @@ func (h *host) Publish(m service.Message) error {
 	m.Origin, m.From = h.name, nil
 	if rs := h.b.svc.routes.Load(); rs != nil {
 		for _, r := range *rs {
-			if topicMatches(r.filter, m.Topic) {
+			if service.TopicMatches(r.filter, m.Topic) {
 				if err := r.handler(context.Background(), &m); err != nil && !errors.Is(err, service.Consumed) {
 					h.log.Warn("a service refused a service's message", zap.String("service", r.service), zap.String("topicName", m.Topic), zap.Error(err))
 				}
@@ -315,7 +289,7 @@ func (h *host) SendTo(to *service.Client, m service.Message, opts service.SendOp
 	if opts.RequireSubscription {
 		best, found := packets.Subscription{}, false
 		for _, s := range cl.State.Subscriptions.GetAll() {
-			if topicMatches(s.Filter, m.Topic) && (!found || s.Qos > best.Qos) {
+			if service.TopicMatches(s.Filter, m.Topic) && (!found || s.Qos > best.Qos) {
 				best, found = s, true
 			}
 		}

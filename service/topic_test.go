@@ -1,4 +1,4 @@
-package broker
+package service
 
 import "testing"
 
@@ -24,8 +24,8 @@ func TestTopicMatches(t *testing.T) {
 		{"a/b/c", "a/b", false},
 	}
 	for _, tc := range cases {
-		if got := topicMatches(tc.filter, tc.topic); got != tc.want {
-			t.Errorf("topicMatches(%q, %q) = %v, want %v", tc.filter, tc.topic, got, tc.want)
+		if got := TopicMatches(tc.filter, tc.topic); got != tc.want {
+			t.Errorf("TopicMatches(%q, %q) = %v, want %v", tc.filter, tc.topic, got, tc.want)
 		}
 	}
 }
