@@ -162,6 +162,9 @@ type ClientState struct {
 	deferFlush    bool               // ggbroker patch: the read loop has more input buffered (see Read); under the client's lock
 	// ggbroker patch: deferred acknowledgements (see DeferAck). ackAfter is the read loop's, for the
 	// PUBLISH being handled; the queue and its flag are under ackMu, which ackCond waits on.
+	// sendMu orders what takes send quota: publishToClient's decision to send or hold a QoS 1/2
+	// message, and releaseHeldLocked (ggbroker patch).
+	sendMu          sync.Mutex
 	ackAfter        []func() error
 	ackMu           sync.Mutex
 	ackCond         *sync.Cond

@@ -341,6 +341,27 @@ func (i *Inflight) ResetReceiveQuota(n int32) {
 	atomic.StoreInt32(&i.maximumReceiveQuota, n)
 }
 
+// takeSendQuota takes a unit of the send quota if there is one (ggbroker patch: one atomic step;
+// a load then a decrement let two senders take one unit).
+func (i *Inflight) takeSendQuota() bool {
+	for {
+		q := atomic.LoadInt32(&i.sendQuota)
+		if q <= 0 {
+			return false
+		}
+		if atomic.CompareAndSwapInt32(&i.sendQuota, q, q-1) {
+			return true
+		}
+	}
+}
+
+// hasHeld reports whether a message waits for send quota (ggbroker patch).
+func (i *Inflight) hasHeld() bool {
+	i.RLock()
+	defer i.RUnlock()
+	return len(i.held) > 0
+}
+
 // DecreaseSendQuota reduces the send quota by 1.
 func (i *Inflight) DecreaseSendQuota() {
 	if atomic.LoadInt32(&i.sendQuota) > 0 {

@@ -769,28 +769,47 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 		return err
 	}
 
-	for cl.State.Inflight.Len() > 0 && atomic.LoadInt32(&cl.State.Inflight.sendQuota) > 0 {
-		next, ok := cl.State.Inflight.NextImmediate()
-		if ok && !cl.stillAllowed(next) {
-			continue // ggbroker patch: dropped, its receiver may no longer have it (see stillAllowed)
-		}
-		if ok {
-			// ggbroker patch: the message stays inflight until its acknowledgement, as any sent QoS 1/2
-			// message does. Upstream deleted it here, so the PUBACK found nothing, the send quota was never
-			// returned (the stream stopped once it ran out), the message could not be resent, and storage
-			// hooks never heard it was delivered.
-			if next.Expiry < 0 { // held the upstream way (Set with Expiry -1)
-				next.Expiry = 0
-				cl.State.Inflight.Set(next)
-			}
-			cl.State.Inflight.Release(next.PacketID) // it is sent now, with its expiry
-			_ = cl.WritePacket(next)
-			cl.State.Inflight.DecreaseSendQuota()
-		}
-		break
+	if cl.State.Inflight.Len() > 0 && atomic.LoadInt32(&cl.State.Inflight.sendQuota) > 0 {
+		cl.State.sendMu.Lock()
+		s.releaseHeldLocked(cl)
+		cl.State.sendMu.Unlock()
 	}
 
 	return nil
+}
+
+// releaseHeldLocked sends held messages, oldest first, while the send quota has room (under
+// cl.State.sendMu; see publishToClient). ggbroker patch: upstream released one message per packet the
+// client sent and wrote it at once, past what waited in the outbound queue; released messages now
+// join that queue, in order, and as many go as the quota allows.
+func (s *Server) releaseHeldLocked(cl *Client) {
+	for cl.State.Inflight.takeSendQuota() {
+		next, ok := cl.State.Inflight.NextImmediate()
+		for ok && !cl.stillAllowed(next) { // ggbroker patch: dropped, its receiver may no longer have it
+			next, ok = cl.State.Inflight.NextImmediate()
+		}
+		if !ok {
+			cl.State.Inflight.IncreaseSendQuota()
+			return
+		}
+		// ggbroker patch: the message stays inflight until its acknowledgement, as any sent QoS 1/2
+		// message does. Upstream deleted it here, so the PUBACK found nothing, the send quota was never
+		// returned (the stream stopped once it ran out), the message could not be resent, and storage
+		// hooks never heard it was delivered.
+		if next.Expiry < 0 { // held the upstream way (Set with Expiry -1)
+			next.Expiry = 0
+			cl.State.Inflight.Set(next)
+		}
+		cl.State.Inflight.Release(next.PacketID) // it is sent now, with its expiry
+		queued := getOutbound(next)
+		if cl.Net.Conn != nil && !cl.Closed() && cl.State.outbound.push(queued) {
+			atomic.AddInt32(&cl.State.outboundQty, 1)
+			cl.wakeWriter()
+			continue
+		}
+		putOutbound(queued)
+		_ = cl.WritePacket(next) // a full queue (QoS 0 filled it) or no writer yet: write it now
+	}
 }
 
 // processConnect processes a Connect packet. The packet cannot be used to establish
@@ -1164,17 +1183,37 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		}
 
 		out.PacketID = uint16(i) // [MQTT-2.2.1-4]
-		sentQuota := atomic.LoadInt32(&cl.State.Inflight.sendQuota)
 
 		if ok := cl.State.Inflight.Set(out); ok { // [MQTT-4.3.2-3] [MQTT-4.3.3-3]
 			atomic.AddInt64(&s.Info.Inflight, 1)
 			s.hooks.OnQosPublish(cl, out, out.Created, 0)
-			cl.State.Inflight.DecreaseSendQuota()
 		}
 
-		if sentQuota == 0 && atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0 {
-			cl.State.Inflight.Hold(out) // ggbroker patch: keeps its expiry (upstream set Expiry -1)
-			return out, nil
+		if atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0 {
+			// ggbroker patch: with a send quota, a message goes out only if it can take a unit of it
+			// and no older message is held for one; otherwise it is held behind them. Upstream read
+			// the quota, then took it, and sent any message that found some quota: one that came while
+			// a PUBACK had just given a unit back, before the read loop released the oldest held
+			// message, overtook every held one [MQTT-4.6.0-6]. Both happen under sendMu now, and
+			// released messages join the outbound queue in order (releaseHeld).
+			cl.State.sendMu.Lock()
+			if cl.State.Inflight.hasHeld() || !cl.State.Inflight.takeSendQuota() {
+				cl.State.Inflight.Hold(out) // ggbroker patch: keeps its expiry (upstream set Expiry -1)
+				s.releaseHeldLocked(cl)
+				cl.State.sendMu.Unlock()
+				return out, nil
+			}
+			queued := getOutbound(out)
+			if cl.Net.Conn != nil && !cl.Closed() && cl.State.outbound.push(queued) {
+				atomic.AddInt32(&cl.State.outboundQty, 1)
+				cl.State.sendMu.Unlock()
+				cl.wakeWriter()
+				return out, nil
+			}
+			putOutbound(queued)
+			cl.State.Inflight.IncreaseSendQuota() // taken above; the path below takes it again if it queues
+			cl.State.sendMu.Unlock()
+			cl.State.Inflight.DecreaseSendQuota()
 		}
 	}
 
