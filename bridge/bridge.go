@@ -17,6 +17,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -35,13 +36,31 @@ const (
 	StatusFile = "bridge-status.json"
 )
 
-// maxInflight bounds unacknowledged PUBLISHes upstream: AWS IoT Core allows 100 in-flight QoS 1
-// messages per connection (aws-iot-core quotas); an MQTT 5 upstream may ask for fewer (Receive Maximum).
-// (A wider window for other upstreams, their Receive Maximum up to 1024, made the bridge 0.57x ->
-// 0.76x of Mosquitto's in BenchmarkBridge, but let a burst of more than the upstream subscriber's send
-// quota arrive out of order in TestBridgeSurvivesKill: mochi's held messages and new ones race there.
-// Kept at 100 until that is fixed.)
-const maxInflight = 100
+// Unacknowledged PUBLISHes upstream. AWS IoT Core allows 100 in-flight QoS 1 messages per connection
+// (aws-iot-core quotas), whatever its CONNACK says; another broker says what it takes in its MQTT 5
+// CONNACK (Receive Maximum), up to maxInflightOther here, and an MQTT 3.1.1 one says nothing, so it
+// gets AWS' figure. A wider window matters when each PUBACK waits for the upstream's disk: the window
+// divided by that wait is the bridge's rate.
+const (
+	maxInflightAWS   = 100
+	maxInflightOther = 1024
+)
+
+// window is the pump's bound on unacknowledged PUBLISHes for this session.
+func (b *Bridge) window(s *session) int {
+	limit := maxInflightOther
+	if s.version == mqtt311 || isAWSEndpoint(b.set.Upstream.Host) {
+		limit = maxInflightAWS
+	}
+	return min(limit, max(s.receiveMax, 1))
+}
+
+// isAWSEndpoint: AWS IoT Core's data endpoints (ACCOUNT-ats.iot.REGION.amazonaws.com, and the .cn
+// partition's amazonaws.com.cn).
+func isAWSEndpoint(host string) bool {
+	h := strings.ToLower(strings.TrimSuffix(host, "."))
+	return strings.HasSuffix(h, ".amazonaws.com") || strings.HasSuffix(h, ".amazonaws.com.cn")
+}
 
 // stableSession is how long a session must last for the reconnect backoff to start over.
 const stableSession = 30 * time.Second
@@ -434,7 +453,7 @@ func (b *Bridge) unsubscribeStale(ctx context.Context, s *session, subs []subscr
 // most settings.Rate a second, and deletes what the upstream acknowledged. It starts from the oldest
 // record each session: what was in flight when the last one broke goes again (QoS 1 is at least once).
 func (b *Bridge) pump(ctx context.Context, s *session) error {
-	window := min(maxInflight, max(s.receiveMax, 1))
+	window := b.window(s)
 	var interval time.Duration
 	if b.set.Rate > 0 {
 		interval = time.Second / time.Duration(b.set.Rate)

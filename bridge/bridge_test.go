@@ -224,3 +224,29 @@ func TestBridgeFallsBackToMQTT311(t *testing.T) {
 		t.Fatalf("fallback logged %d times; MQTT 5 should not be tried again after a protocol refusal", n)
 	}
 }
+
+// TestWindow: AWS IoT Core gets its documented 100 in-flight messages whatever its CONNACK says, as
+// does an MQTT 3.1.1 upstream; another MQTT 5 broker gets its Receive Maximum, up to 1024.
+func TestWindow(t *testing.T) {
+	cases := []struct {
+		host       string
+		version    byte
+		receiveMax int
+		want       int
+	}{
+		{"abc123-ats.iot.eu-west-1.amazonaws.com", mqtt5, 65535, 100},
+		{"abc123-ats.iot.cn-north-1.amazonaws.com.cn", mqtt5, 65535, 100},
+		{"ABC-ATS.IOT.US-EAST-1.AMAZONAWS.COM.", mqtt5, 65535, 100},
+		{"abc123-ats.iot.eu-west-1.amazonaws.com", mqtt5, 20, 20},
+		{"broker.example.com", mqtt5, 65535, 1024},
+		{"broker.example.com", mqtt5, 500, 500},
+		{"broker.example.com", mqtt311, 65535, 100},
+		{"localhost", mqtt5, 0, 1},
+	}
+	for _, tc := range cases {
+		b := &Bridge{set: &settings{Upstream: &upstreamConfig{Host: tc.host}}}
+		if got := b.window(&session{version: tc.version, receiveMax: tc.receiveMax}); got != tc.want {
+			t.Errorf("%s, MQTT %d, Receive Maximum %d: window %d, want %d", tc.host, tc.version, tc.receiveMax, got, tc.want)
+		}
+	}
+}
