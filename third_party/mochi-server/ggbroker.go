@@ -106,25 +106,43 @@ func putOutbound(p *packets.Packet) {
 // connected client has room for one more QoS 1/2 message, and reports whether it has. It is the
 // QoS 1/2 form of waitForRoom: the publisher's PUBACK has gone out already, but its read loop reads
 // nothing more meanwhile, so it runs out of its own inflight window and slows down. A disconnected
-// client's session is not waited for (nobody acknowledges), and a stalled one gets no wait.
+// client's session is not waited for (nobody acknowledges).
 func (s *Server) waitForInflightRoom(cl *Client) bool {
-	wait := s.Options.SlowSubscriberWait
-	if wait <= 0 || cl.State.stalled.Load() || cl.Net.Conn == nil || cl.Closed() {
+	if cl.Net.Conn == nil || cl.Closed() {
 		return false
 	}
 	max := int(s.Options.Capabilities.MaximumInflight)
+	return s.waitFor(cl, "its session store", "it acknowledges", cl.State.Inflight.RoomSignal,
+		func() bool { return cl.State.Inflight.Len() < max })
+}
+
+// waitForRoom queues pk for cl once its full outbound queue has room, waiting at most
+// Options.SlowSubscriberWait, and reports whether it did. See that option for why.
+func (s *Server) waitForRoom(cl *Client, pk *packets.Packet) bool {
+	return s.waitFor(cl, "its queue", "it reads", cl.State.outbound.roomSignal, func() bool { return cl.queue(pk) })
+}
+
+// waitFor is the wait of waitForRoom and waitForInflightRoom: it tries done, and again each time
+// signal's channel closes, until done succeeds, Options.SlowSubscriberWait runs out (the client is
+// then stalled, see that option) or the client closes. A stalled client gets no wait. place and
+// again say, in the log record, what was full and what ends the stall.
+func (s *Server) waitFor(cl *Client, place, again string, signal func() <-chan struct{}, done func() bool) bool {
+	wait := s.Options.SlowSubscriberWait
+	if wait <= 0 || cl.State.stalled.Load() {
+		return false
+	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	for {
-		room := cl.State.Inflight.RoomSignal()
-		if cl.State.Inflight.Len() < max {
+		room := signal()
+		if done() {
 			return true
 		}
 		select {
 		case <-room:
 		case <-t.C:
 			cl.State.stalled.Store(true)
-			s.Log.Warn("subscriber stalled: a publisher waited for room in its session store in vain; its messages are dropped until it acknowledges again",
+			s.Log.Warn("subscriber stalled: a publisher waited for room in "+place+" in vain; its messages are dropped until "+again+" again",
 				"client", cl.ID, "wait", wait.String())
 			return false
 		case <-cl.State.open.Done():
@@ -133,30 +151,13 @@ func (s *Server) waitForInflightRoom(cl *Client) bool {
 	}
 }
 
-// waitForRoom queues pk for cl once its full outbound queue has room, waiting at most
-// Options.SlowSubscriberWait, and reports whether it did. See that option for why; a stalled client
-// and a closed one get no wait.
-func (s *Server) waitForRoom(cl *Client, pk *packets.Packet) bool {
-	wait := s.Options.SlowSubscriberWait
-	if wait <= 0 || cl.State.stalled.Load() {
+// queue puts pk on the client's outbound queue and wakes its writer; it reports false when the
+// queue is full (pk is then the caller's still).
+func (cl *Client) queue(pk *packets.Packet) bool {
+	if !cl.State.outbound.push(pk) {
 		return false
 	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	for {
-		room := cl.State.outbound.roomSignal()
-		if cl.State.outbound.push(pk) {
-			return true
-		}
-		select {
-		case <-room:
-		case <-t.C:
-			cl.State.stalled.Store(true)
-			s.Log.Warn("subscriber stalled: a publisher waited for room in its queue in vain; its messages are dropped until it reads again",
-				"client", cl.ID, "wait", wait.String())
-			return false
-		case <-cl.State.open.Done():
-			return false
-		}
-	}
+	atomic.AddInt32(&cl.State.outboundQty, 1)
+	cl.wakeWriter()
+	return true
 }

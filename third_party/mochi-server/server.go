@@ -802,9 +802,7 @@ func (s *Server) releaseHeldLocked(cl *Client) {
 		}
 		cl.State.Inflight.Release(next.PacketID) // it is sent now, with its expiry
 		queued := getOutbound(next)
-		if cl.Net.Conn != nil && !cl.Closed() && cl.State.outbound.push(queued) {
-			atomic.AddInt32(&cl.State.outboundQty, 1)
-			cl.wakeWriter()
+		if cl.Net.Conn != nil && !cl.Closed() && cl.queue(queued) {
 			continue
 		}
 		putOutbound(queued)
@@ -1204,16 +1202,13 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 				return out, nil
 			}
 			queued := getOutbound(out)
-			if cl.Net.Conn != nil && !cl.Closed() && cl.State.outbound.push(queued) {
-				atomic.AddInt32(&cl.State.outboundQty, 1)
+			if cl.Net.Conn != nil && !cl.Closed() && cl.queue(queued) {
 				cl.State.sendMu.Unlock()
-				cl.wakeWriter()
 				return out, nil
 			}
+			// Offline, or a full queue: the path below, with the unit taken (its drop gives it back).
 			putOutbound(queued)
-			cl.State.Inflight.IncreaseSendQuota() // taken above; the path below takes it again if it queues
 			cl.State.sendMu.Unlock()
-			cl.State.Inflight.DecreaseSendQuota()
 		}
 	}
 
@@ -1221,16 +1216,8 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		return out, packets.CodeDisconnect
 	}
 
-	queued := getOutbound(out) // ggbroker patch: pooled, returned by WriteLoop (see getOutbound)
-	if cl.State.outbound.push(queued) {
-		atomic.AddInt32(&cl.State.outboundQty, 1)
-		cl.wakeWriter()
-	} else {
-		if s.waitForRoom(cl, queued) { // ggbroker patch: Options.SlowSubscriberWait
-			atomic.AddInt32(&cl.State.outboundQty, 1)
-			cl.wakeWriter()
-			return out, nil
-		}
+	queued := getOutbound(out)                           // ggbroker patch: pooled, returned by WriteLoop (see getOutbound)
+	if !cl.queue(queued) && !s.waitForRoom(cl, queued) { // ggbroker patch: Options.SlowSubscriberWait
 		putOutbound(queued)
 		atomic.AddInt64(&s.Info.MessagesDropped, 1)
 		cl.ops.hooks.OnPublishDropped(cl, pk)
