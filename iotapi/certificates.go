@@ -153,24 +153,35 @@ func registerStatus(status string, active bool) (auth.Status, error) {
 	return st, nil
 }
 
+// certRegistration is the body of RegisterCertificate; RegisterCertificateWithoutCA's is the same
+// without caCertificatePem.
+type certRegistration struct {
+	CertificatePem   string `json:"certificatePem"`
+	CACertificatePem string `json:"caCertificatePem"`
+	Status           string `json:"status"`
+}
+
+// readCertRegistration decodes a registration body, its certificate and the status to register it
+// with (setAsActive: the query parameter RegisterCertificate also takes).
+func readCertRegistration(r *http.Request, setAsActive bool) (certRegistration, *x509.Certificate, auth.Status, error) {
+	var in certRegistration
+	if err := decode(r, &in); err != nil {
+		return in, nil, "", err
+	}
+	cert, err := parseCertPEM("certificatePem", in.CertificatePem)
+	if err != nil {
+		return in, nil, "", err
+	}
+	status, err := registerStatus(in.Status, setAsActive)
+	return in, cert, status, err
+}
+
 func (s *Service) registerCertificate(w http.ResponseWriter, r *http.Request) error {
 	active, err := queryBool(r, "setAsActive")
 	if err != nil {
 		return err
 	}
-	var in struct {
-		CertificatePem   string `json:"certificatePem"`
-		CACertificatePem string `json:"caCertificatePem"`
-		Status           string `json:"status"`
-	}
-	if err := decode(r, &in); err != nil {
-		return err
-	}
-	cert, err := parseCertPEM("certificatePem", in.CertificatePem)
-	if err != nil {
-		return err
-	}
-	status, err := registerStatus(in.Status, active)
+	in, cert, status, err := readCertRegistration(r, active)
 	if err != nil {
 		return err
 	}
@@ -229,18 +240,7 @@ func (s *Service) addCertificate(w http.ResponseWriter, cert *x509.Certificate, 
 }
 
 func (s *Service) registerCertificateWithoutCA(w http.ResponseWriter, r *http.Request) error {
-	var in struct {
-		CertificatePem string `json:"certificatePem"`
-		Status         string `json:"status"`
-	}
-	if err := decode(r, &in); err != nil {
-		return err
-	}
-	cert, err := parseCertPEM("certificatePem", in.CertificatePem)
-	if err != nil {
-		return err
-	}
-	status, err := registerStatus(in.Status, false)
+	_, cert, status, err := readCertRegistration(r, false)
 	if err != nil {
 		return err
 	}
