@@ -151,13 +151,19 @@ func (s *Service) listPolicies(w http.ResponseWriter, r *http.Request) error {
 // attachedTo lists the certificates a policy is attached to.
 func (s *Service) attachedTo(name string) ([]*auth.Certificate, error) {
 	all, err := s.state.Registry.Certificates()
+	return withPolicy(all, err, func(c *auth.Certificate) []string { return c.Policies }, name)
+}
+
+// withPolicy keeps the targets (certificates, thing groups) of all that have the policy name
+// attached; err is the error of reading all, handed on.
+func withPolicy[T any](all []T, err error, policiesOf func(T) []string, name string) ([]T, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []*auth.Certificate
-	for _, c := range all {
-		if slices.Contains(c.Policies, name) {
-			out = append(out, c)
+	var out []T
+	for _, t := range all {
+		if slices.Contains(policiesOf(t), name) {
+			out = append(out, t)
 		}
 	}
 	return out, nil
@@ -193,16 +199,7 @@ func (s *Service) deletePolicy(w http.ResponseWriter, r *http.Request) error {
 // groupsWithPolicy lists the thing groups a policy is attached to.
 func (s *Service) groupsWithPolicy(name string) ([]*auth.ThingGroup, error) {
 	all, err := s.state.Registry.ThingGroups()
-	if err != nil {
-		return nil, err
-	}
-	var out []*auth.ThingGroup
-	for _, g := range all {
-		if slices.Contains(g.Policies, name) {
-			out = append(out, g)
-		}
-	}
-	return out, nil
+	return withPolicy(all, err, func(g *auth.ThingGroup) []string { return g.Policies }, name)
 }
 
 // policyTarget is what an AttachPolicy/DetachPolicy/ListAttachedPolicies target names: a certificate,
