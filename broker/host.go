@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -361,7 +360,7 @@ func (b *Broker) unknownCertificate(cl *mqtt.Client, r *auth.Refusal) {
 	if len(fns) == 0 {
 		return
 	}
-	tc, ok := cl.Net.Conn.(*tls.Conn)
+	tc, ok := cl.Net.Conn.(tlsState)
 	if !ok {
 		return
 	}

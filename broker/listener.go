@@ -126,7 +126,7 @@ func (l *tlsListener) connected(conn net.Conn) bool {
 func (l *tlsListener) handle(raw net.Conn, establish listeners.EstablishFn) {
 	conn := raw
 	if l.tlsConfig != nil {
-		conn = tls.Server(raw, l.tlsConfig)
+		conn = newIdleTLSServer(raw, l.tlsConfig)
 	}
 	l.pending.Store(conn, struct{}{})
 	defer l.connected(conn) // a connection that ends before its CONNECT releases its place too
@@ -139,35 +139,52 @@ func (l *tlsListener) handle(raw net.Conn, establish listeners.EstablishFn) {
 	// One deadline covers the handshake and the CONNECT packet: mochi replaces it with the keep-alive
 	// deadline once CONNECT is read, and without it a socket that sends nothing would stay open forever.
 	_ = raw.SetDeadline(time.Now().Add(l.handshakeTimeout))
-	if err := conn.(*tls.Conn).Handshake(); err != nil {
-		kind, details := handshakeFailure(err)
-		if l.handshakeFailed != nil {
-			l.handshakeFailed(kind)
-		}
-		level := zap.WarnLevel
-		if kind == failureProbe {
-			level = zap.DebugLevel // health checks and port scanners: counted, not logged at warn
-		}
-		if ce := l.log.Check(level, "TLS handshake failed"); ce != nil {
-			ip, port := splitAddr(raw.RemoteAddr())
-			ce.Write(zap.String("eventType", "Connect"), zap.String("status", "Failure"),
-				zap.String("sourceIp", ip), zap.Int("sourcePort", port),
-				zap.String("reason", "TLS_HANDSHAKE_FAILED"), zap.String("details", details), zap.String("failure", kind))
-		}
-		_ = raw.Close()
+	if err := conn.(*idleTLSConn).Handshake(); err != nil {
+		l.failedHandshake(raw, err)
 		return
 	}
 	l.establish(establish, conn, raw)
 }
 
+// failedHandshake counts, logs and closes a connection whose TLS handshake failed. It is a function
+// of its own so that handle's frame stays small: handle's goroutine serves the connection for its
+// whole life, and an idle connection's stack shrinks only while its frames are small (idleconn.go).
+//
+//go:noinline
+func (l *tlsListener) failedHandshake(raw net.Conn, err error) {
+	kind, details := handshakeFailure(err)
+	if l.handshakeFailed != nil {
+		l.handshakeFailed(kind)
+	}
+	level := zap.WarnLevel
+	if kind == failureProbe {
+		level = zap.DebugLevel // health checks and port scanners: counted, not logged at warn
+	}
+	if ce := l.log.Check(level, "TLS handshake failed"); ce != nil {
+		ip, port := splitAddr(raw.RemoteAddr())
+		ce.Write(zap.String("eventType", "Connect"), zap.String("status", "Failure"),
+			zap.String("sourceIp", ip), zap.Int("sourcePort", port),
+			zap.String("reason", "TLS_HANDSHAKE_FAILED"), zap.String("details", details), zap.String("failure", kind))
+	}
+	_ = raw.Close()
+}
+
 // establish hands the connection to mochi for its life. A refusal at limits.maxConnections (mochi
 // answers CONNACK "server busy" itself, with no hook) is logged and counted here.
 func (l *tlsListener) establish(establish listeners.EstablishFn, conn, raw net.Conn) {
-	err := establish(l.id, conn)
+	if err := establish(l.id, conn); err != nil {
+		l.ended(raw, err)
+	}
+}
+
+// ended records how a connection ended, apart from establish for the same reason as failedHandshake.
+//
+//go:noinline
+func (l *tlsListener) ended(raw net.Conn, err error) {
 	switch {
 	case errors.Is(err, packets.ErrServerBusy):
 		l.refused(raw, "SERVER_BUSY", "limits.maxConnections reached")
-	case err != nil:
+	default:
 		l.log.Debug("connection ended", zap.String("listener", l.id), zap.String("remote", raw.RemoteAddr().String()), zap.Error(err))
 	}
 }

@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"crypto/tls"
 	"fmt"
 	"net"
 
@@ -42,7 +41,7 @@ func (h *hook) identify(cl *mqtt.Client) (*auth.Identity, error) {
 	if h.local != nil && cl.Net.Listener == localListenerID {
 		return h.local.identity(cl.ID), nil
 	}
-	tc, ok := cl.Net.Conn.(*tls.Conn)
+	tc, ok := cl.Net.Conn.(tlsState)
 	if !ok {
 		return nil, &auth.Refusal{Reason: auth.ReasonNoCertificate, Details: "connection is not TLS", BadCredentials: true}
 	}

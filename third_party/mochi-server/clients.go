@@ -118,6 +118,7 @@ type Client struct {
 type ClientConnection struct {
 	Conn     net.Conn      // the net.Conn used to establish the connection
 	bconn    *bufio.Reader // a buffered net.Conn for reading packets
+	idle     IdleWaiter    // Conn, when it can wait for input without a buffer (ggbroker patch; see waitIdle)
 	outbuf   *bytes.Buffer // a buffer for writing packets
 	Remote   string        // the remote address of the client
 	Listener string        // listener id of the client
@@ -199,8 +200,15 @@ func newClient(c net.Conn, o *ops) *Client {
 	if c != nil {
 		cl.Net = ClientConnection{
 			Conn:   c,
-			bconn:  bufio.NewReaderSize(c, o.options.ClientNetReadBufferSize),
 			Remote: c.RemoteAddr().String(),
+		}
+		// ggbroker patch: a connection that can wait for input by itself reads through a pooled
+		// buffer, which it holds only while there is input (waitIdle).
+		if w, ok := c.(IdleWaiter); ok && o.readers != nil {
+			cl.Net.idle = w
+			cl.Net.bconn = o.readers.get(c)
+		} else {
+			cl.Net.bconn = bufio.NewReaderSize(c, o.options.ClientNetReadBufferSize)
 		}
 	}
 
@@ -464,6 +472,11 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 		}
 
 		cl.refreshDeadline(cl.State.Keepalive)
+		if cl.Net.idle != nil && cl.Net.bconn.Buffered() == 0 {
+			if err := cl.waitIdle(); err != nil {
+				return err
+			}
+		}
 		fh := new(packets.FixedHeader)
 		if err := cl.ReadFixedHeader(fh); err != nil {
 			return err

@@ -153,6 +153,7 @@ type Server struct {
 	Log          *slog.Logger         // minimal no-alloc logger
 	hooks        *Hooks               // hooks contains hooks for extra functionality such as auth and persistent storage
 	inlineClient *Client              // inlineClient is a special client used for inline subscriptions and inline Publish
+	readers      *readerPool          // read buffers lent to clients while they have input (ggbroker patch, see IdleWaiter)
 }
 
 // loop contains interval tickers for the system events loop.
@@ -171,6 +172,7 @@ type ops struct {
 	info    *system.Info // pointers to server system info
 	hooks   *Hooks       // pointer to the server hooks
 	log     *slog.Logger // a structured logger for the client
+	readers *readerPool  // read buffers of idle-waiting clients (ggbroker patch); nil: each client has its own
 }
 
 // New returns a new instance of mochi mqtt broker. Optional parameters
@@ -204,6 +206,7 @@ func New(opts *Options) *Server {
 		hooks: &Hooks{
 			Log: opts.Logger,
 		},
+		readers: newReaderPool(opts.ClientNetReadBufferSize),
 	}
 
 	if s.Options.InlineClient {
@@ -254,6 +257,7 @@ func (s *Server) NewClient(c net.Conn, listener string, id string, inline bool) 
 		info:    s.Info,
 		hooks:   s.hooks,
 		log:     s.Log,
+		readers: s.readers,
 	})
 
 	cl.ID = id
@@ -431,6 +435,16 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	}
 
 	err = cl.Read(s.receivePacket)
+	s.detachClient(cl, listener, err)
+	return err
+}
+
+// detachClient ends a client's connection once its read loop has returned with err. ggbroker patch:
+// a function of its own, for the same reason as connectClient: its frame (the log call's arguments)
+// would be on the stack of every parked read loop.
+//
+//go:noinline
+func (s *Server) detachClient(cl *Client, listener string, err error) {
 	if err != nil {
 		s.sendLWT(cl)
 		cl.Stop(err)
@@ -447,8 +461,6 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 		s.UnsubscribeClient(cl)
 		s.Clients.Delete(cl.ID) // [MQTT-4.1.0-2] ![MQTT-3.1.2-23]
 	}
-
-	return err
 }
 
 // connectClient reads and answers a client's CONNECT, attaches its session and starts its writer
