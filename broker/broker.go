@@ -329,6 +329,7 @@ func (b *Broker) Run(ctx context.Context) (err error) {
 	wg.Go(func() { b.rotator.Run(ctx) })
 	wg.Go(func() { b.expireSessions(ctx) })
 	wg.Go(func() { b.watchRevocations(ctx) })
+	wg.Go(func() { b.trimMemory(ctx) })
 	b.startDiscovery(ctx, &wg)
 	b.startAPI(ctx, &wg)
 	if pa, ok := b.authz.(*authz.PolicyAuthorizer); ok {

@@ -224,6 +224,9 @@ type Limits struct {
 	// SlowSubscriberDrop, or SlowSubscriberBlock (the publisher waits up to SlowSubscriberWait).
 	SlowSubscriber     string        `mapstructure:"slowSubscriber"`
 	SlowSubscriberWait time.Duration `mapstructure:"slowSubscriberWait"`
+	// TrimMemoryAfterConnects: after at least this many CONNECTs followed by a second without one,
+	// the broker collects its garbage and returns the free memory to the operating system; 0: never.
+	TrimMemoryAfterConnects int64 `mapstructure:"trimMemoryAfterConnects"`
 }
 
 // The values of limits.slowSubscriber (see configs/ggbroker.yaml for the trade-off).
@@ -540,6 +543,9 @@ func (c *Config) validateOperations(bad func(key, format string, args ...any)) {
 	}
 	if l.MaxInflight < 1 {
 		bad("limits.maxInflight", "must be 1..65535, got %d", l.MaxInflight)
+	}
+	if l.TrimMemoryAfterConnects < 0 {
+		bad("limits.trimMemoryAfterConnects", "must be 0 (never) or more, got %d", l.TrimMemoryAfterConnects)
 	}
 	// 0 would be mochi's "no limit": a client could make the broker buffer a 256 MB packet.
 	if l.MaxPacketSize < 1024 || l.MaxPacketSize > 268435455 {

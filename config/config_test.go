@@ -39,6 +39,7 @@ func TestDefaults(t *testing.T) {
 		{"source", c.Source, "embedded defaults"},
 		{"limits.slowSubscriber", c.Limits.SlowSubscriber, SlowSubscriberBlock},
 		{"limits.slowSubscriberWait", c.Limits.SlowSubscriberWait, time.Second},
+		{"limits.trimMemoryAfterConnects", c.Limits.TrimMemoryAfterConnects, int64(500)},
 	}
 	for _, ck := range checks {
 		if ck.got != ck.want {
@@ -115,6 +116,7 @@ func TestBadConfigNamesFileAndKey(t *testing.T) {
 		{"not YAML", "mqtt: [\n", []string{"ggbroker.yaml"}},
 		{"bad slowSubscriber", "limits:\n  slowSubscriber: wait\n", []string{"limits.slowSubscriber", "drop or block", "wait"}},
 		{"block without a wait", "limits:\n  slowSubscriber: block\n  slowSubscriberWait: 0s\n", []string{"limits.slowSubscriberWait"}},
+		{"negative trim threshold", "limits:\n  trimMemoryAfterConnects: -1\n", []string{"limits.trimMemoryAfterConnects"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
