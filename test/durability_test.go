@@ -1,10 +1,12 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -513,5 +515,87 @@ func TestExpiredSessionStaysGoneAfterRestart(t *testing.T) {
 	defer c2.Disconnect(0)
 	if tok.(*pahov3.ConnectToken).SessionPresent() {
 		t.Fatal("an expired session came back after the restart")
+	}
+}
+
+// readV3Packet reads one MQTT packet from a raw connection: its first byte and its body.
+func readV3Packet(t *testing.T, conn io.Reader) (byte, []byte) {
+	t.Helper()
+	var b [1]byte
+	if _, err := io.ReadFull(conn, b[:]); err != nil {
+		t.Fatalf("read packet: %v", err)
+	}
+	n, shift := 0, 0
+	for {
+		var l [1]byte
+		if _, err := io.ReadFull(conn, l[:]); err != nil {
+			t.Fatalf("read packet length: %v", err)
+		}
+		n |= int(l[0]&0x7f) << shift
+		if l[0]&0x80 == 0 {
+			break
+		}
+		shift += 7
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(conn, body); err != nil {
+		t.Fatalf("read packet body: %v", err)
+	}
+	return b[0], body
+}
+
+// TestOwnPublishKeepsQueuedMessage: a persistent session's device publishes a QoS 1 message with the
+// packet ID of a message queued for it that it has not acknowledged yet. The two IDs belong to
+// different flows (MQTT 3.1.1 section 2.3.1), so the queued message must still be there after a
+// restart. (The PUBACK the broker sent for the device's message used to remove the stored queued
+// message of the same ID.)
+func TestOwnPublishKeepsQueuedMessage(t *testing.T) {
+	h := startBroker(t, nil)
+	subDev, pubDev := h.createDevice("own-sub"), h.createDevice("own-pub")
+	topic := "own-sub/queued"
+	sub := connectSession(t, h.endpoint(subDev), subDev.name, false, nil)
+	if tok := sub.Subscribe(topic, 1, nil); !tok.WaitTimeout(waitFor) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	sub.Disconnect(0)
+	pub := connectSession(t, h.endpoint(pubDev), pubDev.name, true, nil)
+	if tok := pub.Publish(topic, 1, false, "queued"); !tok.WaitTimeout(waitFor) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
+	pub.Disconnect(0)
+
+	// The device comes back, is sent the queued message, does not acknowledge it, and publishes its
+	// own QoS 1 message with the same packet ID.
+	conn := h.rawV3(t, subDev, subDev.name, false, 30)
+	_ = conn.SetReadDeadline(time.Now().Add(waitFor))
+	if typ, body := readV3Packet(t, conn); typ != 0x20 || len(body) != 2 || body[1] != 0 {
+		t.Fatalf("CONNACK: %x %x", typ, body)
+	}
+	typ, body := readV3Packet(t, conn)
+	if typ&0xf0 != 0x30 || (typ>>1)&3 != 1 {
+		t.Fatalf("want the queued QoS 1 PUBLISH, got %x %x", typ, body)
+	}
+	tl := int(body[0])<<8 | int(body[1])
+	if got := string(body[2 : 2+tl]); got != topic {
+		t.Fatalf("queued message on %q, want %q", got, topic)
+	}
+	id := body[2+tl : 4+tl]
+	own := "own-sub/own"
+	pkt := append([]byte{0, byte(len(own))}, own...)
+	pkt = append(append(pkt, id...), "mine"...)
+	if _, err := conn.Write(append([]byte{0x32, byte(len(pkt))}, pkt...)); err != nil {
+		t.Fatal(err)
+	}
+	if typ, body := readV3Packet(t, conn); typ != 0x40 || !bytes.Equal(body, id) {
+		t.Fatalf("want the PUBACK of packet ID %x, got %x %x", id, typ, body)
+	}
+	conn.Close()
+
+	h.stop()
+	h = startWith(t, h.cfg)
+	got := make(chan string, 4)
+	connectSession(t, h.endpoint(subDev), subDev.name, false, got)
+	if lost := countReceived(t, got, topic, 1); lost != 0 {
+		t.Fatal("the queued message the device had not acknowledged was lost across the restart")
 	}
 }

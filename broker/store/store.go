@@ -277,8 +277,7 @@ type loadStats struct {
 
 // acceptedRecord is the publish log record of a message between OnPublish and OnPublished.
 type acceptedRecord struct {
-	key      string
-	packetID uint16
+	key string
 }
 
 // Options configure a Hook.
@@ -394,7 +393,7 @@ func (s *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 			}
 			return r.err
 		})
-		s.accepting.Store(cl, &acceptedRecord{key: string(put.key), packetID: pk.PacketID})
+		s.accepting.Store(cl, &acceptedRecord{key: string(put.key)})
 		return pk, nil
 	}
 	if err := s.db.write(append(recs, put)...); err != nil {
@@ -402,7 +401,7 @@ func (s *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		failed(err)
 		return s.refuse(cl, pk)
 	}
-	s.accepting.Store(cl, &acceptedRecord{key: string(put.key), packetID: pk.PacketID})
+	s.accepting.Store(cl, &acceptedRecord{key: string(put.key)})
 	return pk, nil
 }
 
@@ -423,8 +422,9 @@ func (s *Hook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 	}
 }
 
-// OnQosPublish stores an inflight message, except the PUBACK mochi keeps for an instant while it
-// acknowledges an incoming QoS 1 message (the publish log covers that message).
+// OnQosPublish stores an inflight message: an outgoing QoS 1/2 message, or the PUBREC of an incoming
+// QoS 2 one. (mochi does not report the PUBACK of an incoming QoS 1 message, whose packet ID is the
+// client's: the publish log covers that message.)
 func (s *Hook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, _ int) {
 	if pk.FixedHeader.Type == packets.Puback || !persistent(cl) {
 		return
@@ -432,16 +432,12 @@ func (s *Hook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, _ in
 	s.write(inflightRecord(cl.ID, pk, sent))
 }
 
-// OnQosComplete removes an inflight message; the instant PUBACK of an incoming QoS 1 message was never
-// stored (see OnQosPublish). The message was delivered: losing the removal in a crash only resends it.
+// OnQosComplete removes an inflight message: pk is the client's acknowledgement of an outgoing
+// message (PUBACK, PUBCOMP) or its PUBREL of an incoming QoS 2 one. The message was delivered: losing
+// the removal in a crash only resends it.
 func (s *Hook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 	if !persistent(cl) {
 		return
-	}
-	if pk.FixedHeader.Type == packets.Puback {
-		if v, ok := s.accepting.Load(cl); ok && v.(*acceptedRecord).packetID == pk.PacketID {
-			return
-		}
 	}
 	if pk.FixedHeader.Type == packets.Pubrel {
 		// The client's PUBREL ends its own QoS 2 message: the record is the server's PUBREC of it.

@@ -51,9 +51,10 @@ func (s *Server) deferredAck(cl *Client, pk packets.Packet) bool {
 	}
 	st.Inflight.DecreaseReceiveQuota()
 	ack := s.buildAck(pk.PacketID, packets.Puback, 0, packets.Properties{}, packets.CodeSuccess) // [MQTT-4.3.2-4]
+	// The PUBACK waits in the client's packet ID space, so that the ID counts as in use meanwhile; the
+	// hooks are not told (see processPublish: it is not an outgoing message of the server's).
 	if ok := st.Inflight.Set(ack); ok {
 		atomic.AddInt64(&s.Info.Inflight, 1)
-		s.hooks.OnQosPublish(cl, ack, ack.Created, 0)
 	}
 	st.ackQueue = append(st.ackQueue, deferredAck{ack: ack, waits: append([]func() error(nil), st.ackAfter...)})
 	st.ackAfter = st.ackAfter[:0]
@@ -106,6 +107,5 @@ func (s *Server) writeDeferredAcks(cl *Client) {
 			atomic.AddInt64(&s.Info.Inflight, -1)
 		}
 		st.Inflight.IncreaseReceiveQuota()
-		s.hooks.OnQosComplete(cl, d.ack)
 	}
 }
