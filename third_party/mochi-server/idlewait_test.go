@@ -90,3 +90,51 @@ func TestIdleClientHoldsNoReadBuffer(t *testing.T) {
 		t.Fatal("the read loop did not end when the client stopped")
 	}
 }
+
+// deadlineConn records the deadlines set on it.
+type deadlineConn struct {
+	net.Conn
+	set []time.Time
+}
+
+func (c *deadlineConn) SetDeadline(t time.Time) error {
+	c.set = append(c.set, t)
+	return nil
+}
+
+// TestRefreshDeadlineAtMostOncePerSlack: packets read in quick succession set the deadline once, and
+// the deadline is never earlier than 1.5 keep-alive after the last packet [MQTT-3.1.2-22]; a new
+// keep-alive or none at all takes effect at once.
+func TestRefreshDeadlineAtMostOncePerSlack(t *testing.T) {
+	s := newTestServer(t)
+	c, r := net.Pipe()
+	defer r.Close()
+	dc := &deadlineConn{Conn: c}
+	cl := s.NewClient(dc, "t", "deadline", false)
+	window := 3 * time.Second // keep-alive 2 s
+	var last time.Time
+	for i := 0; i < 100; i++ {
+		last = time.Now()
+		cl.refreshDeadline(2)
+	}
+	if len(dc.set) != 1 {
+		t.Fatalf("100 packets in a row set the deadline %d times, want 1", len(dc.set))
+	}
+	if got := dc.set[0]; got.Before(last.Add(window)) {
+		t.Fatalf("deadline %v is before the keep-alive window after the last packet (%v)", got, last.Add(window))
+	}
+	time.Sleep(deadlineSlack(window) + 10*time.Millisecond)
+	last = time.Now()
+	cl.refreshDeadline(2)
+	if len(dc.set) != 2 || dc.set[1].Before(last.Add(window)) {
+		t.Fatalf("after the slack: deadlines %v, want a second one after %v", dc.set, last.Add(window))
+	}
+	cl.refreshDeadline(30)
+	if len(dc.set) != 3 || dc.set[2].Before(time.Now().Add(45*time.Second)) {
+		t.Fatalf("a new keep-alive did not set its deadline: %v", dc.set)
+	}
+	cl.refreshDeadline(0)
+	if len(dc.set) != 4 || !dc.set[3].IsZero() {
+		t.Fatalf("keep-alive 0 did not clear the deadline: %v", dc.set)
+	}
+}

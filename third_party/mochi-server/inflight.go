@@ -172,6 +172,15 @@ func (i *Inflight) Get(id uint16) (packets.Packet, bool) {
 	return packets.Packet{}, false
 }
 
+// Has reports whether an outgoing message with this packet id is inflight. ggbroker patch: the callers
+// that only asked that used Get, which copies the 800-byte packet out.
+func (i *Inflight) Has(id uint16) bool {
+	i.RLock()
+	_, ok := i.internal[id]
+	i.RUnlock()
+	return ok
+}
+
 // Len returns the size of the inflight messages map.
 func (i *Inflight) Len() int {
 	i.RLock()
@@ -298,12 +307,16 @@ func (i *Inflight) Delete(id uint16) bool {
 	i.Lock()
 	defer i.Unlock()
 
-	old, ok := i.internal[id]
+	// ggbroker patch: the payload's length is read in place; upstream copied the 800-byte packet out.
+	_, ok := i.internal[id]
+	if !ok {
+		return false
+	}
+	i.bytes -= int64(len(i.internal[id].Payload))
 	delete(i.internal, id)
 	delete(i.order, id)
 	delete(i.held, id)
-	i.bytes -= int64(len(old.Payload))
-	if ok && i.room != nil {
+	if i.room != nil {
 		close(i.room)
 		i.room = nil
 	}
