@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,7 +44,7 @@ type services struct {
 	commit *boltcommit.Committer
 
 	mu      sync.Mutex // guards routes' writers and stores
-	routes  atomic.Pointer[[]route]
+	routes  atomic.Pointer[routeTable]
 	device  *http.ServeMux
 	stores  map[string]*bucketStore
 	started []service.Service
@@ -56,6 +57,49 @@ type route struct {
 	filter  string
 	handler service.Handler
 	service string
+}
+
+// routeTable is the routes in registration order, and the first topic levels they can match: most
+// messages are devices' telemetry on topics no service handles, and are told so by one map lookup
+// instead of a match against every filter.
+type routeTable struct {
+	routes []route
+	firsts map[string]bool // the first level of every filter that starts with a literal level
+	wild   bool            // some filter starts with + or #: any topic may match
+}
+
+func newRouteTable(routes []route) *routeTable {
+	t := &routeTable{routes: routes, firsts: map[string]bool{}}
+	for _, r := range routes {
+		first, _, _ := strings.Cut(r.filter, "/")
+		if first == "+" || first == "#" {
+			t.wild = true
+		}
+		t.firsts[first] = true
+	}
+	return t
+}
+
+// mayMatch reports whether some route's filter may match topic: false means none does.
+func (t *routeTable) mayMatch(topic string) bool {
+	if t.wild {
+		return true
+	}
+	first, _, _ := strings.Cut(topic, "/")
+	return t.firsts[first]
+}
+
+// matching calls fn for each route whose filter matches topic, in registration order, until fn
+// returns false.
+func (t *routeTable) matching(topic string, fn func(r *route) bool) {
+	if !t.mayMatch(topic) {
+		return
+	}
+	for i := range t.routes {
+		if service.TopicMatches(t.routes[i].filter, topic) && !fn(&t.routes[i]) {
+			return
+		}
+	}
 }
 
 // openServices opens the service database and constructs the services.
@@ -135,19 +179,18 @@ func (h *serviceHook) ID() string { return "ggbroker-services" }
 
 func (h *serviceHook) Provides(b byte) bool { return b == mqtt.OnPublish }
 
-// OnPublish calls every handler whose filter matches. With no routes it costs one atomic load.
+// OnPublish calls every handler whose filter matches. With no route for the topic's first level it costs
+// an atomic load and a map lookup.
 func (h *serviceHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	rs := h.b.svc.routes.Load()
-	if rs == nil || cl.Net.Inline {
+	if rs == nil || cl.Net.Inline || !rs.mayMatch(pk.TopicName) {
 		return pk, nil
 	}
 	var m *service.Message
 	ctx := context.Background()
 	consumed := false
-	for _, r := range *rs {
-		if !service.TopicMatches(r.filter, pk.TopicName) {
-			continue
-		}
+	var refused error
+	rs.matching(pk.TopicName, func(r *route) bool {
 		if m == nil {
 			m = messageOf(pk)
 			m.From = h.b.clientOf(cl)
@@ -165,15 +208,20 @@ func (h *serviceHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 				zap.String("topicName", pk.TopicName), zap.String("eventType", "Publish-In"), zap.String("status", "Failure"),
 				zap.String("reason", "SERVICE_ERROR"), zap.Error(err))
 			h.b.events.Dropped("service-error")
-			if cl.Properties.ProtocolVersion == 5 {
-				if pk.FixedHeader.Qos > 0 {
-					return pk, packets.ErrUnspecifiedError // PUBACK 0x80
-				}
-				return pk, packets.ErrRejectPacket
+			refused = err
+			return false
+		}
+		return true
+	})
+	if refused != nil {
+		if cl.Properties.ProtocolVersion == 5 {
+			if pk.FixedHeader.Qos > 0 {
+				return pk, packets.ErrUnspecifiedError // PUBACK 0x80
 			}
-			cl.Stop(packets.ErrUnspecifiedError) // MQTT 3.1.1 cannot say no: no PUBACK, the connection closes
 			return pk, packets.ErrRejectPacket
 		}
+		cl.Stop(packets.ErrUnspecifiedError) // MQTT 3.1.1 cannot say no: no PUBACK, the connection closes
+		return pk, packets.ErrRejectPacket
 	}
 	if consumed {
 		return pk, packets.CodeSuccessIgnore // acknowledged, delivered to no subscriber
@@ -245,10 +293,10 @@ func (h *host) Handle(filter string, handler service.Handler) error {
 	defer s.mu.Unlock()
 	var next []route
 	if cur := s.routes.Load(); cur != nil {
-		next = append(next, *cur...)
+		next = append(next, cur.routes...)
 	}
 	next = append(next, route{filter: filter, handler: handler, service: h.name})
-	s.routes.Store(&next)
+	s.routes.Store(newRouteTable(next))
 	return nil
 }
 
@@ -257,13 +305,12 @@ func (h *host) Handle(filter string, handler service.Handler) error {
 func (h *host) Publish(m service.Message) error {
 	m.Origin, m.From = h.name, nil
 	if rs := h.b.svc.routes.Load(); rs != nil {
-		for _, r := range *rs {
-			if service.TopicMatches(r.filter, m.Topic) {
-				if err := r.handler(context.Background(), &m); err != nil && !errors.Is(err, service.Consumed) {
-					h.log.Warn("a service refused a service's message", zap.String("service", r.service), zap.String("topicName", m.Topic), zap.Error(err))
-				}
+		rs.matching(m.Topic, func(r *route) bool {
+			if err := r.handler(context.Background(), &m); err != nil && !errors.Is(err, service.Consumed) {
+				h.log.Warn("a service refused a service's message", zap.String("service", r.service), zap.String("topicName", m.Topic), zap.Error(err))
 			}
-		}
+			return true
+		})
 	}
 	pk := packetOf(m)
 	if pk.FixedHeader.Qos > 0 {
