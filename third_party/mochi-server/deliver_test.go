@@ -192,7 +192,39 @@ func TestSubscriberCacheUnderConcurrentChanges(t *testing.T) {
 // own structures: goroutines and heap plus goroutine stacks, per client, after CONNECT/CONNACK over
 // net.Pipe (no TLS: crypto/tls's buffers come on top in a real connection; BENCHMARKS.md itemises
 // them). Patch 37 took the goroutines from 2 to 1 per client.
+//
+// conn=pipe is a plain net.Pipe; conn=idle-waiter wraps it in an IdleWaiter (patch 45), as ggbroker's
+// TLS connections are: no read buffer is held while idle.
 func BenchmarkIdleClientFootprint(b *testing.B) {
+	b.Run("conn=pipe", func(b *testing.B) { benchIdleFootprint(b, func(c net.Conn) net.Conn { return c }) })
+	b.Run("conn=idle-waiter", func(b *testing.B) { benchIdleFootprint(b, func(c net.Conn) net.Conn { return &peekConn{Conn: c} }) })
+}
+
+// peekConn is an IdleWaiter over any net.Conn: WaitIdle reads the next byte ahead, Read returns it first.
+type peekConn struct {
+	net.Conn
+	b   [1]byte
+	has bool
+}
+
+func (c *peekConn) WaitIdle() error {
+	if c.has {
+		return nil
+	}
+	n, err := c.Conn.Read(c.b[:])
+	c.has = n == 1
+	return err
+}
+
+func (c *peekConn) Read(p []byte) (int, error) {
+	if c.has && len(p) > 0 {
+		p[0], c.has = c.b[0], false
+		return 1, nil
+	}
+	return c.Conn.Read(p)
+}
+
+func benchIdleFootprint(b *testing.B, wrap func(net.Conn) net.Conn) {
 	const n = 1000
 	s := New(&Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	s.Options.Capabilities.MaximumClientWritesPending = 1024 // ggbroker's limits.maxPendingWrites
@@ -210,7 +242,7 @@ func BenchmarkIdleClientFootprint(b *testing.B) {
 		for j := range peers {
 			c, r := net.Pipe()
 			peers[j] = r
-			go func() { _ = s.EstablishConnection("t", c) }()
+			go func() { _ = s.EstablishConnection("t", wrap(c)) }()
 			id := "idle-" + strconv.Itoa(j)
 			pk := append(connect[:len(connect):len(connect)], byte(len(id)>>8), byte(len(id)))
 			pk = append(pk, id...)
