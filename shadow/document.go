@@ -3,6 +3,7 @@ package shadow
 import (
 	"encoding/json"
 	"strconv"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -318,17 +319,30 @@ func applySection(state, meta map[string]any, sec section, now int64) (map[strin
 	return merged, mergeMeta(merged, state, meta, sec.value, now)
 }
 
-// stateSize is the size AWS limits: desired and reported as JSON, metadata left out.
+// stateSize is the size AWS limits: desired and reported as JSON, metadata left out. The text is
+// written to a pooled buffer: only its length is wanted.
 func stateSize(d *Document) int {
-	st := map[string]any{}
+	buf := sizeBuffers.Get().(*[]byte)
+	b := append((*buf)[:0], '{')
 	if d.Desired != nil {
-		st["desired"] = d.Desired
+		b = append(b, `"desired":`...)
+		b = appendObject(b, d.Desired)
 	}
 	if d.Reported != nil {
-		st["reported"] = d.Reported
+		if d.Desired != nil {
+			b = append(b, ',')
+		}
+		b = append(b, `"reported":`...)
+		b = appendObject(b, d.Reported)
 	}
-	return len(marshal(st))
+	b = append(b, '}')
+	n := len(b)
+	*buf = b
+	sizeBuffers.Put(buf)
+	return n
 }
+
+var sizeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 // mergeObject merges patch into old without changing either: a null removes a key, objects merge
 // key by key, anything else (arrays included: no element merge) replaces the value. An object that is

@@ -1,12 +1,13 @@
 package shadow
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 )
 
 // FuzzUpdate feeds two update requests to a new shadow and checks what must always hold: no panic,
-// answers that are JSON, a stored document that reads back the same, no nulls or empty objects stored,
+// answers that are JSON, marshal writing what encoding/json writes, a stored document that reads back the same, no nulls or empty objects stored,
 // metadata shaped like the state, a delta that is part of desired, the size limit, the version count.
 func FuzzUpdate(f *testing.F) {
 	seeds := [][2]string{
@@ -26,6 +27,11 @@ func FuzzUpdate(f *testing.F) {
 		for _, p := range []string{p1, p2} {
 			if tok, has, e := ParseTokenOnly([]byte(p)); e == nil && has && len(tok) > maxClientToken {
 				t.Fatalf("token of %d bytes accepted", len(tok))
+			}
+		}
+		for _, p := range []string{p1, p2} {
+			if v, err := decodeJSON([]byte(p)); err == nil && !bytes.Equal(marshal(v), stdMarshal(v)) {
+				t.Fatalf("%q: marshal writes %s, encoding/json %s", p, marshal(v), stdMarshal(v))
 			}
 		}
 		lim := Limits{DocumentSize: 512}
@@ -53,6 +59,9 @@ func FuzzUpdate(f *testing.F) {
 			cur := u.Current
 			if cur.Version != doc.baseVersion(T0)+1 {
 				t.Fatalf("version %d after %d", cur.Version, doc.baseVersion(T0))
+			}
+			if !bytes.Equal(cur.encode(), stdMarshal(cur)) || stateSize(cur) != stdStateSize(cur) {
+				t.Fatalf("stored document %s, encoding/json writes %s", cur.encode(), stdMarshal(cur))
 			}
 			if stateSize(cur) > lim.DocumentSize {
 				t.Fatalf("stored %d bytes over the %d limit", stateSize(cur), lim.DocumentSize)
