@@ -275,6 +275,59 @@ func TestAcceptedToRequesterOnly(t *testing.T) {
 	}
 }
 
+// TestDrainLingers: a connection's drain goroutine waits for the connection's next request after it
+// answered one (drainLinger), serves it when it comes, and ends when the service stops, without
+// waiting out the linger.
+func TestDrainLingers(t *testing.T) {
+	defer func(d time.Duration) { drainLinger = d }(drainLinger)
+	drainLinger = time.Hour
+	s, h, _ := startService(t)
+	P := "$aws/things/dev1/shadow"
+	state := func() (running, idle bool) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		q := s.queues[dev1.ClientID]
+		return q != nil && q.running, q != nil && q.idle
+	}
+	waitIdle := func() bool {
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			if running, idle := state(); running && idle {
+				return true
+			}
+		}
+		return false
+	}
+	for i, want := range []string{`"version":1`, `"version":2`} {
+		h.reset()
+		h.deliver(P+"/update", dev1, `{"state":{"reported":{"n":`+string(rune('1'+i))+`}}}`)
+		var acc sent
+		for _, m := range h.wait(t, 2) {
+			if m.topic == P+"/update/accepted" {
+				acc = m
+			}
+		}
+		if !strings.Contains(acc.body, want) {
+			t.Fatalf("update %d: accepted %+v", i+1, acc)
+		}
+		if !waitIdle() {
+			t.Fatalf("update %d: the drain goroutine ended instead of waiting for the next request", i+1)
+		}
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- s.Stop() }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Stop waits for the lingering drain goroutine")
+	}
+	if running, _ := state(); running {
+		t.Fatal("the drain goroutine is still running after Stop")
+	}
+}
+
 // TestInFlightLimit (31): with 10 requests of one connection unanswered, the 11th is refused with 429;
 // another connection is not affected.
 func TestInFlightLimit(t *testing.T) {
