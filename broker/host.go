@@ -273,6 +273,14 @@ func (h *host) Publish(m service.Message) error {
 	return h.b.server.InjectPacket(h.b.server.InlineClient(), pk)
 }
 
+// HasSubscribers reports whether any subscription matches topic: a client's (connected or a stored
+// session's), a shared one or an inline one. The shadow service consumes a request nobody would
+// receive (shadow.Service.handle).
+func (h *host) HasSubscribers(topic string) bool {
+	subs := h.b.server.Topics.Subscribers(topic)
+	return len(subs.Subscriptions) > 0 || len(subs.Shared) > 0 || len(subs.InlineSubscriptions) > 0
+}
+
 // SendTo delivers to one client's session, connected or (persistent session) not.
 func (h *host) SendTo(to *service.Client, m service.Message, opts service.SendOptions) error {
 	if to == nil || to.ClientID == "" {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -325,6 +327,94 @@ func TestDrainLingers(t *testing.T) {
 	}
 	if running, _ := state(); running {
 		t.Fatal("the drain goroutine is still running after Stop")
+	}
+}
+
+// subscribedHost is a fakeHost that tells whether a topic has subscribers, as the broker's host does.
+type subscribedHost struct {
+	*fakeHost
+	subscribed map[string]bool
+}
+
+func (h subscribedHost) HasSubscribers(topic string) bool { return h.subscribed[topic] }
+
+// TestConsumedRequestAckedWhenServed: a QoS 1 request no subscription matches is consumed (not
+// delivered, so not logged for subscribers) and its PUBACK waits until it is served: the update
+// stored and accepted sent, or the rejection sent; a failed write leaves it unacknowledged. A request
+// with a subscriber, a retained one and a QoS 0 one are delivered as usual.
+func TestConsumedRequestAckedWhenServed(t *testing.T) {
+	s, h, _ := startService(t)
+	P := "$aws/things/dev1/shadow"
+	sh := subscribedHost{fakeHost: h, subscribed: map[string]bool{}}
+	s.host = sh
+	publish := func(topic, payload string, qos byte, retain bool) ([]func() error, error) {
+		var waits []func() error
+		ctx := service.WithAckAfter(context.Background(), func(w func() error) { waits = append(waits, w) })
+		err := h.handlers[requestFilters[0]](ctx, &service.Message{Topic: topic, Payload: []byte(payload), QoS: qos, Retain: retain, From: dev1})
+		return waits, err
+	}
+	acked := func(w func() error) <-chan error {
+		c := make(chan error, 1)
+		go func() { c <- w() }()
+		return c
+	}
+
+	h.store.block = make(chan struct{})
+	waits, err := publish(P+"/update", `{"state":{"reported":{"n":1}}}`, 1, false)
+	if !errors.Is(err, service.Consumed) || len(waits) != 1 {
+		t.Fatalf("request nobody subscribes to: %v, %d waits", err, len(waits))
+	}
+	ack := acked(waits[0])
+	select {
+	case err := <-ack:
+		t.Fatalf("acknowledged (%v) before the update was stored", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(h.store.block)
+	if err := <-ack; err != nil {
+		t.Fatalf("ack after the update: %v", err)
+	}
+	h.store.block = nil
+	var topics []string
+	for _, m := range h.wait(t, 2) {
+		topics = append(topics, m.topic)
+	}
+	if !slices.Contains(topics, P+"/update/accepted") {
+		t.Fatalf("acknowledged, but sent only %v", topics)
+	}
+
+	h.reset()
+	waits, err = publish(P+"/update", `not json`, 1, false)
+	if !errors.Is(err, service.Consumed) || len(waits) != 1 {
+		t.Fatalf("refused request: %v, %d waits", err, len(waits))
+	}
+	if err := <-acked(waits[0]); err != nil {
+		t.Fatalf("ack after a rejection: %v", err)
+	}
+	if m := h.wait(t, 1)[0]; m.topic != P+"/update/rejected" {
+		t.Fatalf("sent %+v", m)
+	}
+
+	h.store.failPut = true
+	waits, err = publish(P+"/update", `{"state":{"reported":{"n":2}}}`, 1, false)
+	if !errors.Is(err, service.Consumed) || len(waits) != 1 {
+		t.Fatalf("request the store fails: %v, %d waits", err, len(waits))
+	}
+	if err := <-acked(waits[0]); err == nil {
+		t.Fatal("a request whose update could not be stored was acknowledged")
+	}
+	h.store.failPut = false
+
+	sh.subscribed[P+"/update"] = true
+	for _, c := range []struct {
+		name   string
+		topic  string
+		qos    byte
+		retain bool
+	}{{"subscribed", P + "/update", 1, false}, {"retained", P + "/get", 1, true}, {"QoS 0", P + "/get", 0, false}} {
+		if waits, err := publish(c.topic, `{}`, c.qos, c.retain); err != nil || len(waits) != 0 {
+			t.Errorf("%s request: %v, %d waits; want it delivered as usual", c.name, err, len(waits))
+		}
 	}
 }
 
