@@ -3,6 +3,8 @@ package shadow
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -59,4 +61,63 @@ func stdStateSize(d *Document) int {
 		st["reported"] = d.Reported
 	}
 	return len(stdMarshal(st))
+}
+
+// stdDecodeJSON is what decodeJSON was before it was written by hand: encoding/json's Decoder with
+// UseNumber, refusing trailing data. decodeJSON must accept and return the same.
+func stdDecodeJSON(data []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	if len(bytes.TrimLeft(data[dec.InputOffset():], " \t\r\n")) != 0 {
+		return nil, errTrailing
+	}
+	return v, nil
+}
+
+// decodeCases are texts on the edges of JSON, for TestDecodeJSONIsEncodingJSON and FuzzDecodeJSON.
+var decodeCases = []string{
+	``, ` `, `{}`, `[]`, ` {"a" : [ 1 , -0.5e+3 , true , false , null ] } `, `{"a":1,"a":2}`, `{"a":1,}`, `[1,]`, `[,1]`,
+	`{"a" 1}`, `{1:2}`, `"x"`, `123`, `-`, `-0`, `01`, `1.`, `.5`, `1e`, `1e+`, `1E-7`, `-12.34E+056`, `1e400`, `tru`, `true`,
+	`nullx`, `null null`, `{"a":1}x`, `{"a":1}}`, "{\"a\":1}\n\t\r ", `"\"\\\/\b\f\n\r\t"`, `"\u00e9\u0000"`, `"\ud83d\ude00"`,
+	`"\ud83d"`, `"\ud83dx"`, `"\ude00\ud83d"`, `"\ud83d\u0041"`, `"\ud83d\uZZZZ"`, `"\uD83D\uDE00"`, `"\u12"`, `"\x"`, `"\'"`,
+	"\"tab\there\"", "\"nl\nhere\"", "\"bad \xff utf8\"", "\"\xed\xa0\x80\"", "\"\xc3\"", "\"é\xe2\x82\"", `"unterminated`,
+	`"a\`, `["a" "b"]`, `{"a":{"b":{"c":[[[]]]}}}`, "\xef\xbb\xbf{}", `[1 2]`, `{"":""}`, `{"k":"v"`, `[`, `{`,
+	strings.Repeat("[", maxNesting) + strings.Repeat("]", maxNesting),
+	strings.Repeat("[", maxNesting+1) + strings.Repeat("]", maxNesting+1),
+	strings.Repeat(`{"a":`, maxNesting) + "1" + strings.Repeat("}", maxNesting),
+	strings.Repeat(`{"a":`, maxNesting+1) + "1" + strings.Repeat("}", maxNesting+1),
+}
+
+// TestDecodeJSONIsEncodingJSON: decodeJSON accepts what encoding/json accepts and returns the same
+// values (json.Number text, U+FFFD for invalid UTF-8 and lone surrogates, empty non-nil objects and
+// arrays, the last duplicate key).
+func TestDecodeJSONIsEncodingJSON(t *testing.T) {
+	for _, c := range decodeCases {
+		checkDecode(t, []byte(c))
+	}
+}
+
+func FuzzDecodeJSON(f *testing.F) {
+	for _, c := range decodeCases {
+		if len(c) < 1000 {
+			f.Add([]byte(c))
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) { checkDecode(t, data) })
+}
+
+func checkDecode(t *testing.T, data []byte) {
+	t.Helper()
+	got, err := decodeJSON(data)
+	want, werr := stdDecodeJSON(data)
+	if (err == nil) != (werr == nil) {
+		t.Fatalf("%.80q: decodeJSON error %v, encoding/json %v", data, err, werr)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("%.80q: decodeJSON %#v, encoding/json %#v", data, got, want)
+	}
 }
