@@ -253,9 +253,21 @@ func sectionValue(s section) any {
 type Update struct {
 	Previous *Document // nil when the update created the shadow (also over a tombstone)
 	Current  *Document
-	// Accepted is update/accepted's document (also the HTTP answer); Documents is update/documents';
-	// Delta is update/delta's, nil when desired and reported are in sync.
-	Accepted, Documents, Delta []byte
+	// Accepted is update/accepted's document (also the HTTP answer); Delta is update/delta's, nil when
+	// desired and reported are in sync. update/documents' is Documents().
+	Accepted, Delta []byte
+
+	docs     documents
+	docsJSON []byte
+}
+
+// Documents is update/documents' document, written when first asked for: when no subscriber can
+// receive update/documents, the service does not ask (Service.publishUpdate).
+func (u *Update) Documents() []byte {
+	if u.docsJSON == nil {
+		u.docsJSON = marshal(u.docs)
+	}
+	return u.docsJSON
 }
 
 // Apply applies req to the stored document old (nil or a tombstone when the shadow does not exist) at
@@ -290,11 +302,10 @@ func Apply(old *Document, req *UpdateRequest, now int64, lim Limits) (*Update, *
 	if u.Previous != nil {
 		prev = snapshotOf(u.Previous)
 	}
-	docs := documents{Previous: prev, Current: snapshotOf(cur), Timestamp: now}
+	u.docs = documents{Previous: prev, Current: snapshotOf(cur), Timestamp: now}
 	if req.HasToken {
-		docs.ClientToken = &req.Token
+		u.docs.ClientToken = &req.Token
 	}
-	u.Documents = marshal(docs)
 
 	if delta := computeDelta(cur.Desired, cur.Reported); len(delta) > 0 {
 		d := response{State: delta, Metadata: deltaMeta(delta, cur.Desired, cur.DesiredMeta), Version: cur.Version, Timestamp: now}

@@ -100,7 +100,7 @@ func runSteps(t *testing.T, s *Shadows, id ID, steps []step) {
 				var u *Update
 				u, e, _ = s.Update(id, req, nil)
 				if u != nil {
-					answer, delta, docs = u.Accepted, u.Delta, u.Documents
+					answer, delta, docs = u.Accepted, u.Delta, u.Documents()
 				}
 			}
 		case OpGet:

@@ -51,7 +51,7 @@ func FuzzUpdate(f *testing.F) {
 				}
 				continue
 			}
-			for name, raw := range map[string][]byte{"accepted": u.Accepted, "documents": u.Documents, "delta": u.Delta} {
+			for name, raw := range map[string][]byte{"accepted": u.Accepted, "documents": u.Documents(), "delta": u.Delta} {
 				if raw != nil && !json.Valid(raw) {
 					t.Fatalf("%s is not JSON: %s", name, raw)
 				}

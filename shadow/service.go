@@ -118,8 +118,9 @@ type request struct {
 	failed *Error
 }
 
-// subscriptions is the part of the host that tells whether a topic has subscribers (the broker's
-// host has it; a host without it has every request delivered as usual).
+// subscriptions is the part of the host that tells whether a publish to a topic could reach anyone: a
+// subscription, or another service's handler (the broker's host has it; with a host without it every
+// request is delivered and every answer published as usual).
 type subscriptions interface {
 	HasSubscribers(topic string) bool
 }
@@ -208,7 +209,7 @@ func (s *Service) handle(ctx context.Context, m *service.Message) error {
 		return nil
 	}
 	consume := false
-	if subs, ok := s.host.(subscriptions); ok && m.QoS == 1 && !m.Retain && !subs.HasSubscribers(m.Topic) {
+	if m.QoS == 1 && !m.Retain && !s.mayReach(m.Topic) {
 		r.served = make(chan error, 1)
 		consume = service.AckAfter(ctx, func() error { return <-r.served })
 	}
@@ -421,17 +422,28 @@ func (s *Service) accepted(r *request, id ID, suffix string, payload []byte) {
 
 // publishUpdate publishes an accepted update's documents and delta to every subscriber allowed to
 // receive them: AWS publishes these to all MQTT subscribers, also after an HTTP update
-// (aws-iot-core/device-shadow-data-flow.md, "Updating a shadow").
+// (aws-iot-core/device-shadow-data-flow.md, "Updating a shadow"). update/documents is written and
+// published only when a subscription (or another service) can receive it: a publish to nobody
+// reaches nobody, and devices seldom follow update/documents.
 func (s *Service) publishUpdate(id ID, u *Update) {
 	prefix := id.Prefix()
-	if err := s.host.Publish(service.Message{Topic: prefix + "/update/documents", Payload: u.Documents, QoS: 1}); err != nil {
-		s.log.Warn("shadow: publish update/documents", zap.String("topicName", prefix+"/update/documents"), zap.Error(err))
+	if docs := prefix + "/update/documents"; s.mayReach(docs) {
+		if err := s.host.Publish(service.Message{Topic: docs, Payload: u.Documents(), QoS: 1}); err != nil {
+			s.log.Warn("shadow: publish update/documents", zap.String("topicName", docs), zap.Error(err))
+		}
 	}
 	if u.Delta != nil {
 		if err := s.host.Publish(service.Message{Topic: prefix + "/update/delta", Payload: u.Delta, QoS: 1}); err != nil {
 			s.log.Warn("shadow: publish update/delta", zap.String("topicName", prefix+"/update/delta"), zap.Error(err))
 		}
 	}
+}
+
+// mayReach reports whether a publish to topic could reach anyone: true unless the host says that no
+// subscription and no other service's handler matches it.
+func (s *Service) mayReach(topic string) bool {
+	subs, ok := s.host.(subscriptions)
+	return !ok || subs.HasSubscribers(topic)
 }
 
 // answer sends an accepted answer to the requester and records the request.

@@ -375,12 +375,8 @@ func TestConsumedRequestAckedWhenServed(t *testing.T) {
 		t.Fatalf("ack after the update: %v", err)
 	}
 	h.store.block = nil
-	var topics []string
-	for _, m := range h.wait(t, 2) {
-		topics = append(topics, m.topic)
-	}
-	if !slices.Contains(topics, P+"/update/accepted") {
-		t.Fatalf("acknowledged, but sent only %v", topics)
+	if m := h.wait(t, 1)[0]; m.topic != P+"/update/accepted" {
+		t.Fatalf("acknowledged, but sent %+v", m)
 	}
 
 	h.reset()
@@ -415,6 +411,37 @@ func TestConsumedRequestAckedWhenServed(t *testing.T) {
 		if waits, err := publish(c.topic, `{}`, c.qos, c.retain); err != nil || len(waits) != 0 {
 			t.Errorf("%s request: %v, %d waits; want it delivered as usual", c.name, err, len(waits))
 		}
+	}
+}
+
+// TestDocumentsOnlyWhenReceivable: update/documents is published when a subscription (or another
+// service) can receive it, and left out when none can; update/accepted and update/delta are
+// published either way.
+func TestDocumentsOnlyWhenReceivable(t *testing.T) {
+	s, h, _ := startService(t)
+	P := "$aws/things/dev1/shadow"
+	sh := subscribedHost{fakeHost: h, subscribed: map[string]bool{}}
+	s.host = sh
+	topics := func(n int) []string {
+		var out []string
+		for _, m := range h.wait(t, n) {
+			out = append(out, m.topic)
+		}
+		slices.Sort(out)
+		return out
+	}
+	h.deliver(P+"/update", dev1, `{"state":{"desired":{"c":"red"}}}`)
+	if got, want := topics(2), []string{P + "/update/accepted", P + "/update/delta"}; !slices.Equal(got, want) {
+		t.Fatalf("nobody subscribed to update/documents: published %v, want %v", got, want)
+	}
+	h.reset()
+	sh.subscribed[P+"/update/documents"] = true
+	h.deliver(P+"/update", dev1, `{"state":{"reported":{"c":"red"}}}`)
+	if got, want := topics(2), []string{P + "/update/accepted", P + "/update/documents"}; !slices.Equal(got, want) {
+		t.Fatalf("update/documents subscribed: published %v, want %v", got, want)
+	}
+	if body := h.wait(t, 2); !strings.Contains(body[0].body+body[1].body, `"previous":{"state":{"desired":{"c":"red"}}`) {
+		t.Fatalf("update/documents %+v", body)
 	}
 }
 
