@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -257,7 +258,8 @@ type Update struct {
 	// desired and reported are in sync. update/documents' is Documents().
 	Accepted, Delta []byte
 
-	docs     documents
+	now      int64
+	token    *string
 	docsJSON []byte
 }
 
@@ -265,7 +267,11 @@ type Update struct {
 // receive update/documents, the service does not ask (Service.publishUpdate).
 func (u *Update) Documents() []byte {
 	if u.docsJSON == nil {
-		u.docsJSON = marshal(u.docs)
+		var prev any // null on the first update (services/shadow.md §2)
+		if u.Previous != nil {
+			prev = snapshotOf(u.Previous)
+		}
+		u.docsJSON = marshal(documents{Previous: prev, Current: snapshotOf(u.Current), Timestamp: u.now, ClientToken: u.token})
 	}
 	return u.docsJSON
 }
@@ -298,13 +304,9 @@ func Apply(old *Document, req *UpdateRequest, now int64, lim Limits) (*Update, *
 	accepted.token(req.Token, req.HasToken)
 	u.Accepted = marshal(accepted)
 
-	var prev any // null on the first update (services/shadow.md §2)
-	if u.Previous != nil {
-		prev = snapshotOf(u.Previous)
-	}
-	u.docs = documents{Previous: prev, Current: snapshotOf(cur), Timestamp: now}
+	u.now = now
 	if req.HasToken {
-		u.docs.ClientToken = &req.Token
+		u.token = &req.Token
 	}
 
 	if delta := computeDelta(cur.Desired, cur.Reported); len(delta) > 0 {
@@ -382,8 +384,24 @@ func mergeObject(old, patch map[string]any) map[string]any {
 	return out
 }
 
-// leaf is the metadata of one value: its last update's time.
-func leaf(ts int64) map[string]any { return map[string]any{"timestamp": ts} }
+// leaf is the metadata of one value: its last update's time. Maps are never changed once built
+// (json.go), so the leaves of one second are one map: every update made a few of them, a twentieth
+// of a shadow update's garbage.
+func leaf(ts int64) map[string]any {
+	if l := lastLeaf.Load(); l != nil && l.ts == ts {
+		return l.m
+	}
+	m := map[string]any{"timestamp": ts}
+	lastLeaf.Store(&leafOf{ts: ts, m: m})
+	return m
+}
+
+type leafOf struct {
+	ts int64
+	m  map[string]any
+}
+
+var lastLeaf atomic.Pointer[leafOf]
 
 // patchMeta is the metadata of a request value: a timestamp for each scalar (and null), objects and
 // arrays mirrored (SM ShadowStateMetadata.createMetadataPatch).
