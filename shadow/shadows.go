@@ -144,12 +144,12 @@ func (s *Shadows) read(id ID) (*Document, int, error) {
 // put stores d as id's document and caches it once it is durable; a failed write forgets id's
 // cached document, so that the next read goes to the store.
 func (s *Shadows) put(id ID, d *Document) error {
-	raw := d.encode()
-	if err := s.store.Put(id.key(), raw); err != nil {
-		s.remember(id.key(), nil, 0)
+	key, raw := id.key(), d.encode()
+	if err := s.store.Put(key, raw); err != nil {
+		s.remember(key, nil, 0)
 		return err
 	}
-	s.remember(id.key(), d, len(raw))
+	s.remember(key, d, len(raw))
 	return nil
 }
 
