@@ -319,6 +319,25 @@ func (h *host) Publish(m service.Message) error {
 	return h.b.server.InjectPacket(h.b.server.InlineClient(), pk)
 }
 
+// HasSubscribers reports whether a message on topic could reach anyone besides this service: another
+// service's handler, or a subscription (a client's, connected or a stored session's, a shared one or
+// an inline one). The shadow service consumes a request, and leaves out an answer, that would reach
+// nobody (shadow.Service.handle, publishUpdate).
+func (h *host) HasSubscribers(topic string) bool {
+	if rs := h.b.svc.routes.Load(); rs != nil {
+		other := false
+		rs.matching(topic, func(r *route) bool {
+			other = r.service != h.name
+			return !other
+		})
+		if other {
+			return true
+		}
+	}
+	subs := h.b.server.Topics.Subscribers(topic)
+	return len(subs.Subscriptions) > 0 || len(subs.Shared) > 0 || len(subs.InlineSubscriptions) > 0
+}
+
 // SendTo delivers to one client's session, connected or (persistent session) not.
 func (h *host) SendTo(to *service.Client, m service.Message, opts service.SendOptions) error {
 	if to == nil || to.ClientID == "" {

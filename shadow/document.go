@@ -3,6 +3,8 @@ package shadow
 import (
 	"encoding/json"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -252,9 +254,26 @@ func sectionValue(s section) any {
 type Update struct {
 	Previous *Document // nil when the update created the shadow (also over a tombstone)
 	Current  *Document
-	// Accepted is update/accepted's document (also the HTTP answer); Documents is update/documents';
-	// Delta is update/delta's, nil when desired and reported are in sync.
-	Accepted, Documents, Delta []byte
+	// Accepted is update/accepted's document (also the HTTP answer); Delta is update/delta's, nil when
+	// desired and reported are in sync. update/documents' is Documents().
+	Accepted, Delta []byte
+
+	now      int64
+	token    *string
+	docsJSON []byte
+}
+
+// Documents is update/documents' document, written when first asked for: when no subscriber can
+// receive update/documents, the service does not ask (Service.publishUpdate).
+func (u *Update) Documents() []byte {
+	if u.docsJSON == nil {
+		var prev any // null on the first update (services/shadow.md §2)
+		if u.Previous != nil {
+			prev = snapshotOf(u.Previous)
+		}
+		u.docsJSON = marshal(documents{Previous: prev, Current: snapshotOf(u.Current), Timestamp: u.now, ClientToken: u.token})
+	}
+	return u.docsJSON
 }
 
 // Apply applies req to the stored document old (nil or a tombstone when the shadow does not exist) at
@@ -285,15 +304,10 @@ func Apply(old *Document, req *UpdateRequest, now int64, lim Limits) (*Update, *
 	accepted.token(req.Token, req.HasToken)
 	u.Accepted = marshal(accepted)
 
-	var prev any // null on the first update (services/shadow.md §2)
-	if u.Previous != nil {
-		prev = snapshotOf(u.Previous)
-	}
-	docs := documents{Previous: prev, Current: snapshotOf(cur), Timestamp: now}
+	u.now = now
 	if req.HasToken {
-		docs.ClientToken = &req.Token
+		u.token = &req.Token
 	}
-	u.Documents = marshal(docs)
 
 	if delta := computeDelta(cur.Desired, cur.Reported); len(delta) > 0 {
 		d := response{State: delta, Metadata: deltaMeta(delta, cur.Desired, cur.DesiredMeta), Version: cur.Version, Timestamp: now}
@@ -318,17 +332,30 @@ func applySection(state, meta map[string]any, sec section, now int64) (map[strin
 	return merged, mergeMeta(merged, state, meta, sec.value, now)
 }
 
-// stateSize is the size AWS limits: desired and reported as JSON, metadata left out.
+// stateSize is the size AWS limits: desired and reported as JSON, metadata left out. The text is
+// written to a pooled buffer: only its length is wanted.
 func stateSize(d *Document) int {
-	st := map[string]any{}
+	buf := sizeBuffers.Get().(*[]byte)
+	b := append((*buf)[:0], '{')
 	if d.Desired != nil {
-		st["desired"] = d.Desired
+		b = append(b, `"desired":`...)
+		b = appendObject(b, d.Desired)
 	}
 	if d.Reported != nil {
-		st["reported"] = d.Reported
+		if d.Desired != nil {
+			b = append(b, ',')
+		}
+		b = append(b, `"reported":`...)
+		b = appendObject(b, d.Reported)
 	}
-	return len(marshal(st))
+	b = append(b, '}')
+	n := len(b)
+	*buf = b
+	sizeBuffers.Put(buf)
+	return n
 }
+
+var sizeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 // mergeObject merges patch into old without changing either: a null removes a key, objects merge
 // key by key, anything else (arrays included: no element merge) replaces the value. An object that is
@@ -357,8 +384,24 @@ func mergeObject(old, patch map[string]any) map[string]any {
 	return out
 }
 
-// leaf is the metadata of one value: its last update's time.
-func leaf(ts int64) map[string]any { return map[string]any{"timestamp": ts} }
+// leaf is the metadata of one value: its last update's time. Maps are never changed once built
+// (json.go), so the leaves of one second are one map: every update made a few of them, a twentieth
+// of a shadow update's garbage.
+func leaf(ts int64) map[string]any {
+	if l := lastLeaf.Load(); l != nil && l.ts == ts {
+		return l.m
+	}
+	m := map[string]any{"timestamp": ts}
+	lastLeaf.Store(&leafOf{ts: ts, m: m})
+	return m
+}
+
+type leafOf struct {
+	ts int64
+	m  map[string]any
+}
+
+var lastLeaf atomic.Pointer[leafOf]
 
 // patchMeta is the metadata of a request value: a timestamp for each scalar (and null), objects and
 // arrays mirrored (SM ShadowStateMetadata.createMetadataPatch).

@@ -1,6 +1,7 @@
 package shadow
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -100,7 +101,7 @@ func runSteps(t *testing.T, s *Shadows, id ID, steps []step) {
 				var u *Update
 				u, e, _ = s.Update(id, req, nil)
 				if u != nil {
-					answer, delta, docs = u.Accepted, u.Delta, u.Documents
+					answer, delta, docs = u.Accepted, u.Delta, u.Documents()
 				}
 			}
 		case OpGet:
@@ -412,6 +413,58 @@ func TestStoreFailureRefuses(t *testing.T) {
 	u, e, cause := s.Update(ID{Thing: "t"}, req, func(*Update) { t.Fatal("published after a failed write") })
 	if u != nil || e == nil || e.Code != 500 || e.Message != "Internal service failure" || cause != errDiskFull {
 		t.Fatalf("got %v %v %v", u, e, cause)
+	}
+}
+
+// TestShadowsCache: an update reads the document the previous one wrote from the cache, not the
+// store; a failed write forgets the cached document (the next read goes to the store, which has
+// the last durable one); the cache stays within its budget.
+func TestShadowsCache(t *testing.T) {
+	st := newMemStore()
+	s := NewShadows(st, DefaultLimits, nil)
+	id := ID{Thing: "t"}
+	update := func(doc string) (*Update, *Error) {
+		req, e := ParseUpdate([]byte(doc))
+		if e != nil {
+			t.Fatal(e)
+		}
+		u, e, _ := s.Update(id, req, nil)
+		return u, e
+	}
+	if _, e := update(`{"state":{"reported":{"a":1}}}`); e != nil {
+		t.Fatal(e)
+	}
+	gets := st.gets
+	u, e := update(`{"state":{"reported":{"b":2}}}`)
+	if e != nil || u.Previous == nil || u.Previous.Version != 1 || u.Current.Version != 2 {
+		t.Fatalf("second update: %v %+v", e, u)
+	}
+	if d, e, _ := s.Get(id); e != nil || d.Version != 2 || jsonOf(d.Reported) != `{"a":1,"b":2}` {
+		t.Fatalf("get after two updates: %v %s", e, d.encode())
+	}
+	if st.gets != gets {
+		t.Fatalf("the store was read %d times for documents the cache holds", st.gets-gets)
+	}
+	st.failPut = true
+	if _, e := update(`{"state":{"reported":{"c":3}}}`); e == nil || e.Code != 500 {
+		t.Fatalf("update the store fails: %v", e)
+	}
+	if _, ok := s.cached(id.key()); ok {
+		t.Fatal("a failed write left the document cached")
+	}
+	st.failPut = false
+	if d, e, _ := s.Get(id); e != nil || d.Version != 2 {
+		t.Fatalf("get after a failed update: %v %+v", e, d)
+	}
+	big := `{"state":{"reported":{"x":"` + strings.Repeat("y", 4000) + `"}}}`
+	for i := range 600 {
+		id = ID{Thing: fmt.Sprintf("t%d", i)}
+		if _, e := update(big); e != nil {
+			t.Fatal(e)
+		}
+	}
+	if s.cacheBytes > cacheBudget || len(s.cache) == 0 || len(s.cache) >= 600 {
+		t.Fatalf("cache of %d documents, %d bytes (budget %d)", len(s.cache), s.cacheBytes, cacheBudget)
 	}
 }
 

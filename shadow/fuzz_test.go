@@ -1,12 +1,13 @@
 package shadow
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 )
 
 // FuzzUpdate feeds two update requests to a new shadow and checks what must always hold: no panic,
-// answers that are JSON, a stored document that reads back the same, no nulls or empty objects stored,
+// answers that are JSON, marshal writing what encoding/json writes, a stored document that reads back the same, no nulls or empty objects stored,
 // metadata shaped like the state, a delta that is part of desired, the size limit, the version count.
 func FuzzUpdate(f *testing.F) {
 	seeds := [][2]string{
@@ -28,6 +29,11 @@ func FuzzUpdate(f *testing.F) {
 				t.Fatalf("token of %d bytes accepted", len(tok))
 			}
 		}
+		for _, p := range []string{p1, p2} {
+			if v, err := decodeJSON([]byte(p)); err == nil && !bytes.Equal(marshal(v), stdMarshal(v)) {
+				t.Fatalf("%q: marshal writes %s, encoding/json %s", p, marshal(v), stdMarshal(v))
+			}
+		}
 		lim := Limits{DocumentSize: 512}
 		var doc *Document
 		for i, p := range []string{p1, p2} {
@@ -45,7 +51,7 @@ func FuzzUpdate(f *testing.F) {
 				}
 				continue
 			}
-			for name, raw := range map[string][]byte{"accepted": u.Accepted, "documents": u.Documents, "delta": u.Delta} {
+			for name, raw := range map[string][]byte{"accepted": u.Accepted, "documents": u.Documents(), "delta": u.Delta} {
 				if raw != nil && !json.Valid(raw) {
 					t.Fatalf("%s is not JSON: %s", name, raw)
 				}
@@ -53,6 +59,9 @@ func FuzzUpdate(f *testing.F) {
 			cur := u.Current
 			if cur.Version != doc.baseVersion(T0)+1 {
 				t.Fatalf("version %d after %d", cur.Version, doc.baseVersion(T0))
+			}
+			if !bytes.Equal(cur.encode(), stdMarshal(cur)) || stateSize(cur) != stdStateSize(cur) {
+				t.Fatalf("stored document %s, encoding/json writes %s", cur.encode(), stdMarshal(cur))
 			}
 			if stateSize(cur) > lim.DocumentSize {
 				t.Fatalf("stored %d bytes over the %d limit", stateSize(cur), lim.DocumentSize)

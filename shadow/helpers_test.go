@@ -16,6 +16,7 @@ type memStore struct {
 	mu      sync.Mutex
 	m       map[string][]byte
 	failPut bool
+	gets    int // Get calls, to see what the cache spares the store
 	// block, when not nil, holds every Put until it is closed (to keep requests in flight).
 	block chan struct{}
 }
@@ -27,6 +28,7 @@ var errDiskFull = errors.New("disk full")
 func (s *memStore) Get(k string) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.gets++
 	v, ok := s.m[k]
 	if !ok {
 		return nil, nil

@@ -78,18 +78,31 @@ type Service struct {
 	sync    *syncer // nil when no shadow is synced or there is no upstream
 
 	// inflight counts each connection's unanswered requests; queues holds them in arrival order, one
-	// goroutine per connection draining its queue while it is not empty.
+	// goroutine per connection draining its queue while it is not empty, and for drainLinger after.
 	mu     sync.Mutex
 	queues map[string]*queue
 	wg     sync.WaitGroup
+	// stopping is closed by Stop: lingering drain goroutines end at once.
+	stopping  chan struct{}
+	closeOnce sync.Once
 }
 
 type queue struct {
 	pending []*request
 	running bool
+	// idle is set while the drain goroutine waits for more work; wake (capacity 1) tells it of some.
+	idle bool
+	wake chan struct{}
 	// inflight counts the queued requests and the one being served.
 	inflight int
 }
+
+// drainLinger is how long a connection's drain goroutine waits for its next request before it ends.
+// A new goroutine starts on a small stack and grows it, copy by copy, while it serves its first
+// request (JSON, bbolt, mochi's publish path): a tenth of an update's CPU when every request had a
+// goroutine of its own. A device that sends its next request within this time is served by the
+// goroutine that has grown already. A variable for the tests.
+var drainLinger = 100 * time.Millisecond
 
 // request is one MQTT shadow request.
 type request struct {
@@ -99,6 +112,17 @@ type request struct {
 	payload []byte
 	from    *service.Client
 	start   time.Time
+	// served, when not nil, hears once the request is answered: nil, or the failure (500) that left it
+	// undone. The device's PUBACK of a consumed request waits for it (see handle).
+	served chan error
+	failed *Error
+}
+
+// subscriptions is the part of the host that tells whether a publish to a topic could reach anyone: a
+// subscription, or another service's handler (the broker's host has it; with a host without it every
+// request is delivered and every answer published as usual).
+type subscriptions interface {
+	HasSubscribers(topic string) bool
 }
 
 // New is the service's constructor for the app.
@@ -118,7 +142,8 @@ func New(deps service.Deps) (service.Service, error) {
 	for _, w := range ss.warnings {
 		log.Warn("shadow sync configuration", zap.String("details", w))
 	}
-	return &Service{cfg: cfg, log: log, accountID: deps.Config.Core.AccountID, now: time.Now, queues: map[string]*queue{}, syncSet: ss}, nil
+	return &Service{cfg: cfg, log: log, accountID: deps.Config.Core.AccountID, now: time.Now, queues: map[string]*queue{}, syncSet: ss,
+		stopping: make(chan struct{})}, nil
 }
 
 // Name is "shadow".
@@ -154,6 +179,7 @@ func (s *Service) Start(ctx context.Context, host service.Host) error {
 
 // Stop waits for the requests in flight to be answered and the sync to stop.
 func (s *Service) Stop() error {
+	s.closeOnce.Do(func() { close(s.stopping) })
 	s.wg.Wait()
 	if s.sync != nil {
 		s.sync.wait()
@@ -165,7 +191,14 @@ func (s *Service) Stop() error {
 // the device's connection and returns at once: the message is also delivered to the request topic's
 // subscribers, as AWS does (aws-iot-core/reserved-topics.md: the request topics are Publish/Subscribe).
 // A request published by a service (the HTTP Publish API) has nobody to answer and is served here.
-func (s *Service) handle(_ context.Context, m *service.Message) error {
+//
+// A QoS 1 request that no subscription matches (the usual case: devices subscribe to the answer
+// topics) is consumed instead: delivered to nobody, as it would have been, and acknowledged once it
+// has been served (service.AckAfter): after the update is on disk and accepted is sent, or after the
+// rejection. The broker then does not write it to the session store's publish log before its PUBACK,
+// which protects only the copies for subscribers, here none: one fsynced commit per update instead of
+// two. A failed write (500) leaves the request unacknowledged, so that the device sends it again.
+func (s *Service) handle(ctx context.Context, m *service.Message) error {
 	id, op, ok := ParseRequestTopic(m.Topic)
 	if !ok || m.Origin == s.Name() {
 		return nil // not a request, or our own HTTP Publish, which httpPublish serves
@@ -175,52 +208,126 @@ func (s *Service) handle(_ context.Context, m *service.Message) error {
 		s.serve(r)
 		return nil
 	}
+	consume := false
+	if m.QoS == 1 && !m.Retain && !s.mayReach(m.Topic) {
+		r.served = make(chan error, 1)
+		consume = service.AckAfter(ctx, func() error { return <-r.served })
+	}
+	done := func() error {
+		if consume {
+			return service.Consumed
+		}
+		return nil
+	}
 	key := r.from.ClientID
 	s.mu.Lock()
 	q := s.queues[key]
 	if q == nil {
-		q = &queue{}
+		q = &queue{wake: make(chan struct{}, 1)}
 		s.queues[key] = q
 	}
 	if q.inflight >= s.cfg.MaxInFlightRequests {
 		s.mu.Unlock()
 		tok, has := tokenOf(r)
 		s.refuse(r, errTooManyRequests, nil, tok, has)
-		return nil
+		r.answered()
+		return done()
 	}
 	q.pending = append(q.pending, r)
 	q.inflight++
-	if !q.running {
+	switch {
+	case !q.running:
 		q.running = true
 		s.wg.Add(1)
 		go s.drain(key, q)
+	case q.idle:
+		q.idle = false
+		select {
+		case q.wake <- struct{}{}:
+		default:
+		}
 	}
 	s.mu.Unlock()
-	return nil
+	return done()
 }
 
-// drain serves one connection's requests in order until its queue is empty.
+// answered tells a consumed request's PUBACK that the request has been served.
+func (r *request) answered() {
+	if r.served == nil {
+		return
+	}
+	if r.failed != nil {
+		r.served <- r.failed
+		return
+	}
+	r.served <- nil
+}
+
+// drain serves one connection's requests in order; once its queue is empty it waits up to
+// drainLinger for the next one (see drainLinger), then ends.
 func (s *Service) drain(key string, q *queue) {
 	defer s.wg.Done()
+	var linger *time.Timer
 	for {
 		s.mu.Lock()
 		if len(q.pending) == 0 {
-			q.running = false
-			if s.queues[key] == q {
-				delete(s.queues, key)
+			if !s.waitForWork(q, &linger) {
+				q.running = false
+				if s.queues[key] == q {
+					delete(s.queues, key)
+				}
+				s.mu.Unlock()
+				return
 			}
-			s.mu.Unlock()
-			return
+			continue // s.mu is not held
 		}
 		r := q.pending[0]
 		q.pending[0] = nil
 		q.pending = q.pending[1:]
 		s.mu.Unlock()
 		s.serve(r)
+		r.answered()
 		s.mu.Lock()
 		q.inflight--
 		s.mu.Unlock()
 	}
+}
+
+// waitForWork waits, with s.mu held on entry, for a request on q's empty queue. It reports false, with
+// s.mu held and the queue still empty, when none came within drainLinger or the service stops; true,
+// with s.mu released, when one came.
+func (s *Service) waitForWork(q *queue, linger **time.Timer) bool {
+	select {
+	case <-s.stopping:
+		return false
+	default:
+	}
+	q.idle = true
+	s.mu.Unlock()
+	if *linger == nil {
+		*linger = time.NewTimer(drainLinger)
+	} else {
+		(*linger).Reset(drainLinger)
+	}
+	select {
+	case <-q.wake:
+		return true
+	case <-(*linger).C:
+	case <-s.stopping:
+	}
+	s.mu.Lock()
+	q.idle = false
+	if len(q.pending) > 0 {
+		// A request came as the wait ended; handle may have signalled wake too: drain it, so that
+		// the next wait does not return on a stale signal.
+		select {
+		case <-q.wake:
+		default:
+		}
+		s.mu.Unlock()
+		return true
+	}
+	return false
 }
 
 // tokenOf reads a request's clientToken for a refusal made before the request is parsed.
@@ -315,17 +422,28 @@ func (s *Service) accepted(r *request, id ID, suffix string, payload []byte) {
 
 // publishUpdate publishes an accepted update's documents and delta to every subscriber allowed to
 // receive them: AWS publishes these to all MQTT subscribers, also after an HTTP update
-// (aws-iot-core/device-shadow-data-flow.md, "Updating a shadow").
+// (aws-iot-core/device-shadow-data-flow.md, "Updating a shadow"). update/documents is written and
+// published only when a subscription (or another service) can receive it: a publish to nobody
+// reaches nobody, and devices seldom follow update/documents.
 func (s *Service) publishUpdate(id ID, u *Update) {
 	prefix := id.Prefix()
-	if err := s.host.Publish(service.Message{Topic: prefix + "/update/documents", Payload: u.Documents, QoS: 1}); err != nil {
-		s.log.Warn("shadow: publish update/documents", zap.String("topicName", prefix+"/update/documents"), zap.Error(err))
+	if docs := prefix + "/update/documents"; s.mayReach(docs) {
+		if err := s.host.Publish(service.Message{Topic: docs, Payload: u.Documents(), QoS: 1}); err != nil {
+			s.log.Warn("shadow: publish update/documents", zap.String("topicName", docs), zap.Error(err))
+		}
 	}
 	if u.Delta != nil {
 		if err := s.host.Publish(service.Message{Topic: prefix + "/update/delta", Payload: u.Delta, QoS: 1}); err != nil {
 			s.log.Warn("shadow: publish update/delta", zap.String("topicName", prefix+"/update/delta"), zap.Error(err))
 		}
 	}
+}
+
+// mayReach reports whether a publish to topic could reach anyone: true unless the host says that no
+// subscription and no other service's handler matches it.
+func (s *Service) mayReach(topic string) bool {
+	subs, ok := s.host.(subscriptions)
+	return !ok || subs.HasSubscribers(topic)
 }
 
 // answer sends an accepted answer to the requester and records the request.
@@ -337,6 +455,9 @@ func (s *Service) answer(r *request, suffix string, payload []byte) {
 // refuse sends the rejected answer to the requester and records the refusal. The token is echoed when
 // the request had a valid one.
 func (s *Service) refuse(r *request, e *Error, cause error, tok string, has bool) {
+	if e.Code >= 500 {
+		r.failed = e
+	}
 	s.sendTo(r, "/"+string(r.op)+"/rejected", ErrorResponse(e, s.now().Unix(), tok, has))
 	s.record(r.op, "MQTT", r.id, r.topic, r.from, e, cause, r.start)
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -272,6 +274,174 @@ func TestAcceptedToRequesterOnly(t *testing.T) {
 	}
 	if got := h.wait(t, 1); len(got) != 1 || got[0].topic != P+"/update/documents" {
 		t.Fatalf("HTTP update published %+v", got)
+	}
+}
+
+// TestDrainLingers: a connection's drain goroutine waits for the connection's next request after it
+// answered one (drainLinger), serves it when it comes, and ends when the service stops, without
+// waiting out the linger.
+func TestDrainLingers(t *testing.T) {
+	defer func(d time.Duration) { drainLinger = d }(drainLinger)
+	drainLinger = time.Hour
+	s, h, _ := startService(t)
+	P := "$aws/things/dev1/shadow"
+	state := func() (running, idle bool) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		q := s.queues[dev1.ClientID]
+		return q != nil && q.running, q != nil && q.idle
+	}
+	waitIdle := func() bool {
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			if running, idle := state(); running && idle {
+				return true
+			}
+		}
+		return false
+	}
+	for i, want := range []string{`"version":1`, `"version":2`} {
+		h.reset()
+		h.deliver(P+"/update", dev1, `{"state":{"reported":{"n":`+string(rune('1'+i))+`}}}`)
+		var acc sent
+		for _, m := range h.wait(t, 2) {
+			if m.topic == P+"/update/accepted" {
+				acc = m
+			}
+		}
+		if !strings.Contains(acc.body, want) {
+			t.Fatalf("update %d: accepted %+v", i+1, acc)
+		}
+		if !waitIdle() {
+			t.Fatalf("update %d: the drain goroutine ended instead of waiting for the next request", i+1)
+		}
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- s.Stop() }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Stop waits for the lingering drain goroutine")
+	}
+	if running, _ := state(); running {
+		t.Fatal("the drain goroutine is still running after Stop")
+	}
+}
+
+// subscribedHost is a fakeHost that tells whether a topic has subscribers, as the broker's host does.
+type subscribedHost struct {
+	*fakeHost
+	subscribed map[string]bool
+}
+
+func (h subscribedHost) HasSubscribers(topic string) bool { return h.subscribed[topic] }
+
+// TestConsumedRequestAckedWhenServed: a QoS 1 request no subscription matches is consumed (not
+// delivered, so not logged for subscribers) and its PUBACK waits until it is served: the update
+// stored and accepted sent, or the rejection sent; a failed write leaves it unacknowledged. A request
+// with a subscriber, a retained one and a QoS 0 one are delivered as usual.
+func TestConsumedRequestAckedWhenServed(t *testing.T) {
+	s, h, _ := startService(t)
+	P := "$aws/things/dev1/shadow"
+	sh := subscribedHost{fakeHost: h, subscribed: map[string]bool{}}
+	s.host = sh
+	publish := func(topic, payload string, qos byte, retain bool) ([]func() error, error) {
+		var waits []func() error
+		ctx := service.WithAckAfter(context.Background(), func(w func() error) { waits = append(waits, w) })
+		err := h.handlers[requestFilters[0]](ctx, &service.Message{Topic: topic, Payload: []byte(payload), QoS: qos, Retain: retain, From: dev1})
+		return waits, err
+	}
+	acked := func(w func() error) <-chan error {
+		c := make(chan error, 1)
+		go func() { c <- w() }()
+		return c
+	}
+
+	h.store.block = make(chan struct{})
+	waits, err := publish(P+"/update", `{"state":{"reported":{"n":1}}}`, 1, false)
+	if !errors.Is(err, service.Consumed) || len(waits) != 1 {
+		t.Fatalf("request nobody subscribes to: %v, %d waits", err, len(waits))
+	}
+	ack := acked(waits[0])
+	select {
+	case err := <-ack:
+		t.Fatalf("acknowledged (%v) before the update was stored", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(h.store.block)
+	if err := <-ack; err != nil {
+		t.Fatalf("ack after the update: %v", err)
+	}
+	h.store.block = nil
+	if m := h.wait(t, 1)[0]; m.topic != P+"/update/accepted" {
+		t.Fatalf("acknowledged, but sent %+v", m)
+	}
+
+	h.reset()
+	waits, err = publish(P+"/update", `not json`, 1, false)
+	if !errors.Is(err, service.Consumed) || len(waits) != 1 {
+		t.Fatalf("refused request: %v, %d waits", err, len(waits))
+	}
+	if err := <-acked(waits[0]); err != nil {
+		t.Fatalf("ack after a rejection: %v", err)
+	}
+	if m := h.wait(t, 1)[0]; m.topic != P+"/update/rejected" {
+		t.Fatalf("sent %+v", m)
+	}
+
+	h.store.failPut = true
+	waits, err = publish(P+"/update", `{"state":{"reported":{"n":2}}}`, 1, false)
+	if !errors.Is(err, service.Consumed) || len(waits) != 1 {
+		t.Fatalf("request the store fails: %v, %d waits", err, len(waits))
+	}
+	if err := <-acked(waits[0]); err == nil {
+		t.Fatal("a request whose update could not be stored was acknowledged")
+	}
+	h.store.failPut = false
+
+	sh.subscribed[P+"/update"] = true
+	for _, c := range []struct {
+		name   string
+		topic  string
+		qos    byte
+		retain bool
+	}{{"subscribed", P + "/update", 1, false}, {"retained", P + "/get", 1, true}, {"QoS 0", P + "/get", 0, false}} {
+		if waits, err := publish(c.topic, `{}`, c.qos, c.retain); err != nil || len(waits) != 0 {
+			t.Errorf("%s request: %v, %d waits; want it delivered as usual", c.name, err, len(waits))
+		}
+	}
+}
+
+// TestDocumentsOnlyWhenReceivable: update/documents is published when a subscription (or another
+// service) can receive it, and left out when none can; update/accepted and update/delta are
+// published either way.
+func TestDocumentsOnlyWhenReceivable(t *testing.T) {
+	s, h, _ := startService(t)
+	P := "$aws/things/dev1/shadow"
+	sh := subscribedHost{fakeHost: h, subscribed: map[string]bool{}}
+	s.host = sh
+	topics := func(n int) []string {
+		var out []string
+		for _, m := range h.wait(t, n) {
+			out = append(out, m.topic)
+		}
+		slices.Sort(out)
+		return out
+	}
+	h.deliver(P+"/update", dev1, `{"state":{"desired":{"c":"red"}}}`)
+	if got, want := topics(2), []string{P + "/update/accepted", P + "/update/delta"}; !slices.Equal(got, want) {
+		t.Fatalf("nobody subscribed to update/documents: published %v, want %v", got, want)
+	}
+	h.reset()
+	sh.subscribed[P+"/update/documents"] = true
+	h.deliver(P+"/update", dev1, `{"state":{"reported":{"c":"red"}}}`)
+	if got, want := topics(2), []string{P + "/update/accepted", P + "/update/documents"}; !slices.Equal(got, want) {
+		t.Fatalf("update/documents subscribed: published %v, want %v", got, want)
+	}
+	if body := h.wait(t, 2); !strings.Contains(body[0].body+body[1].body, `"previous":{"state":{"desired":{"c":"red"}}`) {
+		t.Fatalf("update/documents %+v", body)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -628,6 +629,50 @@ func TestShadowDurable(t *testing.T) {
 		{topic: "Pn/get", want: map[string]map[string]string{"Pn/get/rejected": {"code": "404"}}},
 		{topic: "Pn/update", payload: `{"state":{"reported":{"fw":"1.3"}}}`, want: map[string]map[string]string{"Pn/update/accepted": {"version": "2"}}},
 	})
+}
+
+// TestShadowPubackSIGKILL: the PUBACK of a QoS 1 update request nobody subscribes to (the request is
+// consumed, not written to the publish log) comes once the update is stored: the real binary, killed
+// with SIGKILL right after the last PUBACK, has every acknowledged update after its restart. No
+// client subscribes to the answers, so nothing but the PUBACK says the update was done.
+func TestShadowPubackSIGKILL(t *testing.T) {
+	dir := t.TempDir()
+	createCrossDevice(t, dir, "kill-lamp", "--out", "devices/kill-lamp")
+	s := serve(t, dir)
+	P := "$aws/things/kill-lamp/shadow"
+	c := connectSession(t, fileEndpoint(t, s.mqtt, filepath.Join(dir, "devices", "kill-lamp")), "kill-lamp", true, nil)
+	const n = 50
+	for i := 1; i <= n; i++ {
+		publishV3(t, c, P+"/update", 1, false, fmt.Sprintf(`{"state":{"reported":{"n":%d}}}`, i))
+	}
+	if err := s.cmd.Process.Kill(); err != nil { // SIGKILL: no shutdown, no flush
+		t.Fatal(err)
+	}
+	<-s.stopped
+	s.stopped <- nil // for serve's cleanup
+
+	s2 := serve(t, dir)
+	got := make(chan string, 10)
+	c2 := connectSession(t, fileEndpoint(t, s2.mqtt, filepath.Join(dir, "devices", "kill-lamp")), "kill-lamp", true, got)
+	if tok := c2.Subscribe(P+"/get/accepted", 1, nil); !tok.WaitTimeout(waitFor) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	publishV3(t, c2, P+"/get", 1, false, `{}`)
+	select {
+	case m := <-got:
+		var doc struct {
+			State struct {
+				Reported struct{ N int } `json:"reported"`
+			} `json:"state"`
+			Version int `json:"version"`
+		}
+		body, _ := strings.CutPrefix(m, P+"/get/accepted ")
+		if err := json.Unmarshal([]byte(body), &doc); err != nil || doc.Version != n || doc.State.Reported.N != n {
+			t.Fatalf("after SIGKILL the shadow is %s (%v), want version %d with n %d: an acknowledged update was lost", m, err, n, n)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("no get/accepted after the restart")
+	}
 }
 
 // TestShadowHTTPSDevice (32): a device calls UpdateThingShadow with its certificate on the device
