@@ -369,9 +369,12 @@ func (s *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	logged := pk.Copy(false)
 	logged.FixedHeader.Retain = false // the retained copy is written separately, before the PUBACK too
 	put := inflightRecord(publishLogPrefix+strconv.FormatUint(s.seq.Add(1), 36), logged, pk.Created)
+	// failed captures the topic, not pk: a closure that captured pk would move every publish's
+	// 800-byte packet to the heap when OnPublish is entered, QoS 0 ones included.
+	topic := pk.TopicName
 	failed := func(err error) {
 		s.log.Error("message refused: the publish log write failed", zap.String("clientId", cl.ID),
-			zap.String("topicName", pk.TopicName), zap.String("eventType", "Publish-In"), zap.String("status", "Failure"),
+			zap.String("topicName", topic), zap.String("eventType", "Publish-In"), zap.String("status", "Failure"),
 			zap.String("reason", "STORAGE_ERROR"), zap.Error(err))
 		if s.dropped != nil {
 			s.dropped("storage-error")
