@@ -334,8 +334,7 @@ func (h *host) HasSubscribers(topic string) bool {
 			return true
 		}
 	}
-	subs := h.b.server.Topics.Subscribers(topic)
-	return len(subs.Subscriptions) > 0 || len(subs.Shared) > 0 || len(subs.InlineSubscriptions) > 0
+	return h.b.server.Topics.HasSubscribers(topic)
 }
 
 // SendTo delivers to one client's session, connected or (persistent session) not.

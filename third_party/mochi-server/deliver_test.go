@@ -135,6 +135,9 @@ func TestSubscriberCacheFollowsChanges(t *testing.T) {
 			if p, in := count(); p != st.plain || in != st.inline {
 				t.Fatalf("after %s (lookup %d): %d subscribers and %d inline, want %d and %d", st.name, i+1, p, in, st.plain, st.inline)
 			}
+			if got, want := x.HasSubscribers("a/b"), st.plain+st.inline > 0; got != want {
+				t.Fatalf("after %s (lookup %d): HasSubscribers %v, want %v", st.name, i+1, got, want)
+			}
 		}
 	}
 }

@@ -59,3 +59,10 @@ func (x *TopicsIndex) subscribersCached(topic string) (subs *Subscribers, shared
 	}
 	return subs, true
 }
+
+// HasSubscribers reports whether any subscription (a client's, shared or inline) matches topic, from
+// the cache (ggbroker patch: a service that publishes only when someone listens asks it per message).
+func (x *TopicsIndex) HasSubscribers(topic string) bool {
+	subs, _ := x.subscribersCached(topic)
+	return len(subs.Subscriptions) > 0 || len(subs.Shared) > 0 || len(subs.InlineSubscriptions) > 0
+}
