@@ -128,20 +128,10 @@ func (p *jsonParser) object() (any, error) {
 			return nil, err
 		}
 		m[k] = v
-		p.space()
-		if p.i >= len(p.data) {
-			return nil, errSyntax
-		}
-		switch p.data[p.i] {
-		case ',':
-			p.i++
-			p.space()
-		case '}':
-			p.i++
-			p.depth--
+		if end, err := p.separator('}'); err != nil {
+			return nil, err
+		} else if end {
 			return m, nil
-		default:
-			return nil, errSyntax
 		}
 	}
 }
@@ -164,22 +154,32 @@ func (p *jsonParser) array() (any, error) {
 			return nil, err
 		}
 		a = append(a, v)
-		p.space()
-		if p.i >= len(p.data) {
-			return nil, errSyntax
-		}
-		switch p.data[p.i] {
-		case ',':
-			p.i++
-			p.space()
-		case ']':
-			p.i++
-			p.depth--
+		if end, err := p.separator(']'); err != nil {
+			return nil, err
+		} else if end {
 			return a, nil
-		default:
-			return nil, errSyntax
 		}
 	}
+}
+
+// separator reads what follows a member or an element: a comma (more follow) or the closing
+// bracket, which ends the object or array (end).
+func (p *jsonParser) separator(closing byte) (end bool, err error) {
+	p.space()
+	if p.i >= len(p.data) {
+		return false, errSyntax
+	}
+	switch p.data[p.i] {
+	case ',':
+		p.i++
+		p.space()
+		return false, nil
+	case closing:
+		p.i++
+		p.depth--
+		return true, nil
+	}
+	return false, errSyntax
 }
 
 // number reads a number as RFC 8259 writes it and keeps its text.
