@@ -983,7 +983,9 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	pk.Created = time.Now().Unix()
 	pk.Expiry = s.messageExpiry(pk)
 
-	if !cl.Net.Inline {
+	// ggbroker patch: a QoS 0 PUBLISH has no packet ID, so there is nothing of it to look up (upstream
+	// looked up ID 0 under the inflight lock for every QoS 0 message).
+	if !cl.Net.Inline && pk.FixedHeader.Qos > 0 {
 		if pki, ok := cl.State.Inflight.GetInbound(pk.PacketID); ok { // ggbroker patch: the client's ID space
 			if pki.FixedHeader.Type == packets.Pubrec { // [MQTT-4.3.3-10]
 				ack := s.buildAck(pk.PacketID, packets.Pubrec, 0, packets.Properties{}, packets.ErrPacketIdentifierInUse)
