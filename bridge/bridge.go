@@ -33,6 +33,7 @@ const Name = "bridge"
 // Files in the state directory.
 const (
 	SpoolFile  = "bridge-spool.db"
+	SpoolDir   = "bridge-spool"
 	StatusFile = "bridge-status.json"
 )
 
@@ -133,7 +134,7 @@ func (b *Bridge) Start(ctx context.Context, host service.Host) error {
 	}
 	b.status = newStatusBoard(filepath.Join(b.stateDir, StatusFile), b)
 	if up := b.set.Upstream; up != nil {
-		b.spool, err = openSpool(filepath.Join(b.stateDir, SpoolFile), b.set.Spool, b.dropped)
+		b.spool, err = openSpool(b.stateDir, b.set.Spool, b.dropped)
 		if err != nil {
 			return err
 		}
