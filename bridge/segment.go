@@ -16,9 +16,9 @@ import (
 
 // The spool's log: segment files in <stateDir>/bridge-spool/, named by the first sequence number
 // they were made for (20 digits, so that names sort as numbers). A segment starts with a header and
-// holds frames:
+// holds frames, then zeros up to its preallocated size:
 //
-//	header: "GGBSPOOL" | version 1 | 7 bytes zero | first sequence number (8 bytes, big endian)
+//	header: "GGBSPOOL" | version 1 | 15 bytes zero
 //	frame:  body length (4) | CRC-32C of the body (4) | body
 //	body:   kind (1) | ...
 //	        kindRecord: sequence number (8) | the record's encoding (encodeRecord)
@@ -27,7 +27,12 @@ import (
 // Frames are only ever appended. A record is live from its frame until a later delete frame names it.
 // A segment goes once it holds no live record and every older one has gone: a delete frame only names
 // records of its own or older segments, so removing segments oldest first never brings a deleted
-// record back. The first sequence number in the header keeps the counter when every record is gone.
+// record back. The name of the last segment keeps the counter when every record is gone.
+//
+// A segment is written full of zeros (segmentMax) and flushed before it is used: a commit then
+// overwrites blocks the file already has, and its fdatasync flushes data only, without the file size
+// and block allocation an append changes (on ext4 about 140 instead of 200 us). The next segment is
+// made so in the background while the current one fills (spareName), and renamed into place.
 
 const (
 	segmentMagic   = "GGBSPOOL"
@@ -40,6 +45,8 @@ const (
 	segmentMax = 4 << 20
 	// maxFrame bounds a frame's body when reading, against a corrupt length.
 	maxFrame = 1 << 28
+	// spareName is the next segment while it is made; not a segment until renamed (*.log).
+	spareName = "next.tmp"
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -48,38 +55,59 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 type segment struct {
 	f     *os.File
 	path  string
-	first uint64 // from the header
+	first uint64 // from the name
 	size  int64  // bytes written and committed (where the next frame goes)
 	live  int    // live records in it
 }
 
 func segmentName(first uint64) string { return fmt.Sprintf("%020d.log", first) }
 
-// createSegment makes a new segment file with its header and makes it durable, the directory entry
-// included, before any record goes into it.
-func createSegment(dir string, first uint64) (*segment, error) {
-	path := filepath.Join(dir, segmentName(first))
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+// makeSpare writes a segment file at path: the header, then zeros up to size, flushed.
+func makeSpare(path string, size int64) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	hdr := make([]byte, headerLen)
-	copy(hdr, segmentMagic)
-	hdr[8] = segmentVersion
-	binary.BigEndian.PutUint64(hdr[16:], first)
-	if _, err := f.Write(hdr); err != nil {
-		f.Close()
-		return nil, err
+	block := make([]byte, 256<<10)
+	copy(block, segmentMagic)
+	block[8] = segmentVersion
+	for off := int64(0); off < max(size, headerLen); off += int64(len(block)) {
+		n := min(int64(len(block)), max(size, headerLen)-off)
+		if _, err := f.WriteAt(block[:n], off); err != nil {
+			f.Close()
+			return nil, err
+		}
+		clear(block[:headerLen])
 	}
 	if err := fdatasync(f); err != nil {
 		f.Close()
 		return nil, err
 	}
-	if err := syncDir(dir); err != nil {
-		f.Close()
+	return f, nil
+}
+
+// installSegment renames a spare made by makeSpare into place as the segment for first, and makes
+// the name durable before any record goes into it.
+func installSegment(dir string, spare *os.File, first uint64) (*segment, error) {
+	path := filepath.Join(dir, segmentName(first))
+	if err := os.Rename(spare.Name(), path); err != nil {
+		spare.Close()
 		return nil, err
 	}
-	return &segment{f: f, path: path, first: first, size: headerLen}, nil
+	if err := syncDir(dir); err != nil {
+		spare.Close()
+		return nil, err
+	}
+	return &segment{f: spare, path: path, first: first, size: headerLen}, nil
+}
+
+// createSegment makes the segment for first at once (makeSpare, then installSegment).
+func createSegment(dir string, first uint64, size int64) (*segment, error) {
+	f, err := makeSpare(filepath.Join(dir, spareName), size)
+	if err != nil {
+		return nil, err
+	}
+	return installSegment(dir, f, first)
 }
 
 func syncDir(dir string) error {
@@ -91,17 +119,19 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
+// segmentFile is a segment's path and the first sequence number its name says.
+type segmentFile struct {
+	path  string
+	first uint64
+}
+
 // listSegments returns the segment files of dir, oldest first.
-func listSegments(dir string) ([]string, error) {
+func listSegments(dir string) ([]segmentFile, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
-	type named struct {
-		first uint64
-		path  string
-	}
-	var segs []named
+	var segs []segmentFile
 	for _, e := range ents {
 		name := e.Name()
 		if e.IsDir() || !strings.HasSuffix(name, ".log") {
@@ -111,14 +141,10 @@ func listSegments(dir string) ([]string, error) {
 		if err != nil {
 			continue
 		}
-		segs = append(segs, named{first, filepath.Join(dir, name)})
+		segs = append(segs, segmentFile{filepath.Join(dir, name), first})
 	}
 	sort.Slice(segs, func(i, j int) bool { return segs[i].first < segs[j].first })
-	out := make([]string, len(segs))
-	for i, s := range segs {
-		out[i] = s.path
-	}
-	return out, nil
+	return segs, nil
 }
 
 // scannedRecord is a record frame found by scanSegment.
@@ -131,24 +157,25 @@ type scannedRecord struct {
 // errBadSegment is a segment file without a valid header.
 var errBadSegment = errors.New("not a bridge spool segment")
 
-// scanSegment opens a segment and reads its frames. The scan stops at the first frame that is cut
-// short or fails its CRC: the tail of a write that was never completed (its commit, and so the
-// PUBACKs waiting for it, never happened). tail is how many bytes it ignored there.
-func scanSegment(path string) (seg *segment, recs []scannedRecord, deletes []uint64, tail int64, err error) {
+// scanSegment opens a segment and reads its frames. The scan stops at the preallocated zeros, or at
+// the first frame that is cut short or fails its CRC: the tail of a write that was never completed
+// (its commit, and so the PUBACKs waiting for it, never happened). dirty says that something other
+// than zeros follows the last whole frame.
+func scanSegment(path string, first uint64) (seg *segment, recs []scannedRecord, deletes []uint64, dirty bool, err error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0o600)
 	if err != nil {
-		return nil, nil, nil, 0, err
+		return nil, nil, nil, false, err
 	}
 	data, err := io.ReadAll(f)
 	if err != nil {
 		f.Close()
-		return nil, nil, nil, 0, err
+		return nil, nil, nil, false, err
 	}
 	if len(data) < headerLen || !bytes.Equal(data[:8], []byte(segmentMagic)) || data[8] != segmentVersion {
 		f.Close()
-		return nil, nil, nil, 0, fmt.Errorf("%s: %w", path, errBadSegment)
+		return nil, nil, nil, false, fmt.Errorf("%s: %w", path, errBadSegment)
 	}
-	seg = &segment{f: f, path: path, first: binary.BigEndian.Uint64(data[16:24])}
+	seg = &segment{f: f, path: path, first: first}
 	off := int64(headerLen)
 	for {
 		rest := data[off:]
@@ -177,7 +204,29 @@ func scanSegment(path string) (seg *segment, recs []scannedRecord, deletes []uin
 		off += frameHeaderLen + n
 	}
 	seg.size = off
-	return seg, recs, deletes, int64(len(data)) - off, nil
+	for _, c := range data[off:] {
+		if c != 0 {
+			dirty = true
+			break
+		}
+	}
+	return seg, recs, deletes, dirty, nil
+}
+
+// zeroTail overwrites what follows seg's last whole frame with zeros and flushes it, so that no
+// piece of an unfinished write is ever read as part of a later frame.
+func zeroTail(seg *segment) error {
+	fi, err := seg.f.Stat()
+	if err != nil {
+		return err
+	}
+	zeros := make([]byte, 256<<10)
+	for off := seg.size; off < fi.Size(); off += int64(len(zeros)) {
+		if _, err := seg.f.WriteAt(zeros[:min(int64(len(zeros)), fi.Size()-off)], off); err != nil {
+			return err
+		}
+	}
+	return fdatasync(seg.f)
 }
 
 // appendFrame appends one frame of kind with body parts to b.

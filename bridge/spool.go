@@ -96,6 +96,11 @@ type spool struct {
 	nextSeq uint64
 	buf     []byte
 	pending []pendingRecord
+	// The next segment, made in the background (prepareSpare): sparing says one is made or being
+	// made and will arrive on spare.
+	sparing bool
+	spare   chan spareSegment
+	spareWG sync.WaitGroup
 	// broken is set when a failed write could not be undone: the log's end is unknown, so nothing
 	// more is appended (and acknowledged) until a restart reads it again.
 	broken error
@@ -140,6 +145,7 @@ func openSpool(stateDir string, limits SpoolConfig, onDrop func(n int)) (*spool,
 		meta: db, dir: filepath.Join(stateDir, SpoolDir), maxMessages: limits.MaxMessages, maxBytes: limits.MaxBytes,
 		cacheMax: min(limits.MaxBytes, spoolCacheMax), segMax: segmentMax, onDrop: onDrop,
 		writes: make(chan *spoolWrite, 256), done: make(chan struct{}), added: make(chan struct{}, 1),
+		spare: make(chan spareSegment, 1),
 	}
 	type oldRecord struct {
 		seq uint64
@@ -229,30 +235,26 @@ func (s *spool) openLog(floor uint64) error {
 	} else if !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("bridge spool %s: %w", s.dir, err)
 	}
-	paths, err := listSegments(s.dir)
+	// A spare segment is only ever half made or unused: never a segment.
+	if err := os.Remove(filepath.Join(s.dir, spareName)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("bridge spool: %w", err)
+	}
+	files, err := listSegments(s.dir)
 	if err != nil {
 		return fmt.Errorf("bridge spool %s: %w", s.dir, err)
 	}
 	deleted := map[uint64]bool{}
 	next := floor + 1
-	for i, p := range paths {
-		if fi, err := os.Stat(p); err == nil && fi.Size() < headerLen && i == len(paths)-1 {
-			// A segment whose creation a crash cut short: createSegment flushes the header before
-			// anything is written into it, so it holds nothing.
-			if err := os.Remove(p); err != nil {
-				return fmt.Errorf("bridge spool: %w", err)
-			}
-			continue
-		}
-		seg, recs, dels, tail, err := scanSegment(p)
+	for i, sf := range files {
+		seg, recs, dels, dirty, err := scanSegment(sf.path, sf.first)
 		if err != nil {
 			return fmt.Errorf("bridge spool: %w", err)
 		}
 		s.segs = append(s.segs, seg)
-		if tail > 0 && i == len(paths)-1 {
+		if dirty && i == len(files)-1 {
 			// The end of a write that never completed; appends go on from the last whole frame.
-			if err := seg.f.Truncate(seg.size); err != nil {
-				return fmt.Errorf("bridge spool %s: %w", p, err)
+			if err := zeroTail(seg); err != nil {
+				return fmt.Errorf("bridge spool %s: %w", sf.path, err)
 			}
 		}
 		next = max(next, seg.first)
@@ -285,7 +287,7 @@ func (s *spool) openLog(floor uint64) error {
 	s.bytes.Store(bytes)
 	s.trim()
 	if len(s.segs) == 0 {
-		seg, err := createSegment(s.dir, s.nextSeq)
+		seg, err := createSegment(s.dir, s.nextSeq, s.segMax)
 		if err != nil {
 			return fmt.Errorf("bridge spool %s: %w", s.dir, err)
 		}
@@ -470,12 +472,15 @@ func (s *spool) commit(batch []*spoolWrite) {
 	seg := s.segs[len(s.segs)-1]
 	if len(s.pending) > 0 && seg.size >= s.segMax {
 		// A new segment for these records (a failure to make one leaves them in the current one).
-		if next, err := createSegment(s.dir, s.pending[0].r.Seq); err == nil {
+		if next, err := s.nextSegment(s.pending[0].r.Seq); err == nil {
 			s.segs = append(s.segs, next)
 			seg = next
 		}
 	}
 	err := s.writeCommit(seg, len(s.pending) > 0)
+	if seg.size+int64(len(s.buf)) >= s.segMax/2 {
+		s.prepareSpare()
+	}
 
 	s.mu.Lock()
 	added := 0
@@ -531,6 +536,44 @@ func (s *spool) commit(batch []*spoolWrite) {
 		default:
 		}
 	}
+}
+
+// spareSegment is a segment file made in the background (makeSpare).
+type spareSegment struct {
+	f   *os.File
+	err error
+}
+
+// prepareSpare starts making the next segment, unless one is made or being made.
+func (s *spool) prepareSpare() {
+	if s.sparing {
+		return
+	}
+	s.sparing = true
+	s.spareWG.Add(1)
+	go func() {
+		defer s.spareWG.Done()
+		f, err := makeSpare(filepath.Join(s.dir, spareName), s.segMax)
+		s.spare <- spareSegment{f, err}
+	}()
+}
+
+// nextSegment installs the segment for first: the spare (waiting for it if it is being made), or one
+// made now.
+func (s *spool) nextSegment(first uint64) (*segment, error) {
+	var f *os.File
+	if s.sparing {
+		sp := <-s.spare
+		s.sparing = false
+		f = sp.f
+	}
+	if f == nil {
+		var err error
+		if f, err = makeSpare(filepath.Join(s.dir, spareName), s.segMax); err != nil {
+			return nil, err
+		}
+	}
+	return installSegment(s.dir, f, first)
 }
 
 // writeCommit writes s.buf at the end of seg and flushes it if sync. A failed write is cut off again,
@@ -668,6 +711,13 @@ func (s *spool) close() error {
 	close(s.writes)
 	s.closeMu.Unlock()
 	<-s.done
+	s.spareWG.Wait()
+	if s.sparing {
+		if sp := <-s.spare; sp.f != nil {
+			_ = sp.f.Close() // removed at the next start
+		}
+		s.sparing = false
+	}
 	return s.closeFiles()
 }
 

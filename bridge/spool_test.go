@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -212,9 +211,13 @@ func payloads(t *testing.T, sp *spool) []string {
 
 func segmentFiles(t *testing.T, dir string) []string {
 	t.Helper()
-	paths, err := listSegments(filepath.Join(dir, SpoolDir))
+	segs, err := listSegments(filepath.Join(dir, SpoolDir))
 	if err != nil {
 		t.Fatal(err)
+	}
+	var paths []string
+	for _, s := range segs {
+		paths = append(paths, s.path)
 	}
 	return paths
 }
@@ -300,14 +303,15 @@ func TestSpoolCutTail(t *testing.T) {
 				frame := appendFrame(nil, kindRecord, 4, func(b []byte) []byte { return appendRecord(b, &record{Topic: "t", Payload: []byte("3")}) })
 				tail = frame[:len(frame)/2]
 			}
-			f, err := os.OpenFile(last, os.O_WRONLY|os.O_APPEND, 0)
-			if err != nil {
+			// Where the next frame would have gone, in the segment's preallocated zeros.
+			seg, _, _, dirty, err := scanSegment(last, 0)
+			if err != nil || dirty {
+				t.Fatalf("segment before the cut: %v, dirty %v", err, dirty)
+			}
+			if _, err := seg.f.WriteAt(tail, seg.size); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := f.Write(tail); err != nil {
-				t.Fatal(err)
-			}
-			f.Close()
+			seg.f.Close()
 			for round := range 2 {
 				sp, err = openSpool(dir, limits, nil)
 				if err != nil {
