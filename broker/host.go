@@ -144,7 +144,7 @@ func (h *serviceHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	}
 	var m *service.Message
 	ctx := context.Background()
-	consumed := false
+	consumed, held := false, false
 	for _, r := range *rs {
 		if !service.TopicMatches(r.filter, pk.TopicName) {
 			continue
@@ -153,7 +153,8 @@ func (h *serviceHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 			m = messageOf(pk)
 			m.From = h.b.clientOf(cl)
 			if pk.FixedHeader.Qos == 1 {
-				ctx = service.WithAckAfter(ctx, cl.DeferAck) // mochi's deferred PUBACK (PATCHES.md 43)
+				// mochi's deferred PUBACK (PATCHES.md 43); held: a service keeps the message durably.
+				ctx = service.WithAckAfter(ctx, func(wait func() error) { held = true; cl.DeferAck(wait) })
 			}
 		}
 		err := r.handler(ctx, m)
@@ -176,10 +177,22 @@ func (h *serviceHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 			return pk, packets.ErrRejectPacket
 		}
 	}
-	if consumed {
+	// A message a service keeps durably (the bridge's spool) and no subscription matches has nobody
+	// to be delivered to, so the session store's publish log, which replays a message to the
+	// subscribers a crash kept it from, would be a second commit for nothing: it is passed on as
+	// consumed, its PUBACK waiting for the service's write alone. Retained messages go on as they
+	// are (they are kept for later subscribers).
+	if consumed || (held && !pk.FixedHeader.Retain && !h.b.hasSubscribers(pk.TopicName)) {
 		return pk, packets.CodeSuccessIgnore // acknowledged, delivered to no subscriber
 	}
 	return pk, nil
+}
+
+// hasSubscribers says whether any subscription (of a connected or stored session, shared or inline)
+// matches topic.
+func (b *Broker) hasSubscribers(topic string) bool {
+	subs := b.server.Topics.Subscribers(topic)
+	return len(subs.Subscriptions) > 0 || len(subs.Shared) > 0 || len(subs.InlineSubscriptions) > 0
 }
 
 // clientOf is the seam's view of a connected MQTT client, nil when it has no session.
