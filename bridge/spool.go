@@ -514,6 +514,9 @@ func (s *spool) commit(batch []*spoolWrite) {
 	s.trim()
 	s.prune()
 	s.mu.Unlock()
+	if droppedOld > 0 && s.onDrop != nil {
+		s.onDrop(droppedOld) // before the appends return, as append says
+	}
 	for i, w := range batch {
 		switch {
 		case errs[i] != nil:
@@ -523,9 +526,6 @@ func (s *spool) commit(batch []*spoolWrite) {
 		default:
 			w.err <- nil
 		}
-	}
-	if droppedOld > 0 && s.onDrop != nil {
-		s.onDrop(droppedOld)
 	}
 	for i := range s.pending {
 		s.pending[i] = pendingRecord{}
