@@ -597,6 +597,38 @@ func TestBridgeRetriesRefusedSubscriptions(t *testing.T) {
 	}
 }
 
+// TestBridgeSurvivesKillWhileSending: SIGKILL while the bridge is sending, with the spool's log
+// holding records already acknowledged upstream (their deletes are written, not flushed) and
+// records not yet sent: after the restart every message arrives, in order; only redeliveries of
+// what was acknowledged just before the kill are allowed.
+func TestBridgeSurvivesKillWhileSending(t *testing.T) {
+	up := startFastUpstream(t)
+	id := up.coreIdentity("gateway-1")
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "ggbroker.yaml")
+	cfg := "core:\n  thingName: gateway-1\n  iotDataEndpoint: " + upstreamEndpoint(up.addr()) + "\n  certificateFilePath: " + id.cert +
+		"\n  privateKeyPath: " + id.key + "\n  rootCaPath: " + id.ca +
+		"\nbridge:\n  upstreamPublishesPerSecond: 0\n  minReconnectDelay: 20ms\n  maxReconnectDelay: 200ms\n  mqttTopicMapping:\n    TelemetryToCloud: {topic: \"telemetry/#\", source: LocalMqtt, target: IotCore}\n"
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	createCrossDevice(t, dir, "d1", "--out", "devices/d1")
+	cloudApp := up.mustConnectV3(up.createDevice("cloud-app"))
+	got := collectV3(t, cloudApp, "telemetry/#")
+	s := serve(t, dir, "--config", cfgPath)
+	s.waitLog(t, `"msg":"upstream connected"`)
+	dev := connectFiles(t, s.mqtt, "d1", bridgeDeviceTLS(t, filepath.Join(dir, "devices/d1")), true)
+	publishMany(t, dev, "telemetry/d1", 3000)
+	if err := s.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-s.stopped
+	s.stopped <- nil
+	s = serve(t, dir, "--config", cfgPath)
+	expectInOrder(t, got, "telemetry/d1", 0, 3000)
+	s.terminate(t)
+}
+
 // TestBridgedMessagesStillReachLocalSubscribers: a message the bridge spools and no subscription
 // matches skips the session store's publish log (nobody to replay it to); one that a local
 // subscription matches, even of a session that is offline, and a retained one, are served locally as
