@@ -75,11 +75,15 @@ type spool struct {
 	segMax      int64 // segmentMax; smaller in tests
 	onDrop      func(n int)
 
-	// closeMu guards writes against close: senders hold it shared, close exclusively.
-	closeMu sync.RWMutex
-	closed  bool
-	writes  chan *spoolWrite
-	done    chan struct{}
+	// The writer's queue: requests wait in queue for the next commit, and those that wait for it share
+	// ticket; wake (capacity 1) tells the writer there is work. One lock and no channel operation per
+	// request: a hundred devices' messages cost the writer one wake-up, not a hundred.
+	qmu    sync.Mutex
+	queue  []*spoolWrite
+	ticket *commitTicket
+	closed bool
+	wake   chan struct{}
+	done   chan struct{}
 	// count and bytes are the live records; only the writer goroutine changes them.
 	count atomic.Int64
 	bytes atomic.Int64
@@ -122,8 +126,18 @@ func (e *entry) size() int64 { return recordSize(int(e.n)) }
 type spoolWrite struct {
 	add    []*record
 	delete []uint64
-	err    chan error
+	t      *commitTicket // the commit it waits for; nil when nobody waits (removeLater)
+	err    error         // its outcome, set before t.done closes
 }
+
+// wait returns once the request's commit is done, with its outcome.
+func (w *spoolWrite) wait() error {
+	<-w.t.done
+	return w.err
+}
+
+// commitTicket is one commit, closed when it is done.
+type commitTicket struct{ done chan struct{} }
 
 // pendingRecord is a record of the commit being written.
 type pendingRecord struct {
@@ -144,7 +158,7 @@ func openSpool(stateDir string, limits SpoolConfig, onDrop func(n int)) (*spool,
 	s := &spool{
 		meta: db, dir: filepath.Join(stateDir, SpoolDir), maxMessages: limits.MaxMessages, maxBytes: limits.MaxBytes,
 		cacheMax: min(limits.MaxBytes, spoolCacheMax), segMax: segmentMax, onDrop: onDrop,
-		writes: make(chan *spoolWrite, 256), done: make(chan struct{}), added: make(chan struct{}, 1),
+		wake: make(chan struct{}, 1), done: make(chan struct{}), added: make(chan struct{}, 1),
 		spare: make(chan spareSegment, 1),
 	}
 	type oldRecord struct {
@@ -306,21 +320,33 @@ func (s *spool) append(recs ...*record) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	return s.do(&spoolWrite{add: recs})
+	w := &spoolWrite{add: recs}
+	if err := s.send(w, true); err != nil {
+		return err
+	}
+	return w.wait()
 }
 
-// appendStarted queues the records for the next commit and returns the wait for that commit (once).
-// The records must not change after: the spool keeps them, to send them from memory.
-func (s *spool) appendStarted(recs ...*record) (wait func() error, err error) {
+// appendStarted queues the records for the next commit; the request's wait returns once they are on
+// disk. The records must not change after: the spool keeps them, to send them from memory.
+func (s *spool) appendStarted(recs ...*record) (*spoolWrite, error) {
+	w := &spoolWrite{add: recs}
 	if len(recs) == 0 {
-		return func() error { return nil }, nil
+		w.t = doneTicket
+		return w, nil
 	}
-	w := &spoolWrite{add: recs, err: make(chan error, 1)}
-	if err := s.send(w); err != nil {
+	if err := s.send(w, true); err != nil {
 		return nil, err
 	}
-	return func() error { return <-w.err }, nil
+	return w, nil
 }
+
+// doneTicket is the commit of a request with nothing to write.
+var doneTicket = func() *commitTicket {
+	t := &commitTicket{done: make(chan struct{})}
+	close(t.done)
+	return t
+}()
 
 // remove deletes acknowledged records; missing ones (dropped meanwhile) are skipped. It returns once
 // read no longer returns them; the delete is written, not flushed (see spool).
@@ -328,54 +354,68 @@ func (s *spool) remove(seqs []uint64) error {
 	if len(seqs) == 0 {
 		return nil
 	}
-	return s.do(&spoolWrite{delete: seqs})
+	w := &spoolWrite{delete: seqs}
+	if err := s.send(w, true); err != nil {
+		return err
+	}
+	return w.wait()
 }
 
 // removeLater queues a remove without waiting for it; the writer handles requests in the order they
 // come, so a later remove (or append) returns only after it.
 func (s *spool) removeLater(seqs []uint64) {
-	_ = s.send(&spoolWrite{delete: seqs, err: make(chan error, 1)})
-}
-
-func (s *spool) do(w *spoolWrite) error {
-	w.err = make(chan error, 1)
-	if err := s.send(w); err != nil {
-		return err
-	}
-	return <-w.err
+	_ = s.send(&spoolWrite{delete: seqs}, false)
 }
 
 // errClosed refuses writes after close (a message then is refused, not acknowledged).
 var errClosed = errors.New("bridge spool closed")
 
-func (s *spool) send(w *spoolWrite) error {
-	s.closeMu.RLock()
-	defer s.closeMu.RUnlock()
+// send queues w for the next commit (joining its ticket if waited) and wakes the writer.
+func (s *spool) send(w *spoolWrite, waited bool) error {
+	s.qmu.Lock()
 	if s.closed {
+		s.qmu.Unlock()
 		return errClosed
 	}
-	s.writes <- w
+	if waited {
+		if s.ticket == nil {
+			s.ticket = &commitTicket{done: make(chan struct{})}
+		}
+		w.t = s.ticket
+	}
+	s.queue = append(s.queue, w)
+	s.qmu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
 	return nil
 }
 
-// writer is the one goroutine that writes: it takes every request waiting and commits them together.
+// writer is the one goroutine that writes: it takes every request waiting and commits them together,
+// until close, after the requests queued before it.
 func (s *spool) writer() {
 	defer close(s.done)
-	for w := range s.writes {
-		batch := []*spoolWrite{w}
-	more:
-		for len(batch) < 1024 {
-			select {
-			case w, ok := <-s.writes:
-				if !ok {
-					break more
-				}
-				batch = append(batch, w)
-			default:
-				break more
-			}
+	var spare []*spoolWrite
+	for {
+		s.qmu.Lock()
+		for len(s.queue) == 0 && !s.closed {
+			s.qmu.Unlock()
+			<-s.wake
+			s.qmu.Lock()
+		}
+		batch, t := s.queue, s.ticket
+		s.queue, s.ticket = spare[:0], nil
+		s.qmu.Unlock()
+		if len(batch) == 0 {
+			return // closed, and nothing is left
 		}
 		s.commit(batch)
+		if t != nil {
+			close(t.done)
+		}
+		clear(batch)
+		spare = batch
 	}
 }
 
@@ -520,11 +560,9 @@ func (s *spool) commit(batch []*spoolWrite) {
 	for i, w := range batch {
 		switch {
 		case errs[i] != nil:
-			w.err <- errs[i]
+			w.err = errs[i]
 		case err != nil && len(w.add) > 0:
-			w.err <- err
-		default:
-			w.err <- nil
+			w.err = err
 		}
 	}
 	for i := range s.pending {
@@ -706,10 +744,13 @@ func (s *spool) setSubscribed(key string, filters []string) error {
 
 // close stops the writer after the requests already queued and closes the files.
 func (s *spool) close() error {
-	s.closeMu.Lock()
+	s.qmu.Lock()
 	s.closed = true
-	close(s.writes)
-	s.closeMu.Unlock()
+	s.qmu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
 	<-s.done
 	s.spareWG.Wait()
 	if s.sparing {
