@@ -33,6 +33,7 @@ const Name = "bridge"
 // Files in the state directory.
 const (
 	SpoolFile  = "bridge-spool.db"
+	SpoolDir   = "bridge-spool"
 	StatusFile = "bridge-status.json"
 )
 
@@ -133,7 +134,7 @@ func (b *Bridge) Start(ctx context.Context, host service.Host) error {
 	}
 	b.status = newStatusBoard(filepath.Join(b.stateDir, StatusFile), b)
 	if up := b.set.Upstream; up != nil {
-		b.spool, err = openSpool(filepath.Join(b.stateDir, SpoolFile), b.set.Spool, b.dropped)
+		b.spool, err = openSpool(b.stateDir, b.set.Spool, b.dropped)
 		if err != nil {
 			return err
 		}
@@ -212,26 +213,21 @@ func (b *Bridge) handler(routes []route) service.Handler {
 		// Durable before the device's PUBACK: the broker sends it once the spool's commit is done
 		// (service.AckAfter), or after the handler returns when it cannot wait for us. A failed write
 		// refuses the message instead (and nothing of it is relayed).
-		refused := func(err error) error {
-			b.log.Error("bridge could not spool a message; refused", zap.String("topicName", m.Topic), zap.Error(err))
-			if errors.Is(err, errTooLarge) {
-				b.m.drop(dropTooLarge, len(up))
+		if len(up) > 0 {
+			w, err := b.spool.appendStarted(up...)
+			if err != nil {
+				return b.refused(m.Topic, len(up), err)
 			}
-			return err
-		}
-		committed, err := b.spool.appendStarted(up...)
-		if err != nil {
-			return refused(err)
-		}
-		wait := func() error {
-			if err := committed(); err != nil {
-				return refused(err)
+			wait := func() error {
+				if err := w.wait(); err != nil {
+					return b.refused(m.Topic, len(up), err)
+				}
+				return nil
 			}
-			return nil
-		}
-		if !service.AckAfter(ctx, wait) {
-			if err := wait(); err != nil {
-				return err
+			if !service.AckAfter(ctx, wait) {
+				if err := wait(); err != nil {
+					return err
+				}
 			}
 		}
 		for _, r := range routes {
@@ -250,6 +246,16 @@ func (b *Bridge) handler(routes []route) service.Handler {
 		}
 		return nil
 	}
+}
+
+// refused logs and counts n records of a message the spool could not take, and returns err (the
+// message is refused: MQTT 5 PUBACK 0x80, 3.1.1 no PUBACK).
+func (b *Bridge) refused(topic string, n int, err error) error {
+	b.log.Error("bridge could not spool a message; refused", zap.String("topicName", topic), zap.Error(err))
+	if errors.Is(err, errTooLarge) {
+		b.m.drop(dropTooLarge, n)
+	}
+	return err
 }
 
 // dropped is the spool's report of records it dropped to make room.
@@ -458,8 +464,7 @@ func (b *Bridge) pump(ctx context.Context, s *session) error {
 	if b.set.Rate > 0 {
 		interval = time.Second / time.Duration(b.set.Rate)
 	}
-	inflight := map[uint16]uint64{}
-	topics := map[uint64]string{}
+	inflight := map[uint16]sent{}
 	var last uint64
 	var done []uint64
 	var nextAt time.Time // the rate's next slot
@@ -505,8 +510,7 @@ func (b *Bridge) pump(ctx context.Context, s *session) error {
 							continue
 						}
 						id := s.id()
-						inflight[id] = r.Seq
-						topics[r.Seq] = r.Topic
+						inflight[id] = sent{r.Seq, r.Topic}
 						if err := s.publish(w, id, r, expiry); err != nil {
 							return err
 						}
@@ -529,16 +533,11 @@ func (b *Bridge) pump(ctx context.Context, s *session) error {
 			done = nil
 		}
 		handle := func(a ack) {
-			seq, ok := inflight[a.id]
+			f, ok := inflight[a.id]
 			if !ok {
 				return
 			}
 			delete(inflight, a.id)
-			f := struct {
-				seq   uint64
-				topic string
-			}{seq, topics[seq]}
-			delete(topics, seq)
 			switch {
 			case a.code == quotaExceeded:
 				if !throttled || f.seq < retryFrom {
@@ -605,16 +604,16 @@ func (b *Bridge) pump(ctx context.Context, s *session) error {
 // closing the connection (services/bridge.md §4, mosquitto#1486; the iot-core profile does the same).
 // A record that was the oldest in flight when the upstream closed the connection poisonAfter times in
 // a row is dropped, logged and counted, instead of holding up the spool forever.
-func (b *Bridge) suspectPoison(s *session, inflight map[uint16]uint64) {
+func (b *Bridge) suspectPoison(s *session, inflight map[uint16]sent) {
 	closed := errors.Is(s.err, io.EOF) || errors.Is(s.err, io.ErrUnexpectedEOF) || errors.Is(s.err, syscall.ECONNRESET) || errors.Is(s.err, syscall.EPIPE)
 	if s.version != mqtt311 || len(inflight) == 0 || !closed {
 		b.poison = poisonSuspect{}
 		return
 	}
 	head := uint64(0)
-	for _, seq := range inflight {
-		if head == 0 || seq < head {
-			head = seq
+	for _, f := range inflight {
+		if head == 0 || f.seq < head {
+			head = f.seq
 		}
 	}
 	if b.poison.seq != head {
@@ -636,6 +635,12 @@ func (b *Bridge) suspectPoison(s *session, inflight map[uint16]uint64) {
 		zap.String("clientId", b.set.Upstream.ClientID), zap.Int("attempts", b.poison.strikes),
 		zap.String("reason", "MQTT 3.1.1 upstream closes the connection on a publish it refuses (AWS IoT Core: the policy denies iot:Publish)"))
 	b.poison = poisonSuspect{}
+}
+
+// sent is a record in flight upstream: its sequence number, and its topic for the log records.
+type sent struct {
+	seq   uint64
+	topic string
 }
 
 // poisonAfter is how many times in a row the upstream may close the connection on the same message.

@@ -45,8 +45,9 @@ type session struct {
 	sessionPresent bool
 	expiry         uint32 // session expiry the upstream granted (MQTT 5)
 
-	wmu sync.Mutex
-	w   *bufio.Writer
+	wmu    sync.Mutex
+	w      *bufio.Writer
+	pubBuf []byte // publish's encoding buffer (wmu held)
 
 	idmu   sync.Mutex
 	nextID uint16
@@ -369,25 +370,12 @@ func (s *session) write(fn func(w io.Writer) error) error {
 	return s.w.Flush()
 }
 
-// publish encodes one QoS 1 PUBLISH into w (inside write). expiry is the remaining message expiry.
+// publish writes one QoS 1 PUBLISH into w (inside write, which holds wmu: pubBuf is reused).
+// expiry is the remaining message expiry.
 func (s *session) publish(w io.Writer, id uint16, r *record, expiry uint32) error {
-	retain := r.Retain && s.retainOK
-	if s.version == mqtt5 {
-		p := &p5.Publish{Topic: r.Topic, Payload: r.Payload, QoS: 1, Retain: retain, PacketID: id}
-		props := &p5.Properties{ContentType: r.ContentType, ResponseTopic: r.ResponseTopic, CorrelationData: r.CorrelationData}
-		if expiry > 0 {
-			props.MessageExpiry = &expiry
-		}
-		for _, u := range r.UserProperties {
-			props.User = append(props.User, p5.User{Key: u.Key, Value: u.Value})
-		}
-		p.Properties = props
-		_, err := p.WriteTo(w)
-		return err
-	}
-	p := p3.NewControlPacket(p3.Publish).(*p3.PublishPacket)
-	p.Qos, p.Retain, p.TopicName, p.MessageID, p.Payload = 1, retain, r.Topic, id, r.Payload
-	return p.Write(w)
+	s.pubBuf = appendPublish(s.pubBuf[:0], s.version, id, r, r.Retain && s.retainOK, expiry)
+	_, err := w.Write(s.pubBuf)
+	return err
 }
 
 // fits says whether r's PUBLISH stays within the upstream's Maximum Packet Size, estimated from
@@ -500,14 +488,19 @@ func (s *session) unsubscribe(ctx context.Context, filters []string) error {
 // read is the session's reader goroutine.
 func (s *session) read() {
 	defer close(s.readDone)
-	r := bufio.NewReaderSize(s.conn, 32<<10)
+	pr := &packetReader{r: bufio.NewReaderSize(s.conn, 32<<10), version: s.version}
 	for {
 		_ = s.conn.SetReadDeadline(time.Now().Add(s.keepAlive * 3 / 2))
-		var err error
-		if s.version == mqtt5 {
-			err = s.read5(r)
-		} else {
-			err = s.read3(r)
+		a, pkt, err := pr.next()
+		if err == nil {
+			switch {
+			case a != nil:
+				s.deliverAck(*a)
+			case s.version == mqtt5:
+				err = s.read5(pkt)
+			default:
+				err = s.read3(pkt)
+			}
 		}
 		if err != nil {
 			s.close(err)
@@ -516,12 +509,8 @@ func (s *session) read() {
 	}
 }
 
-func (s *session) read5(r io.Reader) error {
-	cp, err := p5.ReadPacket(r)
-	if err != nil {
-		return err
-	}
-	switch p := cp.Content.(type) {
+func (s *session) read5(cp any) error {
+	switch p := cp.(type) {
 	case *p5.Puback:
 		s.deliverAck(ack{id: p.PacketID, code: p.ReasonCode})
 	case *p5.Suback:
@@ -590,11 +579,7 @@ func (s *session) deliverUnsuback() {
 	}
 }
 
-func (s *session) read3(r io.Reader) error {
-	cp, err := p3.ReadPacket(r)
-	if err != nil {
-		return err
-	}
+func (s *session) read3(cp any) error {
 	switch p := cp.(type) {
 	case *p3.PubackPacket:
 		s.deliverAck(ack{id: p.MessageID})

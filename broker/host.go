@@ -188,14 +188,15 @@ func (h *serviceHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 	}
 	var m *service.Message
 	ctx := context.Background()
-	consumed := false
+	consumed, held := false, false
 	var refused error
 	rs.matching(pk.TopicName, func(r *route) bool {
 		if m == nil {
 			m = messageOf(pk)
 			m.From = h.b.clientOf(cl)
 			if pk.FixedHeader.Qos == 1 {
-				ctx = service.WithAckAfter(ctx, cl.DeferAck) // mochi's deferred PUBACK (PATCHES.md 43)
+				// mochi's deferred PUBACK (PATCHES.md 43); held: a service keeps the message durably.
+				ctx = service.WithAckAfter(ctx, func(wait func() error) { held = true; cl.DeferAck(wait) })
 			}
 		}
 		err := r.handler(ctx, m)
@@ -223,7 +224,12 @@ func (h *serviceHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		cl.Stop(packets.ErrUnspecifiedError) // MQTT 3.1.1 cannot say no: no PUBACK, the connection closes
 		return pk, packets.ErrRejectPacket
 	}
-	if consumed {
+	// A message a service keeps durably (the bridge's spool) and no subscription matches has nobody
+	// to be delivered to, so the session store's publish log, which replays a message to the
+	// subscribers a crash kept it from, would be a second commit for nothing: it is passed on as
+	// consumed, its PUBACK waiting for the service's write alone. Retained messages go on as they
+	// are (they are kept for later subscribers).
+	if consumed || (held && !pk.FixedHeader.Retain && !h.b.server.Topics.HasSubscribers(pk.TopicName)) {
 		return pk, packets.CodeSuccessIgnore // acknowledged, delivered to no subscriber
 	}
 	return pk, nil

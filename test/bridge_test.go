@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	pahov3 "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/ggbroker/ggbroker/bridge"
 	"github.com/ggbroker/ggbroker/config"
@@ -593,5 +594,87 @@ func TestBridgeRetriesRefusedSubscriptions(t *testing.T) {
 	publishV3(t, cloud, "alerts/fire", 1, false, "now")
 	if m := next(t, got, "the alert"); m.String() != "alerts/fire now" {
 		t.Fatalf("device got %v", m)
+	}
+}
+
+// TestBridgeSurvivesKillWhileSending: SIGKILL while the bridge is sending, with the spool's log
+// holding records already acknowledged upstream (their deletes are written, not flushed) and
+// records not yet sent: after the restart every message arrives, in order; only redeliveries of
+// what was acknowledged just before the kill are allowed.
+func TestBridgeSurvivesKillWhileSending(t *testing.T) {
+	up := startFastUpstream(t)
+	id := up.coreIdentity("gateway-1")
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "ggbroker.yaml")
+	cfg := "core:\n  thingName: gateway-1\n  iotDataEndpoint: " + upstreamEndpoint(up.addr()) + "\n  certificateFilePath: " + id.cert +
+		"\n  privateKeyPath: " + id.key + "\n  rootCaPath: " + id.ca +
+		"\nbridge:\n  upstreamPublishesPerSecond: 0\n  minReconnectDelay: 20ms\n  maxReconnectDelay: 200ms\n  mqttTopicMapping:\n    TelemetryToCloud: {topic: \"telemetry/#\", source: LocalMqtt, target: IotCore}\n"
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	createCrossDevice(t, dir, "d1", "--out", "devices/d1")
+	cloudApp := up.mustConnectV3(up.createDevice("cloud-app"))
+	got := collectV3(t, cloudApp, "telemetry/#")
+	s := serve(t, dir, "--config", cfgPath)
+	s.waitLog(t, `"msg":"upstream connected"`)
+	dev := connectFiles(t, s.mqtt, "d1", bridgeDeviceTLS(t, filepath.Join(dir, "devices/d1")), true)
+	publishMany(t, dev, "telemetry/d1", 3000)
+	if err := s.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-s.stopped
+	s.stopped <- nil
+	s = serve(t, dir, "--config", cfgPath)
+	expectInOrder(t, got, "telemetry/d1", 0, 3000)
+	s.terminate(t)
+}
+
+// TestBridgedMessagesStillReachLocalSubscribers: a message the bridge spools and no subscription
+// matches skips the session store's publish log (nobody to replay it to); one that a local
+// subscription matches, even of a session that is offline, and a retained one, are served locally as
+// always, and all of them go upstream.
+func TestBridgedMessagesStillReachLocalSubscribers(t *testing.T) {
+	up := startFastUpstream(t)
+	id := up.coreIdentity("gateway-1")
+	local := startBroker(t, func(c *config.Config) {
+		setCore(c, upstreamEndpoint(up.addr()), id)
+		setBridge(c, map[string]any{"mqttTopicMapping": map[string]any{"Up": mapping("tele/#", bridge.LocalMqtt, bridge.IotCore, "")},
+			"upstreamPublishesPerSecond": 0})
+	})
+	local.record(t, "upstream connected", map[string]string{"clientId": "gateway-1", "status": "Success"})
+	cloudApp := up.mustConnectV3(up.createDevice("cloud-app"))
+	upTele := collectV3(t, cloudApp, "tele/#")
+
+	// A persistent session subscribed to part of the bridged topics, then offline.
+	watcher := local.createDevice("watcher")
+	offline := make(chan received, 16)
+	keep := func(o *pahov3.ClientOptions) {
+		o.SetCleanSession(false)
+		o.SetDefaultPublishHandler(func(_ pahov3.Client, m pahov3.Message) {
+			offline <- received{topic: m.Topic(), payload: string(m.Payload()), qos: m.Qos(), retained: m.Retained()}
+		})
+	}
+	w := local.mustConnectV3(watcher, keep)
+	if tok := w.Subscribe("tele/watched/#", 1, nil); !tok.WaitTimeout(waitFor) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	w.Disconnect(100)
+
+	dev := local.mustConnectV3(local.createDevice("d1"))
+	publishV3(t, dev, "tele/alone", 1, false, "nobody local")
+	publishV3(t, dev, "tele/watched/a", 1, false, "for the offline session")
+	publishV3(t, dev, "tele/kept", 1, true, "retained")
+	for _, want := range []string{"tele/alone nobody local", "tele/watched/a for the offline session", "tele/kept retained"} {
+		if m := next(t, upTele, want+" upstream"); m.String() != want {
+			t.Fatalf("upstream got %v, want %s", m, want)
+		}
+	}
+	local.mustConnectV3(watcher, keep)
+	if m := next(t, offline, "the queued message"); m.String() != "tele/watched/a for the offline session" {
+		t.Fatalf("the offline session got %v", m)
+	}
+	late := collectV3(t, local.mustConnectV3(local.createDevice("late")), "tele/#")
+	if m := next(t, late, "the retained message"); m.String() != "tele/kept retained" || !m.retained {
+		t.Fatalf("a later subscriber got %+v, want the retained tele/kept", m)
 	}
 }
