@@ -29,7 +29,13 @@ type deferredAck struct {
 // from OnPublish, in the client's read loop. If wait fails, an MQTT 5 client gets PUBACK 0x80 and an
 // MQTT 3.1.1 one is disconnected (it has no negative PUBACK), so that it sends the message again.
 // The message is delivered to subscribers meanwhile, as it would be after an immediate PUBACK.
+//
+// The inline client's messages are never acknowledged, and it publishes from many goroutines at
+// once: DeferAck does nothing for it.
 func (cl *Client) DeferAck(wait func() error) {
+	if cl.Net.Inline {
+		return
+	}
 	cl.State.ackAfter = append(cl.State.ackAfter, wait)
 }
 

@@ -3,6 +3,9 @@ package mqtt
 import (
 	"bufio"
 	"errors"
+	"io"
+	"log/slog"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -118,5 +121,33 @@ func TestDeferAck(t *testing.T) {
 	}
 	if q, max := atomic.LoadInt32(&cl.State.Inflight.receiveQuota), atomic.LoadInt32(&cl.State.Inflight.maximumReceiveQuota); q != max {
 		t.Fatalf("receive quota %d after every PUBACK, want %d", q, max)
+	}
+}
+
+// TestInlinePublishesFromManyGoroutines: the inline client publishes from many goroutines at once
+// (ggbroker's lifecycle events, its services); its messages are never acknowledged, so the deferred
+// acknowledgement state of patch 43 must not be touched for it (go test -race found the write).
+func TestInlinePublishesFromManyGoroutines(t *testing.T) {
+	s := New(&Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), InlineClient: true})
+	t.Cleanup(func() { close(s.done) })
+	if err := s.AddHook(&allowAll{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 200; i++ {
+				if err := s.Publish("events/x", []byte("e"), false, 1); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := len(s.inlineClient.State.ackAfter); n != 0 {
+		t.Fatalf("the inline client holds %d deferred acknowledgements", n)
 	}
 }

@@ -1011,7 +1011,11 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		pk.FixedHeader.Qos = s.Options.Capabilities.MaximumQos // [MQTT-3.2.2-9] Reduce qos based on server max qos capability
 	}
 
-	cl.State.ackAfter = cl.State.ackAfter[:0] // ggbroker patch: filled by the hooks' DeferAck calls
+	if !cl.Net.Inline {
+		// ggbroker patch: filled by the hooks' DeferAck calls. The inline client, which publishes
+		// from many goroutines at once and is never acknowledged, has none (DeferAck ignores it).
+		cl.State.ackAfter = cl.State.ackAfter[:0]
+	}
 	pkx, err := s.hooks.OnPublish(cl, pk)
 	if err == nil {
 		pk = pkx
