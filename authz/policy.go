@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +47,8 @@ type PolicyAuthorizer struct {
 	settled atomic.Pointer[string]
 	// reloadFailures counts reloads refused since start (a metric: an operator alerts on it).
 	reloadFailures atomic.Uint64
+	// listing is the policy directory's last listing (see fingerprint).
+	listing atomic.Pointer[dirListing]
 }
 
 // Reloads reports the policy snapshot version in force (0 at start, +1 per successful reload) and
@@ -289,22 +292,58 @@ func (a *PolicyAuthorizer) relevant(name string) bool {
 }
 
 // fingerprint summarises the watched files' sizes and times, for the poll.
+//
+// It runs at every CONNECT, so it reads the policy directory's listing only when the directory
+// itself changed (a file created, removed or renamed changes its modification time and size; an edit
+// in place changes the file's, which is stat'ed every time), and formats without fmt.
 func (a *PolicyAuthorizer) fingerprint() string {
-	fp := ""
-	add := func(path string) {
+	fp := make([]byte, 0, 256)
+	add := func(path string, fi os.FileInfo) {
+		fp = append(fp, path...)
+		fp = append(fp, ':')
+		fp = strconv.AppendInt(fp, fi.Size(), 10)
+		fp = append(fp, ':')
+		fp = strconv.AppendInt(fp, fi.ModTime().UnixNano(), 10)
+		fp = append(fp, ';')
+	}
+	stat := func(path string) {
 		if fi, err := os.Stat(path); err == nil {
-			fp += fmt.Sprintf("%s:%d:%d;", path, fi.Size(), fi.ModTime().UnixNano())
+			add(path, fi)
 		}
 	}
-	add(a.registry.Path())
+	stat(a.registry.Path())
 	if a.configFile != "" {
-		add(a.configFile)
+		stat(a.configFile)
 	}
+	if di, err := os.Stat(a.policyDir); err == nil {
+		add(a.policyDir, di)
+		for _, path := range a.policyFiles(di) {
+			stat(path)
+		}
+	}
+	return string(fp)
+}
+
+// dirListing is the policy directory's files as last read, with the directory's size and
+// modification time then.
+type dirListing struct {
+	size, mtime int64
+	paths       []string
+}
+
+// policyFiles returns the paths in the policy directory, read again only when its stat (di) differs
+// from the last listing's.
+func (a *PolicyAuthorizer) policyFiles(di os.FileInfo) []string {
+	if l := a.listing.Load(); l != nil && l.size == di.Size() && l.mtime == di.ModTime().UnixNano() {
+		return l.paths
+	}
+	l := &dirListing{size: di.Size(), mtime: di.ModTime().UnixNano()}
 	entries, _ := os.ReadDir(a.policyDir)
 	for _, e := range entries {
-		add(filepath.Join(a.policyDir, e.Name()))
+		l.paths = append(l.paths, filepath.Join(a.policyDir, e.Name()))
 	}
-	return fp
+	a.listing.Store(l)
+	return l.paths
 }
 
 // view returns the session's compiled view for the current snapshot, building it if the snapshot

@@ -186,3 +186,45 @@ func TestKeptAllowsFollowPolicyChanges(t *testing.T) {
 		t.Fatal("an allow of a set that reads the time was kept")
 	}
 }
+
+// TestFingerprintSeesEveryPolicyChange: the fingerprint checked at every CONNECT reads the policy
+// directory's listing only when the directory changed, and still sees a file added, edited in place
+// (same size, new time) or removed.
+func TestFingerprintSeesEveryPolicyChange(t *testing.T) {
+	a, _ := newTestAuthorizer(t)
+	doc := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:Connect","Resource":"*"}]}`
+	path := filepath.Join(a.PolicyDir(), "extra.json")
+	fp := a.fingerprint()
+	if again := a.fingerprint(); again != fp {
+		t.Fatalf("nothing changed, but the fingerprint did: %q -> %q", fp, again)
+	}
+	steps := []struct {
+		name   string
+		change func() error
+	}{
+		{"a file added", func() error { return os.WriteFile(path, []byte(doc), 0o600) }},
+		{"the file edited in place", func() error {
+			f, err := os.OpenFile(path, os.O_WRONLY, 0)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = f.WriteAt([]byte(`{`), 0) // same size, same directory entry
+			if err == nil {
+				err = os.Chtimes(path, time.Now(), time.Now().Add(time.Minute))
+			}
+			return err
+		}},
+		{"the file removed", func() error { return os.Remove(path) }},
+	}
+	for _, st := range steps {
+		if err := st.change(); err != nil {
+			t.Fatal(err)
+		}
+		next := a.fingerprint()
+		if next == fp {
+			t.Fatalf("%s: the fingerprint did not change", st.name)
+		}
+		fp = next
+	}
+}
