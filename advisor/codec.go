@@ -8,6 +8,7 @@ import (
 	"io"
 
 	"github.com/eclipse/paho.golang/packets"
+	"github.com/ggbroker/ggbroker/internal/mqttwire"
 )
 
 // MQTT protocol levels in CONNECT.
@@ -81,7 +82,7 @@ func (c *codec) read() (*packets.ControlPacket, error) {
 	}
 	var buf bytes.Buffer
 	buf.WriteByte(first)
-	buf.Write(encodeVBI(len(body)))
+	buf.Write(mqttwire.AppendVarint(nil, len(body)))
 	buf.Write(body)
 	cp, err := packets.ReadPacket(&buf)
 	if err != nil {
@@ -110,7 +111,7 @@ func (c *codec) write(cp *packets.ControlPacket) error {
 	if err != nil {
 		return err
 	}
-	out := append([]byte{first}, encodeVBI(len(body))...)
+	out := mqttwire.AppendVarint([]byte{first}, len(body))
 	_, err = c.w.Write(append(out, body...))
 	return err
 }
@@ -252,21 +253,6 @@ func readVBI(r io.ByteReader) (int, error) {
 		mul *= 128
 	}
 	return 0, errors.New("malformed remaining length")
-}
-
-func encodeVBI(n int) []byte {
-	var out []byte
-	for {
-		b := byte(n % 128)
-		n /= 128
-		if n > 0 {
-			b |= 0x80
-		}
-		out = append(out, b)
-		if n == 0 {
-			return out
-		}
-	}
 }
 
 func packetName(typ byte) string {

@@ -10,6 +10,7 @@ import (
 
 	p5 "github.com/eclipse/paho.golang/packets"
 	p3 "github.com/eclipse/paho.mqtt.golang/packets"
+	"github.com/ggbroker/ggbroker/internal/mqttwire"
 )
 
 // The two packets the pump's traffic is made of, PUBLISH out and PUBACK in, are encoded and decoded
@@ -46,14 +47,14 @@ func appendPublish(b []byte, version byte, id uint16, r *record, retain bool, ex
 	}
 	n := 2 + len(r.Topic) + 2 + len(r.Payload)
 	if version == mqtt5 {
-		n += varintLen(propLen) + propLen
+		n += mqttwire.VarintLen(propLen) + propLen
 	}
 	b = append(b, first)
-	b = appendVarint(b, n)
+	b = mqttwire.AppendVarint(b, n)
 	b = appendString(b, r.Topic)
 	b = binary.BigEndian.AppendUint16(b, id)
 	if version == mqtt5 {
-		b = appendVarint(b, propLen)
+		b = mqttwire.AppendVarint(b, propLen)
 		if expiry > 0 {
 			b = append(b, propMessageExpiry)
 			b = binary.BigEndian.AppendUint32(b, expiry)
@@ -104,30 +105,6 @@ func publishPropsLen(r *record, expiry uint32) int {
 func appendString(b []byte, s string) []byte {
 	b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
 	return append(b, s...)
-}
-
-// appendVarint appends an MQTT Variable Byte Integer (MQTT 5 §1.5.5).
-func appendVarint(b []byte, n int) []byte {
-	for {
-		c := byte(n & 0x7f)
-		n >>= 7
-		if n > 0 {
-			c |= 0x80
-		}
-		b = append(b, c)
-		if n == 0 {
-			return b
-		}
-	}
-}
-
-func varintLen(n int) int {
-	l := 1
-	for n >= 0x80 {
-		n >>= 7
-		l++
-	}
-	return l
 }
 
 // maxRemaining is the largest Remaining Length MQTT can say (MQTT 5 §1.5.5).

@@ -1,0 +1,32 @@
+package mqttwire
+
+import (
+	"bytes"
+	"testing"
+)
+
+// TestAppendVarint: the examples of MQTT 5 section 1.5.5, at each length boundary.
+func TestAppendVarint(t *testing.T) {
+	cases := []struct {
+		n    int
+		want []byte
+	}{
+		{0, []byte{0x00}},
+		{127, []byte{0x7f}},
+		{128, []byte{0x80, 0x01}},
+		{16383, []byte{0xff, 0x7f}},
+		{16384, []byte{0x80, 0x80, 0x01}},
+		{2097151, []byte{0xff, 0xff, 0x7f}},
+		{2097152, []byte{0x80, 0x80, 0x80, 0x01}},
+		{268435455, []byte{0xff, 0xff, 0xff, 0x7f}},
+	}
+	for _, c := range cases {
+		got := AppendVarint([]byte{0xaa}, c.n)
+		if !bytes.Equal(got[1:], c.want) || got[0] != 0xaa {
+			t.Errorf("AppendVarint(%d) = % x, want % x after the prefix", c.n, got, c.want)
+		}
+		if l := VarintLen(c.n); l != len(c.want) {
+			t.Errorf("VarintLen(%d) = %d, want %d", c.n, l, len(c.want))
+		}
+	}
+}
