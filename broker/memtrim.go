@@ -36,7 +36,8 @@ func (w *burstWatch) tick(now int64) (burst int64, trim bool) {
 	return burst, trim
 }
 
-// trimMemory starts trimMemoryLoop over the broker's connect counter, when the configuration asks.
+// trimMemory watches the broker's connect counter once a second and trims after each burst
+// (burstWatch), when limits.trimMemoryAfterConnects asks; it returns when ctx ends.
 func (b *Broker) trimMemory(ctx context.Context) {
 	threshold := b.cfg.Limits.TrimMemoryAfterConnects
 	if threshold <= 0 {
