@@ -160,20 +160,9 @@ func (s *Service) updateThingGroup(w http.ResponseWriter, r *http.Request) error
 	version, err := s.state.Registry.UpdateThingGroup(name, in.ExpectedVersion, func(g *auth.ThingGroup) error {
 		g.Description = in.Properties.Description
 		if p := in.Properties.AttributePayload; p != nil {
-			if !p.Merge || g.Attributes == nil {
-				g.Attributes = map[string]string{}
-			}
-			for k, v := range p.Attributes {
-				if p.Merge && v == "" {
-					delete(g.Attributes, k) // as UpdateThing: with merge, an empty value removes it
-				} else {
-					g.Attributes[k] = v
-				}
-			}
-			if len(g.Attributes) == 0 {
-				g.Attributes = nil
-			}
-			return checkAttributes(g.Attributes)
+			var err error
+			g.Attributes, err = p.apply(g.Attributes)
+			return err
 		}
 		return nil
 	})

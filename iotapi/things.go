@@ -19,6 +19,26 @@ type attributePayload struct {
 	Merge      bool              `json:"merge"`
 }
 
+// apply returns attrs updated by the payload, as UpdateThing and UpdateThingGroup do: without merge
+// the payload replaces them; with merge it adds to them, and an empty value removes the attribute
+// (botocore's AttributePayload doc). No attributes at all is nil. The result is checked.
+func (p *attributePayload) apply(attrs map[string]string) (map[string]string, error) {
+	if !p.Merge || attrs == nil {
+		attrs = map[string]string{}
+	}
+	for k, v := range p.Attributes {
+		if p.Merge && v == "" {
+			delete(attrs, k)
+		} else {
+			attrs[k] = v
+		}
+	}
+	if len(attrs) == 0 {
+		attrs = nil
+	}
+	return attrs, checkAttributes(attrs)
+}
+
 func checkAttributes(attrs map[string]string) error {
 	if err := auth.CheckAttributes(attrs); err != nil {
 		return invalid("%v", err)
@@ -196,25 +216,9 @@ func (s *Service) updateThing(w http.ResponseWriter, r *http.Request) error {
 			t.TypeName = in.ThingTypeName
 		}
 		if p := in.AttributePayload; p != nil {
-			if !p.Merge {
-				t.Attributes = map[string]string{}
-			} else if t.Attributes == nil {
-				t.Attributes = map[string]string{}
-			}
-			for k, v := range p.Attributes {
-				// With merge, an empty value removes the attribute (botocore's AttributePayload doc).
-				if p.Merge && v == "" {
-					delete(t.Attributes, k)
-				} else {
-					t.Attributes[k] = v
-				}
-			}
-			if len(t.Attributes) == 0 {
-				t.Attributes = nil
-			}
-			if err := checkAttributes(t.Attributes); err != nil {
-				return err
-			}
+			var err error
+			t.Attributes, err = p.apply(t.Attributes)
+			return err
 		}
 		return nil
 	})
