@@ -43,7 +43,7 @@ func (c *codec) read() (*packets.ControlPacket, error) {
 	if err != nil {
 		return nil, err
 	}
-	length, err := readVBI(c.r)
+	length, err := mqttwire.ReadVarint(c.r)
 	if err != nil {
 		return nil, err
 	}
@@ -233,26 +233,10 @@ func connectVersion(b []byte) (byte, error) {
 // splitHeader returns the body of an encoded packet.
 func splitHeader(raw []byte) ([]byte, error) {
 	r := bytes.NewReader(raw[1:])
-	if _, err := readVBI(r); err != nil {
+	if _, err := mqttwire.ReadVarint(r); err != nil {
 		return nil, err
 	}
 	return raw[len(raw)-r.Len():], nil
-}
-
-func readVBI(r io.ByteReader) (int, error) {
-	var v, mul int = 0, 1
-	for i := 0; i < 4; i++ {
-		b, err := r.ReadByte()
-		if err != nil {
-			return 0, err
-		}
-		v += int(b&0x7f) * mul
-		if b&0x80 == 0 {
-			return v, nil
-		}
-		mul *= 128
-	}
-	return 0, errors.New("malformed remaining length")
 }
 
 func packetName(typ byte) string {

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ggbroker/ggbroker/internal/mqttwire"
 )
 
 // rawConn is a client that writes MQTT 3.1.1 packets itself, in batches, and parses what it reads
@@ -75,7 +77,7 @@ func (r *rawConn) read() {
 			r.err.Store(err)
 			return
 		}
-		n, err := readRemaining(r.br)
+		n, err := mqttwire.ReadVarint(r.br)
 		if err != nil {
 			r.err.Store(err)
 			return
@@ -223,7 +225,7 @@ func (r *rawConn) publish(ctx context.Context, topicBase string, runID uint32, o
 			first = 0x32
 		}
 		buf = append(buf, first)
-		buf = appendRemaining(buf, rem)
+		buf = mqttwire.AppendVarint(buf, rem)
 		buf = append(buf, topic...)
 		if o.qos > 0 {
 			pid++
@@ -276,35 +278,5 @@ func mqttStr(s string) []byte {
 }
 
 func packetOf(first byte, body []byte) []byte {
-	return append(appendRemaining([]byte{first}, len(body)), body...)
-}
-
-func appendRemaining(b []byte, n int) []byte {
-	for {
-		d := byte(n % 128)
-		n /= 128
-		if n > 0 {
-			d |= 128
-		}
-		b = append(b, d)
-		if n == 0 {
-			return b
-		}
-	}
-}
-
-func readRemaining(r *bufio.Reader) (int, error) {
-	n, mul := 0, 1
-	for i := 0; i < 4; i++ {
-		b, err := r.ReadByte()
-		if err != nil {
-			return 0, err
-		}
-		n += int(b&127) * mul
-		if b&128 == 0 {
-			return n, nil
-		}
-		mul *= 128
-	}
-	return 0, errors.New("malformed remaining length")
+	return append(mqttwire.AppendVarint([]byte{first}, len(body)), body...)
 }

@@ -1,6 +1,11 @@
 // Package mqttwire holds the small pieces of the MQTT wire format that ggbroker's own encoders (the
-// bridge's PUBLISH and PUBACK, the advisor's test packets) share; mochi and paho have their own.
+// bridge's PUBLISH and PUBACK, the advisor's test packets, ggbench's raw clients) share; mochi and paho have their own.
 package mqttwire
+
+import (
+	"errors"
+	"io"
+)
 
 // AppendVarint appends n as an MQTT Variable Byte Integer (MQTT 5 section 1.5.5; MQTT 3.1.1 section
 // 2.2.3, the Remaining Length): seven bits per byte, least significant first, the high bit set on
@@ -27,4 +32,21 @@ func VarintLen(n int) int {
 		l++
 	}
 	return l
+}
+
+// ReadVarint reads a Variable Byte Integer of at most four bytes, as AppendVarint writes it.
+func ReadVarint(r io.ByteReader) (int, error) {
+	n, mul := 0, 1
+	for i := 0; i < 4; i++ {
+		b, err := r.ReadByte()
+		if err != nil {
+			return 0, err
+		}
+		n += int(b&0x7f) * mul
+		if b&0x80 == 0 {
+			return n, nil
+		}
+		mul *= 128
+	}
+	return 0, errors.New("malformed remaining length")
 }

@@ -28,5 +28,14 @@ func TestAppendVarint(t *testing.T) {
 		if l := VarintLen(c.n); l != len(c.want) {
 			t.Errorf("VarintLen(%d) = %d, want %d", c.n, l, len(c.want))
 		}
+		if n, err := ReadVarint(bytes.NewReader(c.want)); err != nil || n != c.n {
+			t.Errorf("ReadVarint(% x) = %d, %v, want %d", c.want, n, err, c.n)
+		}
+	}
+	if _, err := ReadVarint(bytes.NewReader([]byte{0x80, 0x80, 0x80, 0x80, 0x01})); err == nil {
+		t.Error("ReadVarint of five bytes: no error")
+	}
+	if _, err := ReadVarint(bytes.NewReader([]byte{0x80})); err == nil {
+		t.Error("ReadVarint of a cut-off integer: no error")
 	}
 }
