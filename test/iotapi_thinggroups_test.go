@@ -111,25 +111,13 @@ func TestThingGroupsThroughAPI(t *testing.T) {
 	if err != nil || !slices.Equal(in.Things, []string{"sensor-1", "sensor-2"}) {
 		t.Fatalf("ListThingsInThingGroup: %v %+v", err, in)
 	}
-	groupsOf := func(thing string) []string {
-		t.Helper()
-		out, err := c.ListThingGroupsForThing(ctx, &iot.ListThingGroupsForThingInput{ThingName: aws.String(thing)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var gs []string
-		for _, g := range out.ThingGroups {
-			gs = append(gs, aws.ToString(g.GroupName))
-		}
-		return gs
-	}
-	if gs := groupsOf("sensor-1"); !slices.Equal(gs, []string{"floor-1", "roof"}) {
+	if gs := thingGroupsOf(t, ctx, c, "sensor-1"); !slices.Equal(gs, []string{"floor-1", "roof"}) {
 		t.Fatalf("ListThingGroupsForThing sensor-1: %v", gs)
 	}
 	if _, err := c.RemoveThingFromThingGroup(ctx, &iot.RemoveThingFromThingGroupInput{ThingGroupName: aws.String("roof"), ThingName: aws.String("sensor-1")}); err != nil {
 		t.Fatal(err)
 	}
-	if gs := groupsOf("sensor-1"); !slices.Equal(gs, []string{"floor-1"}) {
+	if gs := thingGroupsOf(t, ctx, c, "sensor-1"); !slices.Equal(gs, []string{"floor-1"}) {
 		t.Fatalf("after RemoveThingFromThingGroup: %v", gs)
 	}
 	// Deleting a thing takes it out of its groups.
@@ -145,7 +133,7 @@ func TestThingGroupsThroughAPI(t *testing.T) {
 	if _, err := c.DescribeThingGroup(ctx, &iot.DescribeThingGroupInput{ThingGroupName: aws.String("floor-1")}); !errors.As(err, &notFound) {
 		t.Fatalf("DescribeThingGroup after delete: %v", err)
 	}
-	if gs := groupsOf("sensor-1"); len(gs) != 0 {
+	if gs := thingGroupsOf(t, ctx, c, "sensor-1"); len(gs) != 0 {
 		t.Fatalf("sensor-1 is still in %v", gs)
 	}
 }
@@ -259,4 +247,18 @@ func TestPolicyCheckCountsThingGroups(t *testing.T) {
 	if code, out := exitCode(t, dir, check...); code != 0 {
 		t.Fatalf("with the group's policy: exit %d, want 0\n%s", code, out)
 	}
+}
+
+// thingGroupsOf is ListThingGroupsForThing's answer for thing: the group names, in order.
+func thingGroupsOf(t *testing.T, ctx context.Context, c *iot.Client, thing string) []string {
+	t.Helper()
+	out, err := c.ListThingGroupsForThing(ctx, &iot.ListThingGroupsForThingInput{ThingName: aws.String(thing)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gs []string
+	for _, g := range out.ThingGroups {
+		gs = append(gs, aws.ToString(g.GroupName))
+	}
+	return gs
 }

@@ -282,18 +282,6 @@ func TestFleetThingGroups(t *testing.T) {
 		ProvisioningRoleArn: aws.String("arn:aws:iam::123456789012:role/p"), TemplateBody: aws.String(grouped)}); err != nil {
 		t.Fatal(err)
 	}
-	groupsOf := func(thing string) []string {
-		t.Helper()
-		out, err := r.iot.ListThingGroupsForThing(ctx, &iot.ListThingGroupsForThingInput{ThingName: aws.String(thing)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var gs []string
-		for _, g := range out.ThingGroups {
-			gs = append(gs, aws.ToString(g.GroupName))
-		}
-		return gs
-	}
 	for _, tc := range []struct {
 		serial     string
 		accepted   bool
@@ -311,7 +299,7 @@ func TestFleetThingGroups(t *testing.T) {
 		if ok != tc.accepted || !ok && body["errorCode"] != "ResourceConflictsException" {
 			t.Errorf("RegisterThing %s: accepted=%v %v, want accepted=%v", tc.serial, ok, body, tc.accepted)
 		}
-		if gs := groupsOf(tc.serial); !slices.Equal(gs, tc.wantGroups) {
+		if gs := thingGroupsOf(t, ctx, r.iot, tc.serial); !slices.Equal(gs, tc.wantGroups) {
 			t.Errorf("%s is in %v, want %v", tc.serial, gs, tc.wantGroups)
 		}
 	}
