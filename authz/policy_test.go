@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -226,5 +227,26 @@ func TestFingerprintSeesEveryPolicyChange(t *testing.T) {
 			t.Fatalf("%s: the fingerprint did not change", st.name)
 		}
 		fp = next
+	}
+}
+
+// TestAllowCacheKeepsUpToItsLimit: the first topics go to the array, later ones to the map, and past
+// allowCacheMax nothing more is kept; a topic never added is never reported.
+func TestAllowCacheKeepsUpToItsLimit(t *testing.T) {
+	var c allowCache
+	topic := func(i int) string { return fmt.Sprintf("dt/sensor-%d/temp", i) }
+	if c.has(topic(0)) {
+		t.Fatal("an empty cache has a topic")
+	}
+	for i := range allowCacheMax + 10 {
+		c.add(topic(i))
+	}
+	for i := range allowCacheMax + 10 {
+		if got, want := c.has(topic(i)), i < allowCacheMax; got != want {
+			t.Fatalf("has(%q) = %v, want %v", topic(i), got, want)
+		}
+	}
+	if c.has("dt/sensor-1/tem") || c.has("dt/sensor-1/temp/") {
+		t.Fatal("a prefix or extension of a kept topic is reported as kept")
 	}
 }
