@@ -160,7 +160,9 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		}
 	}
 	h.conns.Store(cl, s)
-	h.sessions.Store(cl.ID, &sessionEntry{client: cl, session: s})
+	e := &sessionEntry{client: cl, session: s}
+	cl.HookState.Store(e)
+	h.sessions.Store(cl.ID, e)
 	h.events.Connected()
 	return nil
 }
@@ -293,7 +295,13 @@ func (h *hook) forget(cl *mqtt.Client) {
 	}
 }
 
+// entry is the session entry of cl: the one cl keeps (set when it connected or was restored), else
+// the one of its client ID, else one restored from storage. OnACLCheck asks for every delivery, and
+// cl.HookState is one load where the map is a hash and a trie walk.
 func (h *hook) entry(cl *mqtt.Client) (*sessionEntry, bool) {
+	if e, ok := cl.HookState.Load().(*sessionEntry); ok {
+		return e, true
+	}
 	if e, ok := h.sessions.Load(cl.ID); ok {
 		return e.(*sessionEntry), true
 	}
@@ -315,8 +323,12 @@ func (h *hook) restore(cl *mqtt.Client) (*sessionEntry, bool) {
 	}
 	s := &authz.Session{Identity: id, ProtocolVersion: cl.Properties.ProtocolVersion}
 	h.authz.Connect(s) // sets s.Authz; whether it may connect again is decided when it does
-	e, _ := h.sessions.LoadOrStore(cl.ID, &sessionEntry{client: cl, session: s})
-	return e.(*sessionEntry), true
+	v, _ := h.sessions.LoadOrStore(cl.ID, &sessionEntry{client: cl, session: s})
+	e := v.(*sessionEntry)
+	if e.client == cl {
+		cl.HookState.Store(e)
+	}
+	return e, true
 }
 
 // OnSubscribe decides every filter of the packet (the profile's limits, reserved topics, then

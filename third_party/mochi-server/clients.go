@@ -122,6 +122,11 @@ type Client struct {
 	ID           string           // the client id.
 	ops          *ops             // ops provides a reference to server ops.
 	sync.RWMutex                  // mutex
+
+	// HookState is for a hook's own state of this client (ggbroker patch 52), so that a hook asked
+	// about every delivery (OnACLCheck) reaches it from the client it is given, without a map lookup
+	// keyed by client ID. The server never reads or writes it.
+	HookState atomic.Value
 }
 
 // ClientConnection contains the connection transport and metadata for the client.

@@ -63,3 +63,43 @@ func BenchmarkDeepTopic(b *testing.B) {
 		}
 	}
 }
+
+// stateReader is a hook that, asked about a delivery, reads the state it keeps on the client.
+type stateReader struct {
+	HookBase
+	seen atomic.Value
+}
+
+func (h *stateReader) ID() string           { return "state-reader" }
+func (h *stateReader) Provides(b byte) bool { return b == OnACLCheck }
+func (h *stateReader) OnACLCheck(cl *Client, _ string, write bool) bool {
+	if !write {
+		h.seen.Store(cl.HookState.Load())
+	}
+	return true
+}
+
+// TestHookStateIsTheHooks (patch 52): a delivery check is asked with the subscriber's client, whose
+// HookState holds what the hook put there; the server does not carry it to a new connection that
+// inherits the session (the hook sets it for the new connection when that one is authenticated).
+func TestHookStateIsTheHooks(t *testing.T) {
+	s := newTestServer(t)
+	h := &stateReader{}
+	if err := s.AddHook(h, nil); err != nil {
+		t.Fatal(err)
+	}
+	sub, conn := newTestClient(t, s, "sub")
+	go drain(conn)
+	sub.HookState.Store("state of sub")
+	s.Topics.Subscribe("sub", packets.Subscription{Filter: "a/b"})
+	s.publishToSubscribers(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: "a/b", Payload: []byte("x")})
+	if got := h.seen.Load(); got != "state of sub" {
+		t.Fatalf("the delivery check saw HookState %v, want the subscriber's", got)
+	}
+	fresh := s.NewClient(nil, "t", "sub", false)
+	fresh.Properties.ProtocolVersion = 5
+	s.inheritClientSession(packets.Packet{Connect: packets.ConnectParams{Clean: false}}, fresh)
+	if got := fresh.HookState.Load(); got != nil {
+		t.Fatalf("a new connection inherited HookState %v", got)
+	}
+}
