@@ -107,7 +107,7 @@ func (a *Authenticator) Certificate(chain []*x509.Certificate) (*Certificate, er
 		return nil, &Refusal{Reason: ReasonCertificateNotYet, BadCredentials: true,
 			Details: fmt.Sprintf("certificate %s is not valid before %s (check the device's clock)", short(id), leaf.NotBefore.UTC().Format(time.RFC3339))}
 	}
-	rec, _, err := a.registry.Certificate(id)
+	rec, err := a.registry.CertificateRecord(id)
 	if err != nil {
 		return nil, &Refusal{Reason: ReasonRegistryUnavailable, Details: err.Error()}
 	}
