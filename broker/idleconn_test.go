@@ -73,6 +73,47 @@ func TestRecordConnStopsAtRecordEnds(t *testing.T) {
 	}
 }
 
+// TestRecordConnCloseGivesTheBufferBack: a connection closed with bytes still buffered (a device's
+// close_notify after its DISCONNECT) gives its socket buffer back at Close, and one closed during a
+// Read gives it back when that Read returns; a Read after Close fails.
+func TestRecordConnCloseGivesTheBufferBack(t *testing.T) {
+	stream, _ := tlsRecords(2, 2) // DISCONNECT's record, then close_notify's, in one write
+	a, b := net.Pipe()
+	go func() { _, _ = a.Write(stream) }()
+	rc := &recordConn{Conn: b}
+	p := make([]byte, 1024)
+	if n, err := rc.Read(p); err != nil || n != recordHeaderLen+2 {
+		t.Fatalf("first record: %d bytes, %v", n, err)
+	}
+	if rc.buf == nil {
+		t.Fatal("the second record is not buffered: the test does not test what it says")
+	}
+	rc.Close()
+	if rc.buf != nil {
+		t.Fatal("Close kept the buffer of the unread record")
+	}
+	if _, err := rc.Read(p); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Read after Close: %v, want net.ErrClosed", err)
+	}
+	a.Close()
+
+	a, b = net.Pipe()
+	defer a.Close()
+	rc = &recordConn{Conn: b}
+	done := make(chan error, 1)
+	go func() { _, err := rc.Read(p); done <- err }()
+	for rc.state.Load() != rcReading {
+		time.Sleep(time.Millisecond)
+	}
+	rc.Close()
+	if err := <-done; err == nil {
+		t.Fatal("a Read blocked when the connection closed returned no error")
+	}
+	if rc.buf != nil {
+		t.Fatal("the Read that Close interrupted kept the buffer")
+	}
+}
+
 // TestIdleTLSConnWaitIdle: over a real TLS connection, WaitIdle returns at once whenever input is
 // buffered anywhere below mochi (a second record already read from the socket, the rest of a record
 // larger than the last Read), waits while there is none (until input, end of file or the read
