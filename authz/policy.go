@@ -64,6 +64,25 @@ type policySnapshot struct {
 	policies map[string]*policy.Policy
 	groups   *policy.DeviceGroups
 	registry *auth.Data
+	// sets holds the compiled Sets of this snapshot's sessions by their policies' names (setFor): a
+	// fleet's devices mostly have the same policies, and a connect then compiles nothing.
+	sets sync.Map
+}
+
+// setFor is the compiled Set of ps, shared by every session of this snapshot that has the same
+// policies in the same order (a Set is never modified after NewSet).
+func (snap *policySnapshot) setFor(env policy.Env, ps []*policy.Policy) *policy.Set {
+	key := make([]byte, 0, 64)
+	for _, p := range ps {
+		if p != nil {
+			key = append(append(key, p.Name()...), 0)
+		}
+	}
+	if set, ok := snap.sets.Load(string(key)); ok {
+		return set.(*policy.Set)
+	}
+	set, _ := snap.sets.LoadOrStore(string(key), policy.NewSet(env, ps...))
+	return set.(*policy.Set)
 }
 
 // sessionAuthz is a session's compiled view: its policy context and Set, rebuilt when the snapshot
@@ -396,7 +415,7 @@ func (a *PolicyAuthorizer) view(sa *sessionAuthz) *sessionView {
 		}
 		ps, v.missing = snap.attached(sa.certID, thing)
 	}
-	v.set = policy.NewSet(a.env, ps...)
+	v.set = snap.setFor(a.env, ps)
 	v.stable = v.set.Stable()
 	sa.view.Store(v)
 	return v

@@ -250,3 +250,33 @@ func TestAllowCacheKeepsUpToItsLimit(t *testing.T) {
 		t.Fatal("a prefix or extension of a kept topic is reported as kept")
 	}
 }
+
+// TestSessionsShareTheSetOfTheirPolicies: sessions with the same policies in one snapshot get one
+// compiled Set (a connect compiles nothing); after a policy change they get a new one, with the
+// change in it.
+func TestSessionsShareTheSetOfTheirPolicies(t *testing.T) {
+	a, s1 := newTestAuthorizer(t)
+	s2 := &Session{Identity: s1.Identity, SourceIP: s1.SourceIP, CleanStart: true}
+	if v := a.Connect(s2); !v.Allowed {
+		t.Fatalf("second session: %+v", v)
+	}
+	set := func(s *Session) *policy.Set { return a.view(s.Authz.(*sessionAuthz)).set }
+	if set(s1) != set(s2) {
+		t.Fatal("two sessions with the same policies compiled two Sets")
+	}
+	before := set(s1)
+	doc := `{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"iot:Receive","Resource":"*"}]}`
+	if err := os.WriteFile(state.PolicyPath(a.PolicyDir(), "quiet"), []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.registry.AttachPolicy(s1.Identity.CertificateID, "quiet"); err != nil {
+		t.Fatal(err)
+	}
+	a.refresh()
+	if set(s1) == before || set(s1) != set(s2) {
+		t.Fatal("after a policy change the sessions do not share a new Set")
+	}
+	if v := a.Receive(s2, "sensor-1/cmd"); v.Allowed {
+		t.Fatal("the shared Set does not have the new Deny")
+	}
+}
