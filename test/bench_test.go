@@ -1,7 +1,9 @@
 package test
 
 import (
+	"crypto/tls"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -84,4 +86,43 @@ func benchFanIn(b *testing.B, mode string, qos byte, mutate ...func(*config.Conf
 	got := received.Load()
 	b.ReportMetric(float64(got)/elapsed.Seconds(), "msgs/s")
 	b.ReportMetric(float64(int64(b.N)-got)*100/float64(b.N), "loss%")
+}
+
+// BenchmarkConnect measures an mTLS MQTT connect (CONNECT, CONNACK, DISCONNECT) against a bare TLS
+// handshake on the same listener, one at a time, with policies and persistence on (ggbroker's
+// defaults). The client is in the same process, so B/op and allocs/op count both sides: the
+// difference between the two is what the broker's MQTT path allocates per connect, and every byte of
+// it is garbage a burst of connects makes the collector chase (issue 16's connects / handshakes goal).
+//
+//	go test -run '^$' -bench BenchmarkConnect -benchtime 2000x ./test/
+func BenchmarkConnect(b *testing.B) {
+	for _, kind := range []string{"handshake", "connect"} {
+		b.Run("kind="+kind, func(b *testing.B) {
+			h := startBroker(b, func(c *config.Config) { c.Log.Level = "warn" })
+			d := h.createDevice("bench-conn")
+			cfg := h.tlsConfig(d, nil)
+			connect := packet(0x10, mqttString("MQTT"), []byte{4, 0x02, 0, 60}, mqttString(d.name))
+			ack := make([]byte, 4)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				conn, err := tls.Dial("tcp", h.addr(), cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if kind == "connect" {
+					if _, err := conn.Write(connect); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := io.ReadFull(conn, ack); err != nil || ack[0] != 0x20 || ack[3] != 0 {
+						b.Fatalf("CONNACK % x: %v", ack, err)
+					}
+					if _, err := conn.Write([]byte{0xe0, 0}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				conn.Close()
+			}
+		})
+	}
 }
