@@ -17,7 +17,7 @@
 #   ggbroker-policy    authorization.mode: policies (AWS IoT policy checked on connect, publish,
 #                      subscribe and every delivery)
 #   ggbroker-allowall  authorization.mode: allow-all
-#   ggbroker-persist   allow-all with persistence on
+#   ggbroker-persist   policies with persistence on: ggbroker's defaults
 # and prints each report and the ratios, including each broker's share of the null broker's figure.
 # Everything listens on 127.0.0.1 on free ports; every process it starts is killed on exit. Full run:
 # under 10 minutes; --quick: under 3.
@@ -222,8 +222,8 @@ stop "$pid"
 # --- ggbroker, persistence on (only if the config has such a key) ------------------------------
 persistence_status="not measured: configs/ggbroker.yaml has no persistence key"
 if grep -qE '^persistence:' "$repo/configs/ggbroker.yaml" && grep -A5 -E '^persistence:' "$repo/configs/ggbroker.yaml" | grep -qE '^\s+enabled:'; then
-	if start_ggbroker ggbroker-persist allow-all GGBROKER_PERSISTENCE_ENABLED=true; then
-		persistence_status="measured (persistence.enabled=true, allow-all)"
+	if start_ggbroker ggbroker-persist policies GGBROKER_PERSISTENCE_ENABLED=true; then
+		persistence_status="measured (persistence.enabled=true, policies)"
 		run_suite ggbroker-persist "$port" "$pid" --state-dir "$state" --skip idle,connect-burst-tcp,fanin-qos0-tcp
 		stop "$pid"
 	else
@@ -250,8 +250,8 @@ echo "== ggbroker (allow-all) / Mosquitto (mTLS + ACL)"
 "$ggbench" compare "$out/ggbroker-allowall.json" "$out/mosquitto.json"
 if [ -f "$out/ggbroker-persist.json" ]; then
 	echo
-	echo "== ggbroker persistence on / off (allow-all)"
-	"$ggbench" compare "$out/ggbroker-persist.json" "$out/ggbroker-allowall.json"
+	echo "== ggbroker persistence on / off (policies)"
+	"$ggbench" compare "$out/ggbroker-persist.json" "$out/ggbroker-policy.json"
 fi
 if [ -f "$out/ggbroker-persist.json" ]; then
 	echo

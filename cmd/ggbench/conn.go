@@ -207,3 +207,53 @@ func parseRSS(r io.Reader) int64 {
 	}
 	return 0
 }
+
+// readCPUTicks reads a process's user and system CPU time in clock ticks (fields 14 and 15 of
+// /proc/PID/stat), -1 when it cannot.
+func readCPUTicks(pid int) int64 {
+	if pid <= 0 {
+		return -1
+	}
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return -1
+	}
+	return parseCPUTicks(string(raw))
+}
+
+func parseCPUTicks(stat string) int64 {
+	// The command name (field 2) is in parentheses and may hold spaces: count from after it.
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return -1
+	}
+	f := strings.Fields(stat[i+1:]) // f[0] is field 3 (state)
+	if len(f) < 13 {
+		return -1
+	}
+	user, err1 := strconv.ParseInt(f[11], 10, 64)
+	sys, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return -1
+	}
+	return user + sys
+}
+
+// settle waits, between two scenarios, for the broker to finish the work the first one left (closing
+// its connections, collecting their garbage, a broker's own clean-up after a burst: ggbroker trims its
+// memory a second or two after the last connect), so that it is not counted against the next one: at
+// least the given time, then until the broker used at most 2 clock ticks (20 ms) of CPU in 300 ms, for at most
+// 10 s. Without a --pid it waits the least.
+func (t *target) settle(least time.Duration) {
+	time.Sleep(least)
+	if readCPUTicks(t.pid) < 0 {
+		return
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		before := readCPUTicks(t.pid)
+		time.Sleep(300 * time.Millisecond)
+		if after := readCPUTicks(t.pid); after < 0 || after-before <= 2 {
+			return
+		}
+	}
+}

@@ -364,8 +364,13 @@ func cmdSuite(ctx context.Context, args []string) error {
 			r = runConnections(ctx, &st, creds, s.kind, s.name, s.co)
 		}
 		rep.Results = append(rep.Results, r)
-		// Let the broker finish closing the last connections before the next scenario starts.
-		time.Sleep(500 * time.Millisecond)
+		// Let the broker finish with this scenario before the next one starts; after connections,
+		// past ggbroker's memory trim (limits.trimMemoryAfterConnects), which runs 1-2 s after a burst.
+		if s.kind == "pubsub" {
+			t.settle(500 * time.Millisecond)
+		} else {
+			t.settle(2500 * time.Millisecond)
+		}
 	}
 	return out.write(rep)
 }

@@ -123,3 +123,20 @@ func TestCompareAndTable(t *testing.T) {
 		t.Errorf("table:\n%s", buf.String())
 	}
 }
+
+func TestParseCPUTicks(t *testing.T) {
+	cases := []struct {
+		stat string
+		want int64
+	}{
+		{"4242 (ggbroker) S 1 4242 4242 0 -1 4194560 1234 0 0 0 150 37 0 0 20 0 9 0 1000 0 0", 187},
+		{"7 (a b) c) R 1 7 7 0 -1 0 0 0 0 0 5 6 0 0 20 0 1 0 1 0 0", 11},
+		{"garbage", -1},
+		{"1 (x) S 1 2", -1},
+	}
+	for _, c := range cases {
+		if got := parseCPUTicks(c.stat); got != c.want {
+			t.Errorf("parseCPUTicks(%q) = %d, want %d", c.stat, got, c.want)
+		}
+	}
+}
