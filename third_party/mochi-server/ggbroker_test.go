@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -101,5 +102,31 @@ func TestHookStateIsTheHooks(t *testing.T) {
 	s.inheritClientSession(packets.Packet{Connect: packets.ConnectParams{Clean: false}}, fresh)
 	if got := fresh.HookState.Load(); got != nil {
 		t.Fatalf("a new connection inherited HookState %v", got)
+	}
+}
+
+// TestHasSubscribersKeepsOneOffTopicsOutOfTheCache (patch 53): asked about topics whose first level
+// no subscription has, HasSubscribers answers no without adding them to the subscriber cache; with
+// a filter that could match, the answer is still right ($ topics are not matched by a top-level #).
+func TestHasSubscribersKeepsOneOffTopicsOutOfTheCache(t *testing.T) {
+	x := NewTopicsIndex()
+	x.Subscribe("c1", packets.Subscription{Filter: "dt/+/temp"})
+	for i := 0; i < 100; i++ {
+		if x.HasSubscribers(fmt.Sprintf("$aws/events/presence/connected/device-%d", i)) {
+			t.Fatal("a lifecycle topic has subscribers")
+		}
+	}
+	if n := x.cache.size.Load(); n != 0 {
+		t.Fatalf("%d one-off topics were cached", n)
+	}
+	if !x.HasSubscribers("dt/sensor-1/temp") || x.HasSubscribers("dt/sensor-1/hum") {
+		t.Fatal("wrong answer for a topic under a subscribed first level")
+	}
+	x.Subscribe("c2", packets.Subscription{Filter: "#"})
+	if x.HasSubscribers("$aws/events/presence/connected/device-1") {
+		t.Fatal("a top-level # matched a $ topic [MQTT-4.7.1-2]")
+	}
+	if !x.HasSubscribers("anything/else") {
+		t.Fatal("# does not match a plain topic")
 	}
 }

@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -62,7 +63,16 @@ func (x *TopicsIndex) subscribersCached(topic string) (subs *Subscribers, shared
 
 // HasSubscribers reports whether any subscription (a client's, shared or inline) matches topic, from
 // the cache (ggbroker patch: a service that publishes only when someone listens asks it per message).
+//
+// A topic whose first level has no particle at the root, while the root has no + or # particle
+// either, can match no subscription: that is answered without the cache (patch 53), so that topics
+// asked about once each (ggbroker's lifecycle events, one topic per client ID) do not fill it and
+// deepen every lookup of the topics that messages are published to.
 func (x *TopicsIndex) HasSubscribers(topic string) bool {
+	if first, _, _ := strings.Cut(topic, "/"); x.root.particles.get(first) == nil &&
+		x.root.particles.get("+") == nil && x.root.particles.get("#") == nil {
+		return false
+	}
 	subs, _ := x.subscribersCached(topic)
 	return len(subs.Subscriptions) > 0 || len(subs.Shared) > 0 || len(subs.InlineSubscriptions) > 0
 }
