@@ -122,6 +122,10 @@ func TestHasSubscribersKeepsOneOffTopicsOutOfTheCache(t *testing.T) {
 	if !x.HasSubscribers("dt/sensor-1/temp") || x.HasSubscribers("dt/sensor-1/hum") {
 		t.Fatal("wrong answer for a topic under a subscribed first level")
 	}
+	x.Subscribe("c3", packets.Subscription{Filter: "$share/workers/jobs/#"})
+	if !x.HasSubscribers("jobs/42") {
+		t.Fatal("a shared subscription's topic has no subscribers")
+	}
 	x.Subscribe("c2", packets.Subscription{Filter: "#"})
 	if x.HasSubscribers("$aws/events/presence/connected/device-1") {
 		t.Fatal("a top-level # matched a $ topic [MQTT-4.7.1-2]")
