@@ -102,11 +102,11 @@ func newFake311(t *testing.T, pki *testPKI) *fake311 {
 
 func (f *fake311) serve(c net.Conn) {
 	defer c.Close()
-	raw, err := readRawPacket(c)
+	raw, body, err := readRawPacket(c)
 	if err != nil || len(raw) < 9 {
 		return
 	}
-	version := raw[len(raw)-bodyLen(raw)+6]
+	version := body[6]
 	f.versions <- version
 	if version != 4 {
 		_, _ = c.Write([]byte{0x20, 0x02, 0x00, 0x01})

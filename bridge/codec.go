@@ -107,9 +107,6 @@ func appendString(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-// maxRemaining is the largest Remaining Length MQTT can say (MQTT 5 §1.5.5).
-const maxRemaining = 268435455
-
 // packetReader reads the upstream's packets: PUBACKs into a reused buffer, decoded here; every other
 // packet whole, into its own buffer (a PUBLISH's payload is handed on), then decoded by paho.
 type packetReader struct {
@@ -127,27 +124,14 @@ func (pr *packetReader) next() (a *ack, pkt any, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	var hdr [5]byte
-	hdr[0] = first
-	n, mult, hl := 0, 1, 1
-	for {
-		c, err := pr.r.ReadByte()
-		if err != nil {
-			return nil, nil, err
-		}
-		hdr[hl] = c
-		hl++
-		n += int(c&0x7f) * mult
-		if c&0x80 == 0 {
-			break
-		}
-		if hl == 5 {
-			return nil, nil, fmt.Errorf("%w: remaining length longer than 4 bytes", errMalformed)
-		}
-		mult *= 128
+	var buf [5]byte
+	buf[0] = first
+	hdr, n, err := mqttwire.AppendVarintFrom(buf[:1], pr.r)
+	if errors.Is(err, mqttwire.ErrMalformedVarint) {
+		return nil, nil, fmt.Errorf("%w: remaining length longer than 4 bytes", errMalformed)
 	}
-	if n > maxRemaining {
-		return nil, nil, fmt.Errorf("%w: remaining length %d", errMalformed, n)
+	if err != nil {
+		return nil, nil, err
 	}
 	if first>>4 == typePuback && n >= 2 && n <= len(pr.small) {
 		body := pr.small[:n]
@@ -162,9 +146,9 @@ func (pr *packetReader) next() (a *ack, pkt any, err error) {
 		}
 		return &a, nil, nil
 	}
-	raw := make([]byte, hl+n)
-	copy(raw, hdr[:hl])
-	if _, err := io.ReadFull(pr.r, raw[hl:]); err != nil {
+	raw := make([]byte, len(hdr)+n)
+	copy(raw, hdr)
+	if _, err := io.ReadFull(pr.r, raw[len(hdr):]); err != nil {
 		return nil, nil, err
 	}
 	if pr.version == mqtt5 {

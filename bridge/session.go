@@ -15,6 +15,7 @@ import (
 	p5 "github.com/eclipse/paho.golang/packets"
 	p3 "github.com/eclipse/paho.mqtt.golang/packets"
 
+	"github.com/ggbroker/ggbroker/internal/mqttwire"
 	"github.com/ggbroker/ggbroker/service"
 )
 
@@ -171,7 +172,7 @@ func (s *session) connect(clientID string) error {
 	}
 	// The CONNACK is read raw first: a 3.1.1 server answers an MQTT 5 CONNECT with a 3.1.1 CONNACK
 	// (return code 1, no properties), which an MQTT 5 decoder would call malformed.
-	raw, err := readRawPacket(s.conn)
+	raw, body, err := readRawPacket(s.conn)
 	if err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return errNoConnack
@@ -181,7 +182,6 @@ func (s *session) connect(clientID string) error {
 	if raw[0]>>4 != 2 {
 		return fmt.Errorf("upstream answered CONNECT with packet type %d, not CONNACK", raw[0]>>4)
 	}
-	body := raw[len(raw)-bodyLen(raw):]
 	if len(body) < 2 {
 		return errors.New("upstream sent a malformed CONNACK")
 	}
@@ -247,49 +247,26 @@ func connackReason(version, code byte) string {
 	return "unknown return code"
 }
 
-// readRawPacket reads one whole MQTT packet (fixed header included).
-func readRawPacket(r io.Reader) ([]byte, error) {
-	hdr := make([]byte, 1, 5)
-	if _, err := io.ReadFull(r, hdr); err != nil {
-		return nil, err
+// readRawPacket reads one whole MQTT packet from r, byte by byte up to its body: raw is the packet as
+// sent (fixed header included), body its variable header and payload.
+func readRawPacket(r io.Reader) (raw, body []byte, err error) {
+	br := mqttwire.ByteReader(r)
+	first, err := br.ReadByte()
+	if err != nil {
+		return nil, nil, err
 	}
-	n, mult := 0, 1
-	for i := 0; ; i++ {
-		var b [1]byte
-		if _, err := io.ReadFull(r, b[:]); err != nil {
-			return nil, err
-		}
-		hdr = append(hdr, b[0])
-		n += int(b[0]&0x7f) * mult
-		if b[0]&0x80 == 0 {
-			break
-		}
-		if i == 3 {
-			return nil, errors.New("malformed remaining length")
-		}
-		mult *= 128
+	hdr, n, err := mqttwire.AppendVarintFrom(append(make([]byte, 0, 5), first), br)
+	if err != nil {
+		return nil, nil, err
 	}
 	if n > 1<<20 {
-		return nil, fmt.Errorf("CONNACK of %d bytes", n)
+		return nil, nil, fmt.Errorf("CONNACK of %d bytes", n)
 	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
-		return nil, err
+	raw = append(hdr, make([]byte, n)...)
+	if _, err := io.ReadFull(r, raw[len(hdr):]); err != nil {
+		return nil, nil, err
 	}
-	return append(hdr, body...), nil
-}
-
-// bodyLen is the remaining length a raw packet's fixed header declares.
-func bodyLen(raw []byte) int {
-	n, mult := 0, 1
-	for _, b := range raw[1:] {
-		n += int(b&0x7f) * mult
-		if b&0x80 == 0 {
-			break
-		}
-		mult *= 128
-	}
-	return n
+	return raw, raw[len(hdr):], nil
 }
 
 // close ends the session with err (the reason its disconnect is logged with); the first call wins.

@@ -24,6 +24,7 @@ import (
 
 	"github.com/ggbroker/ggbroker/auth"
 	"github.com/ggbroker/ggbroker/config"
+	"github.com/ggbroker/ggbroker/internal/mqttwire"
 )
 
 // durabilityMessages is how many QoS 1 messages each durability case publishes while the persistent
@@ -525,17 +526,9 @@ func readV3Packet(t *testing.T, conn io.Reader) (byte, []byte) {
 	if _, err := io.ReadFull(conn, b[:]); err != nil {
 		t.Fatalf("read packet: %v", err)
 	}
-	n, shift := 0, 0
-	for {
-		var l [1]byte
-		if _, err := io.ReadFull(conn, l[:]); err != nil {
-			t.Fatalf("read packet length: %v", err)
-		}
-		n |= int(l[0]&0x7f) << shift
-		if l[0]&0x80 == 0 {
-			break
-		}
-		shift += 7
+	n, err := mqttwire.ReadVarint(mqttwire.ByteReader(conn)) // byte by byte: conn is not buffered
+	if err != nil {
+		t.Fatalf("read packet length: %v", err)
 	}
 	body := make([]byte, n)
 	if _, err := io.ReadFull(conn, body); err != nil {

@@ -2,6 +2,7 @@ package mqttwire
 
 import (
 	"bytes"
+	"errors"
 	"testing"
 )
 
@@ -37,5 +38,25 @@ func TestAppendVarint(t *testing.T) {
 	}
 	if _, err := ReadVarint(bytes.NewReader([]byte{0x80})); err == nil {
 		t.Error("ReadVarint of a cut-off integer: no error")
+	}
+}
+
+// TestAppendVarintFrom: the bytes read are appended as they were sent, and ByteReader reads no
+// further than the integer.
+func TestAppendVarintFrom(t *testing.T) {
+	stream := append(AppendVarint([]byte{}, 16384), "rest"...)
+	r := bytes.NewReader(stream)
+	got, n, err := AppendVarintFrom([]byte{0x30}, ByteReader(r))
+	if err != nil || n != 16384 || !bytes.Equal(got, append([]byte{0x30}, stream[:3]...)) {
+		t.Fatalf("AppendVarintFrom = % x, %d, %v", got, n, err)
+	}
+	if r.Len() != len("rest") {
+		t.Fatalf("%d bytes left after the integer, want %d", r.Len(), len("rest"))
+	}
+	if _, _, err := AppendVarintFrom(nil, bytes.NewReader([]byte{0x80, 0x80, 0x80, 0x80, 0x01})); !errors.Is(err, ErrMalformedVarint) {
+		t.Fatalf("five bytes: %v, want ErrMalformedVarint", err)
+	}
+	if a := testing.AllocsPerRun(100, func() { _, _ = ReadVarint(bytes.NewReader(stream)) }); a > 1 {
+		t.Errorf("ReadVarint allocates %.0f times (the reader aside)", a)
 	}
 }
