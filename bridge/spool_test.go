@@ -25,11 +25,7 @@ func TestSpoolKeepsOrderAcrossReopen(t *testing.T) {
 	if err := sp.append(in); err != nil {
 		t.Fatal(err)
 	}
-	for i := range 9 {
-		if err := sp.append(&record{Topic: "t", Payload: fmt.Appendf(nil, "%d", i)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendNumbered(t, sp, 9)
 	if err := sp.close(); err != nil {
 		t.Fatal(err)
 	}
@@ -85,11 +81,7 @@ func TestSpoolDropsOldestWhenFull(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer sp.close()
-			for i := range 10 {
-				if err := sp.append(&record{Topic: "t", Payload: fmt.Appendf(nil, "%d", i)}); err != nil {
-					t.Fatal(err)
-				}
-			}
+			appendNumbered(t, sp, 10)
 			recs, _ := sp.read(0, 100)
 			var got []string
 			for _, r := range recs {
@@ -195,6 +187,16 @@ func BenchmarkSpoolAppend(b *testing.B) {
 	}
 }
 
+// appendNumbered appends n records on topic t with the payloads "0" to "n-1".
+func appendNumbered(t *testing.T, sp *spool, n int) {
+	t.Helper()
+	for i := range n {
+		if err := sp.append(&record{Topic: "t", Payload: fmt.Appendf(nil, "%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // payloads reads the whole spool's payloads, in order.
 func payloads(t *testing.T, sp *spool) []string {
 	t.Helper()
@@ -233,11 +235,7 @@ func TestSpoolSegments(t *testing.T) {
 		t.Fatal(err)
 	}
 	sp.segMax = 1024
-	for i := range 300 {
-		if err := sp.append(&record{Topic: "t", Payload: fmt.Appendf(nil, "%d", i)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendNumbered(t, sp, 300)
 	if n := len(segmentFiles(t, dir)); n < 10 {
 		t.Fatalf("%d segments for 300 records of 1 KiB segments", n)
 	}
@@ -288,11 +286,7 @@ func TestSpoolCutTail(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for i := range 3 {
-				if err := sp.append(&record{Topic: "t", Payload: fmt.Appendf(nil, "%d", i)}); err != nil {
-					t.Fatal(err)
-				}
-			}
+			appendNumbered(t, sp, 3)
 			if err := sp.close(); err != nil {
 				t.Fatal(err)
 			}
